@@ -1,0 +1,45 @@
+# ringman: `make run` starts a node, `make test` runs every test (installing
+# what the tests need with apt-get when it is missing), `make bench` measures.
+
+GO      ?= go
+BIN     := bin/ringman
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+# Flags for `make run`: a single node with one example instance, data in ./ringman-data.
+RUN_FLAGS ?= --name local --data-dir ./ringman-data --service web=127.0.0.1:8080
+
+# apt-get as root, or through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
+
+.PHONY: build run test test-deps bench bench-deps lint clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/ringman
+
+run: build
+	./$(BIN) serve $(RUN_FLAGS)
+
+# Test dependencies: redis-cli (wire-compatibility tests).
+test-deps:
+	@command -v redis-cli >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) redis-tools; }
+
+test: test-deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Benchmark peers: redis-server and redis-benchmark.
+bench-deps:
+	@command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) redis-server redis-tools; }
+
+bench: bench-deps build
+	$(GO) run ./test/bench -bin $(BIN)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,379 @@
+// Package ring places keys on the live instances of one service.
+//
+// It exists so that every router in a pool, given the same set of instances and
+// the same Settings, sends a key to the same instance, and so that only about
+// 1/n of the keys move when an instance joins or leaves. Placement is
+// github.com/buraksezer/consistent (bounded loads) over xxhash; this package
+// adds what a router needs on its hot path: an immutable Ring, built off to the
+// side and read without locks or allocation.
+//
+// The package is pure: no network, no logging, no other ringman package.
+package ring
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+
+	"github.com/buraksezer/consistent"
+	"github.com/cespare/xxhash/v2"
+)
+
+// Algorithm names the placement algorithm. It is part of the Fingerprint: two
+// versions of consistent place keys differently, so nodes built against
+// different versions must not share a cluster.
+const Algorithm = "consistent-v1.0.0"
+
+// Defaults. 32,749 is the largest prime below 2^15: at 1,000 instances every
+// instance owns partitions (7,919 left about 2 of 1,000 with none, 271 left 729),
+// and one join or leave still rebuilds in a few milliseconds.
+const (
+	DefaultPartitions        = 32749
+	DefaultLoad              = 1.25
+	DefaultReplicationFactor = 20
+	// MaxCandidates is the longest preference list a Ring keeps per partition.
+	MaxCandidates = 8
+)
+
+// Limits that keep a rebuild bounded in time and memory.
+const (
+	MaxPartitions        = 1 << 20
+	MaxReplicationFactor = 1000
+	MaxLoad              = 100.0
+)
+
+// Hasher hashes bytes to 64 bits. The default is xxhash; tests use exact fakes.
+type Hasher interface {
+	Sum64([]byte) uint64
+}
+
+// Settings are the ring parameters that must agree across a cluster.
+type Settings struct {
+	// Partitions is the number of slots keys hash into; each slot has one owner.
+	Partitions int
+	// Load bounds the busiest instance at Load × the average partition count.
+	Load float64
+	// ReplicationFactor is the number of virtual points per instance.
+	ReplicationFactor int
+	// Hasher is nil for xxhash (what production uses).
+	Hasher Hasher
+}
+
+// DefaultSettings returns the settings ringman ships with.
+func DefaultSettings() Settings {
+	return Settings{Partitions: DefaultPartitions, Load: DefaultLoad, ReplicationFactor: DefaultReplicationFactor}
+}
+
+// Validate reports the first setting that would make placement fail.
+func (s Settings) Validate() error {
+	switch {
+	case s.Partitions < 1 || s.Partitions > MaxPartitions:
+		return fmt.Errorf("ring partitions must be between 1 and %d, got %d", MaxPartitions, s.Partitions)
+	case math.IsNaN(s.Load) || s.Load < 1 || s.Load > MaxLoad:
+		return fmt.Errorf("ring load factor must be between 1 and %g, got %g", MaxLoad, s.Load)
+	case s.ReplicationFactor < 1 || s.ReplicationFactor > MaxReplicationFactor:
+		return fmt.Errorf("ring replication factor must be between 1 and %d, got %d", MaxReplicationFactor, s.ReplicationFactor)
+	}
+	return nil
+}
+
+// Fingerprint is a short readable description of everything that decides
+// placement. Nodes compare fingerprints and refuse peers whose differ.
+func (s Settings) Fingerprint() string {
+	hash := "xxhash64"
+	if s.Hasher != nil {
+		hash = fmt.Sprintf("%T", s.Hasher)
+	}
+	return fmt.Sprintf("%s/%s/p%d/l%s/r%d", Algorithm, hash, s.Partitions,
+		strconv.FormatFloat(s.Load, 'g', -1, 64), s.ReplicationFactor)
+}
+
+// Ring is an immutable placement of keys on one service's instances. Its
+// methods never lock or allocate, and are safe for any number of goroutines.
+// The zero Ring and a nil *Ring have no instances and answer nothing.
+type Ring struct {
+	custom     Hasher // nil: xxhash
+	partitions uint64
+	width      int      // candidates kept per partition
+	table      []string // partitions × width; table[p*width] is p's owner
+	instances  []string // sorted
+	owned      []int    // partitions owned, aligned with instances
+}
+
+// Owner returns the instance that owns key, and false when the ring is empty.
+func (r *Ring) Owner(key string) (string, bool) {
+	if r == nil || r.width == 0 {
+		return "", false
+	}
+	return r.table[r.partitionOfString(key)*uint64(r.width)], true
+}
+
+// OwnerBytes is Owner for a key that arrives as bytes (no conversion copy).
+func (r *Ring) OwnerBytes(key []byte) (string, bool) {
+	if r == nil || r.width == 0 {
+		return "", false
+	}
+	return r.table[r.partitionOf(key)*uint64(r.width)], true
+}
+
+// Candidates returns up to n distinct instances for key in preference order:
+// the owner first, then the instances that follow it on the ring (the ones
+// most likely to own the key if the owner goes away). The result is shared
+// with the Ring and must not be modified.
+func (r *Ring) Candidates(key string, n int) []string {
+	if r == nil || r.width == 0 || n <= 0 {
+		return nil
+	}
+	return r.row(r.partitionOfString(key), n)
+}
+
+// CandidatesBytes is Candidates for a key that arrives as bytes.
+func (r *Ring) CandidatesBytes(key []byte, n int) []string {
+	if r == nil || r.width == 0 || n <= 0 {
+		return nil
+	}
+	return r.row(r.partitionOf(key), n)
+}
+
+func (r *Ring) row(p uint64, n int) []string {
+	n = min(n, r.width)
+	start := p * uint64(r.width)
+	return r.table[start : start+uint64(n) : start+uint64(n)]
+}
+
+func (r *Ring) partitionOf(key []byte) uint64 {
+	if r.custom != nil {
+		return r.custom.Sum64(key) % r.partitions
+	}
+	return xxhash.Sum64(key) % r.partitions
+}
+
+func (r *Ring) partitionOfString(key string) uint64 {
+	if r.custom != nil {
+		return r.custom.Sum64([]byte(key)) % r.partitions
+	}
+	return xxhash.Sum64String(key) % r.partitions
+}
+
+// Len is the number of instances on the ring.
+func (r *Ring) Len() int {
+	if r == nil {
+		return 0
+	}
+	return len(r.instances)
+}
+
+// Instances returns the instances on the ring, sorted. Do not modify it.
+func (r *Ring) Instances() []string {
+	if r == nil {
+		return nil
+	}
+	return r.instances
+}
+
+// Partitions is the partition count the ring was built with (0 for an empty ring).
+func (r *Ring) Partitions() int {
+	if r == nil || r.width == 0 {
+		return 0
+	}
+	return int(r.partitions)
+}
+
+// Owned returns how many partitions each instance owns, keyed by instance.
+func (r *Ring) Owned() map[string]int {
+	out := make(map[string]int, r.Len())
+	for i, inst := range r.Instances() {
+		out[inst] = r.owned[i]
+	}
+	return out
+}
+
+// New builds a Ring over instances in one go. Builders are cheaper when a
+// ring changes one instance at a time.
+func New(s Settings, instances []string) (*Ring, error) {
+	b, err := NewBuilder(s)
+	if err != nil {
+		return nil, err
+	}
+	return b.Build(instances)
+}
+
+// Builder turns instance sets into Rings. It keeps the placement of the last
+// set so that a change of a few instances costs a few incremental updates
+// instead of a full rebuild; the result is the same either way, because
+// consistent's placement depends only on the set. A Builder is not safe for
+// concurrent use: one goroutine rebuilds, many read the Rings it returns.
+type Builder struct {
+	settings Settings
+	hasher   Hasher
+	c        *consistent.Consistent
+	current  map[string]struct{}
+	points   []point // the virtual points of current, sorted by hash
+}
+
+type point struct {
+	hash     uint64
+	instance string
+}
+
+// rebuildThreshold is the number of changed instances past which building
+// from scratch is cheaper than one incremental update per change (consistent's
+// Add redistributes every partition; its New re-sorts once per member).
+const rebuildThreshold = 32
+
+type member string
+
+func (m member) String() string { return string(m) }
+
+type xxHasher struct{}
+
+func (xxHasher) Sum64(b []byte) uint64 { return xxhash.Sum64(b) }
+
+// NewBuilder validates s and returns a Builder with no instances.
+func NewBuilder(s Settings) (*Builder, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	h := s.Hasher
+	if h == nil {
+		h = xxHasher{}
+	}
+	return &Builder{settings: s, hasher: h, current: map[string]struct{}{}}, nil
+}
+
+// ErrInvalidInstance is returned for an empty instance name.
+var ErrInvalidInstance = errors.New("ring: empty instance name")
+
+// Build returns the Ring for exactly this set of instances (duplicates are
+// ignored). It is idempotent. On error the Builder forgets its state, and the
+// next Build starts from scratch.
+func (b *Builder) Build(instances []string) (r *Ring, err error) {
+	want := make(map[string]struct{}, len(instances))
+	for _, inst := range instances {
+		if inst == "" {
+			return nil, ErrInvalidInstance
+		}
+		want[inst] = struct{}{}
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			b.c, b.current, b.points = nil, map[string]struct{}{}, nil
+			r, err = nil, fmt.Errorf("ring: placement failed: %v", p)
+		}
+	}()
+	b.place(want)
+	return b.snapshot(), nil
+}
+
+// place brings the consistent object to the set want.
+func (b *Builder) place(want map[string]struct{}) {
+	var added, removed []string
+	for inst := range want {
+		if _, ok := b.current[inst]; !ok {
+			added = append(added, inst)
+		}
+	}
+	for inst := range b.current {
+		if _, ok := want[inst]; !ok {
+			removed = append(removed, inst)
+		}
+	}
+	if len(added) == 0 && len(removed) == 0 && b.c != nil {
+		return
+	}
+	cfg := consistent.Config{
+		Hasher:            b.hasher,
+		PartitionCount:    b.settings.Partitions,
+		ReplicationFactor: b.settings.ReplicationFactor,
+		Load:              b.settings.Load,
+	}
+	if b.c == nil || len(added)+len(removed) > rebuildThreshold || len(want) == 0 {
+		members := make([]consistent.Member, 0, len(want))
+		for inst := range want {
+			members = append(members, member(inst))
+		}
+		b.c = consistent.New(members, cfg)
+	} else {
+		// Sorted so that a failure part-way is at least reproducible.
+		sort.Strings(added)
+		sort.Strings(removed)
+		for _, inst := range removed {
+			b.c.Remove(inst)
+		}
+		for _, inst := range added {
+			b.c.Add(member(inst))
+		}
+	}
+	b.current = want
+	b.points = b.points[:0]
+	for inst := range want {
+		for i := 0; i < b.settings.ReplicationFactor; i++ {
+			// The same virtual points consistent uses (its replicaKey).
+			h := b.hasher.Sum64([]byte(strconv.Itoa(i) + ":" + inst))
+			b.points = append(b.points, point{h, inst})
+		}
+	}
+	sort.Slice(b.points, func(i, j int) bool {
+		if b.points[i].hash != b.points[j].hash {
+			return b.points[i].hash < b.points[j].hash
+		}
+		return b.points[i].instance < b.points[j].instance
+	})
+}
+
+// snapshot copies the placement into an immutable Ring.
+func (b *Builder) snapshot() *Ring {
+	r := &Ring{custom: b.settings.Hasher, partitions: uint64(b.settings.Partitions)}
+	if len(b.current) == 0 {
+		return r
+	}
+	r.instances = make([]string, 0, len(b.current))
+	for inst := range b.current {
+		r.instances = append(r.instances, inst)
+	}
+	sort.Strings(r.instances)
+	index := make(map[string]int, len(r.instances))
+	for i, inst := range r.instances {
+		index[inst] = i
+	}
+	r.owned = make([]int, len(r.instances))
+	r.width = min(MaxCandidates, len(r.instances))
+	r.table = make([]string, b.settings.Partitions*r.width)
+
+	var pid [8]byte
+	for p := 0; p < b.settings.Partitions; p++ {
+		owner := b.c.GetPartitionOwner(p).String()
+		row := r.table[p*r.width : (p+1)*r.width]
+		row[0] = owner
+		r.owned[index[owner]]++
+		if r.width == 1 {
+			continue
+		}
+		// Walk the virtual points clockwise from the partition's own point,
+		// as consistent does to place it, collecting distinct instances.
+		binary.LittleEndian.PutUint64(pid[:], uint64(p))
+		h := b.hasher.Sum64(pid[:])
+		i := sort.Search(len(b.points), func(i int) bool { return b.points[i].hash >= h })
+		filled := 1
+		for step := 0; filled < r.width && step < len(b.points); step++ {
+			inst := b.points[(i+step)%len(b.points)].instance
+			if !contains(row[:filled], inst) {
+				row[filled] = inst
+				filled++
+			}
+		}
+	}
+	return r
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,156 @@
+// Package router answers ringman's one question: for this key and service,
+// which backend? Every protocol (RESP, HTTP, CLI through HTTP) asks through
+// Router, so the answer is the same everywhere (SPEC §2).
+//
+// Rings are rebuilt elsewhere (Update, called by the membership loop) and
+// published with one atomic swap; lookups only load a pointer.
+package router
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"ringman/ring"
+)
+
+// Source says where an answer came from.
+type Source uint8
+
+const (
+	Miss     Source = iota // no override and an empty ring
+	Ring                   // the owner on the service's ring
+	Override               // an explicit host override
+)
+
+func (s Source) String() string {
+	switch s {
+	case Ring:
+		return "ring"
+	case Override:
+		return "override"
+	}
+	return "miss"
+}
+
+// Router holds the published rings of every service.
+type Router struct {
+	settings       ring.Settings
+	defaultService string
+
+	rings atomic.Pointer[map[string]*ring.Ring] // read-only once published
+
+	mu       sync.Mutex // serialises Update
+	builders map[string]*ring.Builder
+	sets     map[string][]string // last set per service, sorted
+}
+
+// New returns a Router with no instances. defaultService is the service a
+// lookup gets when it names none (RESP db 0).
+func New(settings ring.Settings, defaultService string) (*Router, error) {
+	if err := settings.Validate(); err != nil {
+		return nil, err
+	}
+	if defaultService == "" {
+		return nil, errors.New("router: default service name is empty")
+	}
+	r := &Router{
+		settings:       settings,
+		defaultService: defaultService,
+		builders:       map[string]*ring.Builder{},
+		sets:           map[string][]string{},
+	}
+	empty := map[string]*ring.Ring{}
+	r.rings.Store(&empty)
+	return r, nil
+}
+
+// DefaultService is the service used when a lookup names none.
+func (r *Router) DefaultService() string { return r.defaultService }
+
+// Settings returns the ring settings every ring is built with.
+func (r *Router) Settings() ring.Settings { return r.settings }
+
+// Update makes the rings match instances (service -> live instances) and
+// publishes them in one swap. Services absent from instances get empty rings.
+// Only changed services are rebuilt. It reports which services changed.
+// On error for one service, that service keeps its previous ring and the
+// others are still published.
+func (r *Router) Update(instances map[string][]string) (changed []string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+
+	old := *r.rings.Load()
+	next := make(map[string]*ring.Ring, len(instances))
+	var errs []error
+	for service, list := range instances {
+		set := slices.Clone(list)
+		sort.Strings(set)
+		set = slices.Compact(set)
+		if prev, ok := old[service]; ok && slices.Equal(r.sets[service], set) {
+			next[service] = prev
+			continue
+		}
+		b := r.builders[service]
+		if b == nil {
+			if b, err = ring.NewBuilder(r.settings); err != nil {
+				return nil, err
+			}
+			r.builders[service] = b
+		}
+		rg, err := b.Build(set)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("service %s: %w", service, err))
+			if prev, ok := old[service]; ok {
+				next[service] = prev
+			}
+			continue
+		}
+		next[service] = rg
+		r.sets[service] = set
+		changed = append(changed, service)
+	}
+	for service := range old {
+		if _, ok := instances[service]; !ok {
+			delete(r.builders, service)
+			delete(r.sets, service)
+			changed = append(changed, service)
+		}
+	}
+	sort.Strings(changed)
+	r.rings.Store(&next)
+	return changed, errors.Join(errs...)
+}
+
+// Ring returns the published ring of service ("" = the default service),
+// or nil when the service has no live instance.
+func (r *Router) Ring(service string) *ring.Ring {
+	if service == "" {
+		service = r.defaultService
+	}
+	return (*r.rings.Load())[service]
+}
+
+// Rings returns every published ring by service. Do not modify it.
+func (r *Router) Rings() map[string]*ring.Ring { return *r.rings.Load() }
+
+// Lookup returns the backend for key on service ("" = the default service).
+// It never locks or allocates.
+func (r *Router) Lookup(service string, key []byte) (string, Source) {
+	if backend, ok := r.Ring(service).OwnerBytes(key); ok {
+		return backend, Ring
+	}
+	return "", Miss
+}
+
+// Candidates returns up to n backends for key in preference order, owner
+// first. The slice is shared and must not be modified.
+func (r *Router) Candidates(service string, key []byte, n int) ([]string, Source) {
+	if c := r.Ring(service).CandidatesBytes(key, n); len(c) > 0 {
+		return c, Ring
+	}
+	return nil, Miss
+}
