@@ -11,12 +11,15 @@
 package ring
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/buraksezer/consistent"
 	"github.com/cespare/xxhash/v2"
@@ -27,11 +30,13 @@ import (
 // different versions must not share a cluster.
 const Algorithm = "consistent-v1.0.0"
 
-// Defaults. 32,749 is the largest prime below 2^15: at 1,000 instances every
-// instance owns partitions (7,919 left about 2 of 1,000 with none, 271 left 729),
-// and one join or leave still rebuilds in a few milliseconds.
+// Defaults. 16,381 is the largest prime below 2^14. At 1,000 instances every
+// instance owns partitions (the fewest measured: 3; 7,919 partitions left about
+// 2 of 1,000 instances with none, 271 left 729), and one join or leave still
+// rebuilds in milliseconds: consistent redistributes every partition on each
+// change, so the cost grows with the partition count.
 const (
-	DefaultPartitions        = 32749
+	DefaultPartitions        = 16381
 	DefaultLoad              = 1.25
 	DefaultReplicationFactor = 20
 	// MaxCandidates is the longest preference list a Ring keeps per partition.
@@ -211,7 +216,13 @@ type Builder struct {
 	hasher   Hasher
 	c        *consistent.Consistent
 	current  map[string]struct{}
-	points   []point // the virtual points of current, sorted by hash
+	points   []point          // the virtual points of current, sorted
+	order    []partitionPoint // partitions in ring order; see partitionOrder
+}
+
+type partitionPoint struct {
+	hash uint64
+	id   int
 }
 
 type point struct {
@@ -219,9 +230,8 @@ type point struct {
 	instance string
 }
 
-// rebuildThreshold is the number of changed instances past which building
-// from scratch is cheaper than one incremental update per change (consistent's
-// Add redistributes every partition; its New re-sorts once per member).
+// rebuildThreshold is the fewest changed instances for which the Builder
+// starts from scratch instead of one incremental update per change.
 const rebuildThreshold = 32
 
 type member string
@@ -268,7 +278,8 @@ func (b *Builder) Build(instances []string) (r *Ring, err error) {
 	return b.snapshot(), nil
 }
 
-// place brings the consistent object to the set want.
+// place brings the consistent object, and the sorted virtual points, to the
+// set want.
 func (b *Builder) place(want map[string]struct{}) {
 	var added, removed []string
 	for inst := range want {
@@ -290,38 +301,103 @@ func (b *Builder) place(want map[string]struct{}) {
 		ReplicationFactor: b.settings.ReplicationFactor,
 		Load:              b.settings.Load,
 	}
-	if b.c == nil || len(added)+len(removed) > rebuildThreshold || len(want) == 0 {
+	// consistent's Add and Remove redistribute every partition; its New
+	// re-sorts the points once per member. Past a tenth of the ring (and at
+	// least rebuildThreshold) changes, one New is the cheaper of the two.
+	if b.c == nil || len(added)+len(removed) > max(rebuildThreshold, len(want)/10) || len(want) == 0 {
 		members := make([]consistent.Member, 0, len(want))
 		for inst := range want {
 			members = append(members, member(inst))
 		}
 		b.c = consistent.New(members, cfg)
-	} else {
-		// Sorted so that a failure part-way is at least reproducible.
-		sort.Strings(added)
-		sort.Strings(removed)
-		for _, inst := range removed {
-			b.c.Remove(inst)
+		b.points = b.points[:0]
+		for inst := range want {
+			b.points = b.appendPoints(b.points, inst)
 		}
-		for _, inst := range added {
-			b.c.Add(member(inst))
-		}
+		sortPoints(b.points)
+		b.current = want
+		return
+	}
+	// Sorted so that a failure part-way is at least reproducible.
+	sort.Strings(added)
+	sort.Strings(removed)
+	for _, inst := range removed {
+		b.c.Remove(inst)
+	}
+	for _, inst := range added {
+		b.c.Add(member(inst))
 	}
 	b.current = want
-	b.points = b.points[:0]
-	for inst := range want {
-		for i := 0; i < b.settings.ReplicationFactor; i++ {
-			// The same virtual points consistent uses (its replicaKey).
-			h := b.hasher.Sum64([]byte(strconv.Itoa(i) + ":" + inst))
-			b.points = append(b.points, point{h, inst})
+
+	if len(removed) > 0 {
+		gone := make(map[string]struct{}, len(removed))
+		for _, inst := range removed {
+			gone[inst] = struct{}{}
+		}
+		b.points = slices.DeleteFunc(b.points, func(pt point) bool {
+			_, ok := gone[pt.instance]
+			return ok
+		})
+	}
+	if len(added) > 0 {
+		var fresh []point
+		for _, inst := range added {
+			fresh = b.appendPoints(fresh, inst)
+		}
+		sortPoints(fresh)
+		b.points = mergePoints(b.points, fresh)
+	}
+}
+
+// appendPoints appends inst's virtual points: the same ones consistent
+// places (its replicaKey is "<i>:<name>").
+func (b *Builder) appendPoints(dst []point, inst string) []point {
+	key := make([]byte, 0, len(inst)+8)
+	for i := 0; i < b.settings.ReplicationFactor; i++ {
+		key = append(strconv.AppendInt(key[:0], int64(i), 10), ':')
+		key = append(key, inst...)
+		dst = append(dst, point{b.hasher.Sum64(key), inst})
+	}
+	return dst
+}
+
+func comparePoints(a, b point) int {
+	if c := cmp.Compare(a.hash, b.hash); c != 0 {
+		return c
+	}
+	return strings.Compare(a.instance, b.instance)
+}
+
+func sortPoints(pts []point) { slices.SortFunc(pts, comparePoints) }
+
+// mergePoints merges two sorted point lists.
+func mergePoints(a, b []point) []point {
+	out := make([]point, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if comparePoints(a[0], b[0]) <= 0 {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
 		}
 	}
-	sort.Slice(b.points, func(i, j int) bool {
-		if b.points[i].hash != b.points[j].hash {
-			return b.points[i].hash < b.points[j].hash
-		}
-		return b.points[i].instance < b.points[j].instance
-	})
+	return append(append(out, a...), b...)
+}
+
+// partitionOrder lists the partitions by the hash of their id: the order in
+// which their points sit on the ring. It depends only on the settings, so it
+// is computed once per Builder.
+func (b *Builder) partitionOrder() []partitionPoint {
+	if b.order != nil {
+		return b.order
+	}
+	b.order = make([]partitionPoint, b.settings.Partitions)
+	var id [8]byte
+	for p := range b.order {
+		binary.LittleEndian.PutUint64(id[:], uint64(p))
+		b.order[p] = partitionPoint{hash: b.hasher.Sum64(id[:]), id: p}
+	}
+	slices.SortFunc(b.order, func(x, y partitionPoint) int { return cmp.Compare(x.hash, y.hash) })
+	return b.order
 }
 
 // snapshot copies the placement into an immutable Ring.
@@ -343,23 +419,21 @@ func (b *Builder) snapshot() *Ring {
 	r.width = min(MaxCandidates, len(r.instances))
 	r.table = make([]string, b.settings.Partitions*r.width)
 
-	var pid [8]byte
-	for p := 0; p < b.settings.Partitions; p++ {
-		owner := b.c.GetPartitionOwner(p).String()
-		row := r.table[p*r.width : (p+1)*r.width]
+	// Sweep the partitions in ring order alongside the sorted points: each
+	// partition's first point clockwise is where consistent starts placing
+	// it, and the walk from there gives its next candidates.
+	next := 0
+	for _, pp := range b.partitionOrder() {
+		for next < len(b.points) && b.points[next].hash < pp.hash {
+			next++
+		}
+		owner := b.c.GetPartitionOwner(pp.id).String()
+		row := r.table[pp.id*r.width : (pp.id+1)*r.width]
 		row[0] = owner
 		r.owned[index[owner]]++
-		if r.width == 1 {
-			continue
-		}
-		// Walk the virtual points clockwise from the partition's own point,
-		// as consistent does to place it, collecting distinct instances.
-		binary.LittleEndian.PutUint64(pid[:], uint64(p))
-		h := b.hasher.Sum64(pid[:])
-		i := sort.Search(len(b.points), func(i int) bool { return b.points[i].hash >= h })
 		filled := 1
 		for step := 0; filled < r.width && step < len(b.points); step++ {
-			inst := b.points[(i+step)%len(b.points)].instance
+			inst := b.points[(next+step)%len(b.points)].instance
 			if !contains(row[:filled], inst) {
 				row[filled] = inst
 				filled++

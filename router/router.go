@@ -125,8 +125,9 @@ func (r *Router) Update(instances map[string][]string) (changed []string, err er
 	return changed, errors.Join(errs...)
 }
 
-// Ring returns the published ring of service ("" = the default service),
-// or nil when the service has no live instance.
+// Ring returns the published ring of service ("" = the default service):
+// nil for a service never seen, an empty Ring for one with no live instance.
+// Both answer nothing.
 func (r *Router) Ring(service string) *ring.Ring {
 	if service == "" {
 		service = r.defaultService

@@ -1,0 +1,340 @@
+package ring
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"testing"
+)
+
+// smallSettings keep order-independence tests fast under -race. With 48
+// instances an instance holds at most ceil(257/48*1.25) = 7 partitions, so
+// the load bound pushes partitions on all the time: the part of placement
+// most sensitive to order.
+var smallSettings = Settings{Partitions: 257, Load: DefaultLoad, ReplicationFactor: 10}
+
+// TestOrderIndependence: a Ring depends only on the set of instances, not on
+// the order they are given in, nor on the path a Builder took to reach the set
+// (one by one, in batches, incrementally or past rebuildThreshold).
+func TestOrderIndependence(t *testing.T) {
+	pool := instanceNames(80)
+	rng := rand.New(rand.NewPCG(1, 2))
+	// Single-goroutine work gains nothing from the race detector, which makes
+	// it ~10x slower: fewer rounds there.
+	rounds := 100
+	if raceEnabled {
+		rounds = 25
+	}
+	want := map[string]*Ring{} // reference rings by set, built from scratch
+	ref := func(t *testing.T, set []string) *Ring {
+		t.Helper()
+		set = slices.Clone(set)
+		slices.Sort(set)
+		set = slices.Compact(set)
+		k := fmt.Sprint(set)
+		if r, ok := want[k]; ok {
+			return r
+		}
+		r, err := New(smallSettings, set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[k] = r
+		return r
+	}
+	build := func(t *testing.T, b *Builder, set []string) {
+		t.Helper()
+		got, err := b.Build(set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameRing(t, ref(t, set), got)
+	}
+
+	t.Run("shuffled", func(t *testing.T) {
+		set := pool[:48]
+		for range rounds {
+			order := slices.Clone(set)
+			rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+			order = append(order, order[:rng.IntN(5)]...) // duplicates are ignored
+			r, err := New(smallSettings, order)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameRing(t, ref(t, set), r)
+		}
+	})
+
+	t.Run("one by one", func(t *testing.T) {
+		b, _ := NewBuilder(smallSettings)
+		order := slices.Clone(pool[:48])
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for k := 1; k <= len(order); k++ {
+			build(t, b, order[:k])
+		}
+		for k := len(order) - 1; k >= 0; k-- { // and back down to nothing
+			build(t, b, order[:k])
+		}
+	})
+
+	t.Run("remove and re-add", func(t *testing.T) {
+		b, _ := NewBuilder(smallSettings)
+		set := pool[:48]
+		build(t, b, set)
+		for range 10 {
+			i := rng.IntN(len(set))
+			build(t, b, slices.Delete(slices.Clone(set), i, i+1))
+			build(t, b, set)
+		}
+	})
+
+	t.Run("batches", func(t *testing.T) {
+		b, _ := NewBuilder(smallSettings)
+		steps := [][]string{
+			pool[:8],                         // first build: from scratch
+			pool[:48],                        // +40: past rebuildThreshold
+			pool[:10],                        // -38: past rebuildThreshold
+			pool[:10+rebuildThreshold],       // exactly rebuildThreshold changes: incremental
+			pool[:10],                        // back
+			pool[:10+rebuildThreshold+1],     // one more than rebuildThreshold: rebuild
+			pool[5 : 10+rebuildThreshold+6],  // 5 out, 5 in
+			append(pool[:3], pool[60:70]...), // a mixed rebuild
+			nil,                              // empty
+			pool[20:23],                      // from empty
+		}
+		for i := 10; i < 48; i += 3 { // small batches up to the big batch's set
+			steps = append(steps, pool[:i])
+		}
+		steps = append(steps, pool[:48])
+		for _, set := range steps {
+			build(t, b, set)
+		}
+	})
+
+	t.Run("random walk", func(t *testing.T) {
+		// Random changes of random size from one Builder.
+		b, _ := NewBuilder(smallSettings)
+		in := map[string]bool{}
+		for range rounds {
+			k := []int{1, 1, 2, 3, 8, rebuildThreshold, rebuildThreshold + 1, 40}[rng.IntN(8)]
+			for range k {
+				x := pool[rng.IntN(len(pool))]
+				in[x] = !in[x]
+			}
+			var set []string
+			for _, x := range pool {
+				if in[x] {
+					set = append(set, x)
+				}
+			}
+			rng.Shuffle(len(set), func(i, j int) { set[i], set[j] = set[j], set[i] })
+			build(t, b, set)
+		}
+	})
+}
+
+// TestBalance: no instance owns more than ceil(P/M*Load) partitions (the
+// library's bound), so max/avg over partitions is at most Load + M/P; over
+// keys the ratio also carries sampling noise.
+func TestBalance(t *testing.T) {
+	const P, L = DefaultPartitions, DefaultLoad
+	nKeys := 1_000_000
+	if raceEnabled {
+		nKeys = 200_000
+	}
+	for _, n := range []int{10, 100, 1000} {
+		t.Run(fmt.Sprint("instances=", n), func(t *testing.T) {
+			r := defaultRing(t, n)
+			avg := float64(P) / float64(n)
+			capacity := math.Ceil(avg * L)
+			lo, hi := math.MaxInt, 0
+			for _, c := range r.Owned() {
+				lo, hi = min(lo, c), max(hi, c)
+			}
+			if float64(hi) > capacity {
+				t.Errorf("an instance owns %d partitions, over the bound %v", hi, capacity)
+			}
+			if got, bound := float64(hi)/avg, L+float64(n)/P; got > bound {
+				t.Errorf("partitions max/avg = %.4f > %.4f", got, bound)
+			}
+
+			counts := make(map[string]int, n)
+			var buf []byte
+			for i := range nKeys {
+				buf = strconv.AppendInt(append(buf[:0], "key-"...), int64(i), 10)
+				o, _ := r.OwnerBytes(buf)
+				counts[o]++
+			}
+			kmax := 0
+			for _, c := range counts {
+				kmax = max(kmax, c)
+			}
+			kavg := float64(nKeys) / float64(n)
+			// Keys of an instance owning c partitions are ~Binomial(N, c/P);
+			// for the busiest (c = capacity) allow 5 standard deviations
+			// (deterministic hashing: it either passes or fails every run).
+			mean := float64(nKeys) * capacity / P
+			bound := (mean + 5*math.Sqrt(mean)) / kavg
+			got := float64(kmax) / kavg
+			t.Logf("%d instances: partitions min %d max %d avg %.1f (max/avg %.3f); %d keys max/avg %.3f (bound %.3f)",
+				n, lo, hi, avg, float64(hi)/avg, nKeys, got, bound)
+			if got > bound {
+				t.Errorf("keys max/avg = %.3f > %.3f", got, bound)
+			}
+		})
+	}
+}
+
+// TestEveryInstanceOwnsPartitions is the acceptance criterion for the default
+// partition count: at 1,000 instances none is left without keys.
+func TestEveryInstanceOwnsPartitions(t *testing.T) {
+	r := defaultRing(t, 1000)
+	owned := r.Owned()
+	lo := math.MaxInt
+	for inst, c := range owned {
+		if c == 0 {
+			t.Errorf("%s owns no partition", inst)
+		}
+		lo = min(lo, c)
+	}
+	t.Logf("1,000 instances, %d partitions: the least loaded instance owns %d", DefaultPartitions, lo)
+}
+
+// movementFixture is a 100-instance ring with default settings and the rings
+// after single changes, shared between the movement and candidate tests.
+type movementFixture struct {
+	base   *Ring
+	leaves map[string]*Ring // instance removed -> ring
+	joins  map[string]*Ring // instance added -> ring
+}
+
+var movement *movementFixture
+
+func movementRings(t *testing.T) *movementFixture {
+	t.Helper()
+	if movement != nil {
+		return movement
+	}
+	names := instanceNames(104)
+	base := names[:100]
+	b, err := NewBuilder(DefaultSettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &movementFixture{leaves: map[string]*Ring{}, joins: map[string]*Ring{}}
+	if f.base, err = b.Build(base); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 99} {
+		x := base[i]
+		if f.leaves[x], err = b.Build(slices.Delete(slices.Clone(base), i, i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, x := range names[100:102] {
+		if f.joins[x], err = b.Build(append(slices.Clone(base), x)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	movement = f
+	return f
+}
+
+// TestKeyMovement: when one of 100 instances leaves, its keys move (~1%)
+// plus the keys that the load bound pushes on; when one joins, keys move to
+// it plus the same kind of knock-on.
+func TestKeyMovement(t *testing.T) {
+	f := movementRings(t)
+	nKeys := 100_000
+	if raceEnabled {
+		nKeys = 20_000 // 1% is still 200 keys
+	}
+	keys := make([][]byte, nKeys)
+	for i := range keys {
+		keys[i] = []byte("/segment/" + strconv.Itoa(i))
+	}
+	owners := func(r *Ring) []string {
+		out := make([]string, nKeys)
+		for i, k := range keys {
+			out[i], _ = r.OwnerBytes(k)
+		}
+		return out
+	}
+	before := owners(f.base)
+	pct := func(n int) float64 { return 100 * float64(n) / float64(nKeys) }
+
+	for x, r := range f.leaves {
+		after := owners(r)
+		moved, own := 0, 0
+		for i := range keys {
+			if before[i] == x {
+				own++
+				if after[i] == x {
+					t.Fatalf("key %s still on removed instance %s", keys[i], x)
+				}
+			}
+			if before[i] != after[i] {
+				moved++
+			}
+		}
+		extra := moved - own
+		t.Logf("leave %s: moved %.2f%% = its own %.2f%% + %.2f%% others", x, pct(moved), pct(own), pct(extra))
+		// Ideal is 1%; FINDINGS measured 1.5% at Load 1.25 (7,919 partitions).
+		// The knock-on from the load bound should stay under one instance's share.
+		if pct(moved) > 2 || pct(extra) > 1 {
+			t.Errorf("leave %s moved %.2f%% of keys (%.2f%% not its own); want <= 2%% and <= 1%%", x, pct(moved), pct(extra))
+		}
+	}
+	for x, r := range f.joins {
+		after := owners(r)
+		moved, toNew := 0, 0
+		for i := range keys {
+			if after[i] == x {
+				toNew++
+			}
+			if before[i] != after[i] {
+				moved++
+			}
+		}
+		extra := moved - toNew
+		t.Logf("join %s: moved %.2f%% = to it %.2f%% + %.2f%% between others", x, pct(moved), pct(toNew), pct(extra))
+		if pct(moved) > 2 || pct(extra) > 1 {
+			t.Errorf("join %s moved %.2f%% of keys (%.2f%% between others); want <= 2%% and <= 1%%", x, pct(moved), pct(extra))
+		}
+	}
+}
+
+// TestCandidatesPredictNewOwner measures the doc comment's claim that the
+// candidates after the owner are "the ones most likely to own the key if the
+// owner goes away": over every partition of a removed instance (exact: keys
+// spread evenly over partitions), how often the old second candidate, or any
+// old candidate, is the new owner.
+func TestCandidatesPredictNewOwner(t *testing.T) {
+	f := movementRings(t)
+	w := f.base.width
+	for x, r := range f.leaves {
+		total, second, anyCand := 0, 0, 0
+		for p := range DefaultPartitions {
+			row := f.base.table[p*w : (p+1)*w]
+			if row[0] != x {
+				continue
+			}
+			total++
+			now := r.table[p*r.width]
+			if now == row[1] {
+				second++
+			}
+			if slices.Contains(row[1:], now) {
+				anyCand++
+			}
+		}
+		t.Logf("leave %s: of its %d partitions, the new owner was candidate #2 for %.1f%%, one of candidates #2..#%d for %.1f%%",
+			x, total, 100*float64(second)/float64(total), w, 100*float64(anyCand)/float64(total))
+		// Measured 96-99% at 100 instances: a regression shows well below 90%.
+		if 10*second < 9*total {
+			t.Errorf("leave %s: candidate #2 became the owner for only %d of %d partitions", x, second, total)
+		}
+	}
+}
