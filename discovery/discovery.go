@@ -1,0 +1,106 @@
+// Package discovery tells a ringman node who is alive and what they serve.
+//
+// It wraps hashicorp/memberlist (SWIM gossip): each node advertises the
+// instances it fronts, a draining flag, its ring-settings fingerprint and its
+// version in memberlist's node metadata. Membership events are handed off
+// (memberlist holds its own lock while calling delegates) to one goroutine
+// that coalesces bursts and reports the live instances per service through
+// Config.OnChange. The package knows nothing of rings: it reports sets.
+//
+// A node whose ring settings (Config.Fingerprint) differ from ours, or whose
+// metadata cannot be read, is refused at join (memberlist's alive and merge
+// delegates), so it never enters the member list: two nodes that would hash
+// keys differently never share a ring.
+//
+// Files: node.go (Start, the Node's methods), events.go (memberlist
+// callbacks and the event loop), meta.go (the metadata wire format),
+// join.go (seeds and known peers), check.go (health check), profile.go
+// (gossip timings), logging.go (memberlist's log lines into slog).
+package discovery
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Config describes one node.
+type Config struct {
+	// Name is unique in the cluster and stable across restarts.
+	Name string
+	// BindAddr is the gossip address, "host:port" (TCP and UDP); port 0
+	// picks one. Empty: 0.0.0.0:7946. A host name is resolved once.
+	BindAddr string
+	// AdvertiseAddr, when set, is the "host:port" other nodes reach this one
+	// at; port 0 means the bound port.
+	AdvertiseAddr string
+	// Profile is "lan" (default), "wan" or "fast".
+	Profile string
+	// Label keeps clusters apart: nodes with different labels never merge.
+	Label string
+	// Keys is the gossip keyring (16, 24 or 32 bytes each); the first one
+	// encrypts. Empty: gossip is not encrypted.
+	Keys [][]byte
+	// Services are the instances this node fronts: service -> "host:port"s.
+	// They travel in memberlist's node metadata, which holds 512 bytes:
+	// Start fails with the size when they do not fit (about 30 instances
+	// like "10.0.0.1:8080" next to a 64-character fingerprint).
+	Services map[string][]string
+	// Fingerprint describes the ring settings; peers whose differ are refused.
+	Fingerprint string
+	// Version is the ringman version, advertised for operators.
+	Version string
+	// Seeds are joined in the background, retried (backing off up to 5 s)
+	// until one answers.
+	Seeds []string
+	// Peers, when set, remembers known peers so that a restarted node
+	// rejoins without seeds: they are tried like seeds at Start, and saved
+	// (from the event loop, batched) when the alive members change.
+	Peers PeerStore
+	// Check, when its URL is set, polls the local instance and drains the
+	// node while the check fails.
+	Check Check
+	// Logger receives this package's and memberlist's log lines (the
+	// latter at the level memberlist tagged them with). Nil: slog.Default().
+	Logger *slog.Logger
+	// OnChange receives the live instances per service after each change
+	// of the live set (coalesced): instances sorted and deduplicated,
+	// services without live instances absent; the map is the callee's. It
+	// is called from one goroutine, never concurrently, and once by Start
+	// with this node's own view. It must not call Shutdown.
+	OnChange func(live map[string][]string)
+}
+
+// Check is an HTTP health check of the local instance.
+type Check struct {
+	URL      string        // GET; 2xx passes
+	Interval time.Duration // default 2s
+	Timeout  time.Duration // default 1s
+}
+
+// PeerStore persists the gossip addresses of known peers. Its methods are
+// called from one goroutine at a time.
+type PeerStore interface {
+	LoadPeers() ([]string, error)
+	SavePeers(addrs []string) error
+}
+
+// Status of a member as this node sees it.
+type Status string
+
+const (
+	StatusAlive    Status = "alive"
+	StatusDraining Status = "draining" // in the cluster, instances out of every ring
+	StatusLeaving  Status = "leaving"  // announced a graceful leave
+	StatusLeft     Status = "left"     // left gracefully; listed for an hour
+	StatusFailed   Status = "failed"   // stopped answering without leaving; listed for an hour
+)
+
+// Member is one node as this node sees it.
+type Member struct {
+	Name        string
+	Addr        string // gossip host:port
+	Status      Status
+	Services    map[string][]string
+	Version     string
+	Fingerprint string
+}

@@ -1,0 +1,287 @@
+package discovery
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// delegates implements memberlist's callbacks for a Node. memberlist calls
+// most of them with its own lock held, so they only record state under n.mu
+// and signal the event loop: no I/O, no waiting (the one exception is the
+// log line of a refused node, written once per node).
+type delegates struct{ n *Node }
+
+var (
+	_ memberlist.Delegate         = delegates{}
+	_ memberlist.EventDelegate    = delegates{}
+	_ memberlist.AliveDelegate    = delegates{}
+	_ memberlist.MergeDelegate    = delegates{}
+	_ memberlist.ConflictDelegate = delegates{}
+)
+
+// NodeMeta returns this node's metadata. Its size was checked against
+// memberlist.MetaMaxSize when it was set, as memberlist panics past it.
+func (d delegates) NodeMeta(limit int) []byte {
+	d.n.mu.Lock()
+	defer d.n.mu.Unlock()
+	if len(d.n.localBytes) > limit {
+		return nil // unreachable: encodeChecked refuses it
+	}
+	return d.n.localBytes
+}
+
+func (delegates) NotifyMsg([]byte)                {}
+func (delegates) GetBroadcasts(int, int) [][]byte { return nil }
+func (delegates) LocalState(bool) []byte          { return nil }
+func (delegates) MergeRemoteState([]byte, bool)   {}
+
+// NotifyAlive keeps nodes with other ring settings (or unreadable metadata)
+// out of the member list, whichever way their alive message arrives.
+func (d delegates) NotifyAlive(peer *memberlist.Node) error {
+	return d.n.admit(peer)
+}
+
+// NotifyMerge refuses a join with a cluster that has a node we would not
+// admit, so that the joiner's Join fails with the reason.
+func (d delegates) NotifyMerge(peers []*memberlist.Node) error {
+	for _, p := range peers {
+		// Here (only) State is set: dead and left nodes are not merged.
+		if p.State != memberlist.StateAlive && p.State != memberlist.StateSuspect {
+			continue
+		}
+		if err := d.n.admit(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NotifyConflict: two nodes claim one name. memberlist keeps the first and
+// logs the conflict itself.
+func (delegates) NotifyConflict(existing, other *memberlist.Node) {}
+
+func (d delegates) NotifyJoin(node *memberlist.Node)   { d.n.observe(node, false) }
+func (d delegates) NotifyUpdate(node *memberlist.Node) { d.n.observe(node, false) }
+func (d delegates) NotifyLeave(node *memberlist.Node)  { d.n.observe(node, true) }
+
+func nodeAddr(node *memberlist.Node) string {
+	return net.JoinHostPort(node.Addr.String(), strconv.Itoa(int(node.Port)))
+}
+
+// admit decides whether peer may be a member: its metadata must decode and
+// its ring settings must be ours, or the two would hash keys differently.
+func (n *Node) admit(peer *memberlist.Node) error {
+	m, err := decodeMeta(peer.Meta)
+	if err != nil {
+		n.refuse(peer, "", "refused node whose metadata cannot be read", err)
+		return fmt.Errorf("node %s at %s: unreadable metadata: %v", peer.Name, nodeAddr(peer), err)
+	}
+	if m.Fingerprint != n.cfg.Fingerprint {
+		n.refuse(peer, m.Fingerprint, "refused node with different ring settings", nil)
+		return fmt.Errorf("ring settings differ: node %s at %s has fingerprint %q, node %s has %q",
+			peer.Name, nodeAddr(peer), m.Fingerprint, n.cfg.Name, n.cfg.Fingerprint)
+	}
+	return nil
+}
+
+// refuse logs a refused node once (per node and fingerprint, then again
+// every ten minutes), however often its alive messages arrive.
+func (n *Node) refuse(peer *memberlist.Node, theirs, msg string, err error) {
+	now := time.Now()
+	n.mu.Lock()
+	r, seen := n.refused[peer.Name]
+	logIt := !seen || r.fingerprint != theirs || now.Sub(r.at) > 10*time.Minute
+	if logIt {
+		if len(n.refused) >= 1024 {
+			clear(n.refused)
+		}
+		n.refused[peer.Name] = refusal{fingerprint: theirs, at: now}
+	}
+	n.mu.Unlock()
+	if !logIt {
+		return
+	}
+	args := []any{"node", peer.Name, "addr", nodeAddr(peer),
+		"their_fingerprint", theirs, "our_fingerprint", n.cfg.Fingerprint}
+	if err != nil {
+		args = append(args, "err", err)
+	}
+	n.log.Error(msg, args...)
+}
+
+// observe records a join, update or leave (gone) of node.
+func (n *Node) observe(node *memberlist.Node, gone bool) {
+	addr := nodeAddr(node)
+	m, err := decodeMeta(node.Meta)
+	now := time.Now()
+
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	prev := n.members[node.Name]
+	if err != nil {
+		if prev == nil {
+			return // never admitted (NotifyAlive refused it)
+		}
+		m = prev.meta
+	}
+	var status Status
+	switch {
+	case gone && (m.Leaving || (prev != nil && prev.meta.Leaving)):
+		// memberlist reports a leave and a failure alike (the state that
+		// tells them apart is not visible to us): the leaving flag the
+		// node gossiped before leaving does.
+		status = StatusLeft
+	case gone:
+		status = StatusFailed
+	case m.Leaving:
+		status = StatusLeaving
+	case m.Draining:
+		status = StatusDraining
+	default:
+		status = StatusAlive
+	}
+	cur := &member{name: node.Name, addr: addr, status: status, meta: m, since: now}
+	var from Status
+	if prev != nil {
+		from = prev.status
+		if prev.status == status && prev.addr == addr && equalMeta(prev.meta, m) {
+			return
+		}
+		if prev.status == status {
+			cur.since = prev.since
+		}
+	}
+	n.members[node.Name] = cur
+	if len(n.pending) < maxPendingChanges {
+		n.pending = append(n.pending, change{name: node.Name, addr: addr, from: from, to: status, services: m.Services})
+	} else {
+		n.dropped++
+	}
+	if !gone && node.Name != n.cfg.Name {
+		n.joined.Store(true)
+	}
+	n.markDirty()
+}
+
+func equalMeta(a, b meta) bool {
+	return a.Draining == b.Draining && a.Leaving == b.Leaving &&
+		a.Fingerprint == b.Fingerprint && a.Version == b.Version &&
+		equalServices(a.Services, b.Services)
+}
+
+// run is the event loop: the only goroutine that calls OnChange and saves
+// known peers.
+func (n *Node) run() {
+	defer n.wg.Done()
+	prune := time.NewTicker(n.tun.pruneEvery)
+	defer prune.Stop()
+	for {
+		select {
+		case <-n.done:
+			if n.savePeersC != nil {
+				n.savePeers()
+			}
+			return
+		case <-n.dirty:
+			n.publish()
+		case <-n.savePeersC:
+			n.savePeersC = nil
+			n.savePeers()
+		case <-prune.C:
+			n.mu.Lock()
+			n.pruneLocked(time.Now())
+			n.mu.Unlock()
+		}
+	}
+}
+
+// publish logs the changes recorded since the last call, hands the live set
+// to OnChange if it changed, and schedules a save of known peers.
+func (n *Node) publish() {
+	n.mu.Lock()
+	changes := n.pending
+	n.pending = nil
+	dropped := n.dropped
+	n.dropped = 0
+	live := n.liveLocked()
+	peers := n.peerAddrsLocked()
+	n.mu.Unlock()
+
+	for _, c := range changes {
+		n.logChange(c)
+	}
+	if dropped > 0 {
+		n.log.Warn("membership changes not logged: too many at once", "count", dropped)
+	}
+	if n.lastLive == nil || !equalServices(live, n.lastLive) {
+		n.lastLive = live
+		if n.cfg.OnChange != nil {
+			n.cfg.OnChange(cloneServices(live))
+		}
+	}
+	if n.cfg.Peers != nil && n.savePeersC == nil && len(peers) > 0 && !slices.Equal(peers, n.lastPeers) {
+		// Throttled rather than debounced: saved within peerSaveDelay of
+		// the first change even while members keep churning.
+		n.savePeersC = time.After(n.tun.peerSaveDelay)
+	}
+}
+
+func (n *Node) logChange(c change) {
+	if c.name == n.cfg.Name && c.from == "" {
+		return // this node starting: the caller announces that
+	}
+	msg := "node updated"
+	switch {
+	case c.to == StatusLeft:
+		msg = "node left"
+	case c.to == StatusFailed:
+		msg = "node failed"
+	case c.from == "" || c.from == StatusLeft || c.from == StatusFailed:
+		msg = "node joined"
+	case c.to == StatusDraining && c.from != StatusDraining:
+		msg = "node drained"
+	case c.to == StatusLeaving && c.from != StatusLeaving:
+		msg = "node leaving"
+	case c.to == StatusAlive && c.from == StatusDraining:
+		msg = "node undrained"
+	}
+	args := []any{"node", c.name, "addr", c.addr, "status", string(c.to), "services", formatServices(c.services)}
+	if c.to == StatusFailed {
+		n.log.Warn(msg, args...)
+		return
+	}
+	n.log.Info(msg, args...)
+}
+
+// peerAddrsLocked returns the gossip addresses of the other members in the
+// cluster, sorted. Caller holds mu.
+func (n *Node) peerAddrsLocked() []string {
+	var addrs []string
+	for _, m := range n.members {
+		if m.name != n.cfg.Name && (m.status == StatusAlive || m.status == StatusDraining) {
+			addrs = append(addrs, m.addr)
+		}
+	}
+	return sortDedup(addrs)
+}
+
+// savePeers stores the current peers, unless there are none: a node cut off
+// from everyone must still know where to look when it restarts.
+func (n *Node) savePeers() {
+	n.mu.Lock()
+	peers := n.peerAddrsLocked()
+	n.mu.Unlock()
+	if len(peers) == 0 || slices.Equal(peers, n.lastPeers) {
+		return
+	}
+	if err := n.cfg.Peers.SavePeers(peers); err != nil {
+		n.log.Warn("cannot save known peers", "err", err)
+		return
+	}
+	n.lastPeers = peers
+}

@@ -1,0 +1,133 @@
+package discovery
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+)
+
+// joinTargets cleans a list of seeds and known peers: trimmed, deduplicated,
+// without this node's own address.
+func (n *Node) joinTargets(addrs []string) []string {
+	seen := map[string]bool{n.addr: true, n.cfg.BindAddr: true}
+	var out []string
+	for _, a := range addrs {
+		a = strings.TrimSpace(a)
+		if a == "" || seen[a] {
+			continue
+		}
+		seen[a] = true
+		out = append(out, a)
+	}
+	return out
+}
+
+// joinLoop joins targets in the background until one answers, waiting
+// longer after each failed round (jittered, capped at joinBackoffMax).
+func (n *Node) joinLoop(targets []string) {
+	defer n.wg.Done()
+	wait := n.tun.joinBackoffMin
+	lastErr := ""
+	for attempt := 1; ; attempt++ {
+		order := append([]string(nil), targets...)
+		rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		count, err := n.join(order, true)
+		if n.isClosed() {
+			return
+		}
+		if count > 0 {
+			n.joined.Store(true)
+			n.log.Info("joined cluster", "answered", count, "attempts", attempt, "members", n.ml.NumMembers())
+			return
+		}
+		// The same error every few seconds is noise: say it again only
+		// when it changes.
+		if msg := err.Error(); msg != lastErr {
+			n.log.Warn("cannot join cluster yet; retrying in the background", "err", err)
+			lastErr = msg
+		} else {
+			n.log.Debug("join attempt failed", "attempt", attempt, "err", err)
+		}
+		// ±20% jitter keeps restarted nodes from retrying in lockstep.
+		d := time.Duration(float64(wait) * (0.8 + 0.4*rand.Float64()))
+		t := time.NewTimer(d)
+		select {
+		case <-n.done:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(wait*2, n.tun.joinBackoffMax)
+	}
+}
+
+// join contacts addrs, joinParallel at a time, and returns how many
+// answered. With firstRound, it stops after the first round in which one
+// answered (memberlist learns the rest of the cluster from it).
+func (n *Node) join(addrs []string, firstRound bool) (int, error) {
+	total := 0
+	var errs []string
+	for start := 0; start < len(addrs); start += joinParallel {
+		batch := addrs[start:min(start+joinParallel, len(addrs))]
+		results := make([]error, len(batch))
+		var wg sync.WaitGroup
+		for i, a := range batch {
+			wg.Go(func() {
+				_, results[i] = n.ml.Join([]string{a})
+			})
+		}
+		wg.Wait()
+		for _, err := range results {
+			if err == nil {
+				total++
+			} else {
+				errs = append(errs, explainJoinError(err)) // names the address
+			}
+		}
+		if firstRound && total > 0 {
+			break
+		}
+	}
+	if total > 0 {
+		return total, nil
+	}
+	return 0, fmt.Errorf("join: no address answered: %s", strings.Join(errs, "; "))
+}
+
+// explainJoinError flattens memberlist's multi-line join error into one
+// line and says what the common causes mean.
+func explainJoinError(err error) string {
+	var parts []string
+	var multi interface{ WrappedErrors() []error }
+	if errors.As(err, &multi) {
+		for _, e := range multi.WrappedErrors() {
+			parts = append(parts, e.Error())
+		}
+	} else {
+		parts = append(parts, err.Error())
+	}
+	msg := strings.Join(parts, "; ")
+	lower := strings.ToLower(msg)
+	hint := ""
+	switch {
+	case strings.Contains(lower, "no installed keys could decrypt"):
+		hint = "the gossip encryption keys differ"
+	case strings.Contains(lower, "encryption is not configured"):
+		hint = "the other node encrypts gossip and this one has no key"
+	case strings.Contains(lower, "remote state is not encrypted"):
+		hint = "this node encrypts gossip and the other does not"
+	case strings.Contains(lower, "eof"), strings.Contains(lower, "connection reset"):
+		hint = "the other side hung up: a different cluster label or gossip key, or not a ringman gossip port"
+	case strings.Contains(lower, "connection refused"):
+		hint = "nothing listens there (yet)"
+	case strings.Contains(lower, "i/o timeout"):
+		hint = "no answer: host down or port filtered"
+	}
+	if hint != "" {
+		return msg + " (" + hint + ")"
+	}
+	return msg
+}

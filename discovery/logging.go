@@ -1,0 +1,63 @@
+package discovery
+
+import (
+	"context"
+	"log"
+	"log/slog"
+	"strings"
+)
+
+// memberlistLogger returns a *log.Logger for memberlist.Config.Logger that
+// sends memberlist's lines ("[WARN] memberlist: ...") to l at their level.
+func memberlistLogger(l *slog.Logger) *log.Logger {
+	return log.New(slogWriter{l}, "", 0)
+}
+
+// slogWriter turns memberlist's log lines into slog records.
+type slogWriter struct {
+	l *slog.Logger
+}
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	for line := range strings.SplitSeq(string(p), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		level, msg := parseLogLine(line)
+		w.l.Log(context.Background(), level, msg)
+	}
+	return len(p), nil
+}
+
+// levelTags are the level tags memberlist (and hashicorp's log convention)
+// write, longest first where one is a prefix of another.
+var levelTags = []struct {
+	tag   string
+	level slog.Level
+}{
+	{"[TRACE]", slog.LevelDebug},
+	{"[DEBUG]", slog.LevelDebug},
+	{"[INFO]", slog.LevelInfo},
+	{"[WARNING]", slog.LevelWarn},
+	{"[WARN]", slog.LevelWarn},
+	{"[ERROR]", slog.LevelError},
+	{"[ERR]", slog.LevelError},
+}
+
+// parseLogLine finds the level tag in a line such as
+// "2026/01/02 15:04:05 [DEBUG] memberlist: Stream connection from=..." and
+// returns its level and what follows it. A line without a tag is Info.
+func parseLogLine(line string) (slog.Level, string) {
+	line = strings.TrimSpace(line)
+	i := strings.IndexByte(line, '[')
+	if i < 0 {
+		return slog.LevelInfo, line
+	}
+	rest := line[i:]
+	for _, t := range levelTags {
+		if strings.HasPrefix(rest, t.tag) {
+			return t.level, strings.TrimSpace(rest[len(t.tag):])
+		}
+	}
+	return slog.LevelInfo, line
+}

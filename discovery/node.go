@@ -1,0 +1,661 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+
+	"github.com/hashicorp/memberlist"
+)
+
+const (
+	// forgetAfter is how long left and failed members stay in Members().
+	forgetAfter = time.Hour
+	// metaUpdateTimeout bounds how long SetDraining and Leave wait for
+	// memberlist to gossip the new metadata.
+	metaUpdateTimeout = 5 * time.Second
+	// peerSaveDelay batches the known-peer writes of a burst of joins.
+	peerSaveDelay = 2 * time.Second
+	// joinBackoffMin and joinBackoffMax bound the wait between background
+	// join attempts.
+	joinBackoffMin = 250 * time.Millisecond
+	joinBackoffMax = 5 * time.Second
+	// joinParallel is how many addresses a join contacts at once: known
+	// peers may be stale, and a dead host costs a whole TCP timeout.
+	joinParallel = 8
+	// maxPendingChanges bounds the membership changes waiting to be logged.
+	maxPendingChanges = 4096
+
+	defaultBindAddr      = "0.0.0.0:7946"
+	defaultCheckInterval = 2 * time.Second
+	defaultCheckTimeout  = time.Second
+)
+
+// ErrShutdown is returned by the methods of a Node that has been shut down.
+var ErrShutdown = errors.New("discovery: node is shut down")
+
+var errLeft = errors.New("discovery: node has left the cluster")
+
+// tunables are the package's timings; tests shorten some of them.
+type tunables struct {
+	forgetAfter    time.Duration
+	pruneEvery     time.Duration
+	metaTimeout    time.Duration
+	peerSaveDelay  time.Duration
+	joinBackoffMin time.Duration
+	joinBackoffMax time.Duration
+}
+
+func defaultTunables() tunables {
+	return tunables{
+		forgetAfter:    forgetAfter,
+		pruneEvery:     time.Minute,
+		metaTimeout:    metaUpdateTimeout,
+		peerSaveDelay:  peerSaveDelay,
+		joinBackoffMin: joinBackoffMin,
+		joinBackoffMax: joinBackoffMax,
+	}
+}
+
+// Node is a running cluster member.
+type Node struct {
+	cfg  Config // normalized
+	log  *slog.Logger
+	tun  tunables
+	ml   *memberlist.Memberlist
+	addr string // advertised gossip host:port
+	enc  bool
+
+	// mu guards the membership view and this node's metadata. memberlist
+	// calls the delegates with its own lock held, so nothing slow happens
+	// under mu.
+	mu          sync.Mutex
+	members     map[string]*member
+	pending     []change // membership changes not yet logged
+	dropped     int      // changes not logged because pending was full
+	local       meta     // what this node advertises
+	localBytes  []byte   // local, encoded; returned by NodeMeta
+	manualDrain bool
+	checkDrain  bool
+	refused     map[string]refusal // refused nodes already logged
+
+	// opMu orders the operations that change this node's memberlist state
+	// (metadata updates, Leave, Shutdown), so that none runs after Shutdown.
+	opMu   sync.Mutex
+	closed bool // under opMu
+	left   bool // under opMu
+
+	joined atomic.Bool
+
+	dirty     chan struct{} // capacity 1: "the view changed", coalesced
+	done      chan struct{} // closed by Shutdown
+	ctx       context.Context
+	cancel    context.CancelFunc // called by Shutdown
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+
+	// Owned by the event loop (and by Start before the loop runs).
+	lastLive   map[string][]string
+	lastPeers  []string
+	savePeersC <-chan time.Time
+}
+
+// member is one node as this node sees it.
+type member struct {
+	name   string
+	addr   string
+	status Status
+	meta   meta
+	since  time.Time // last status change
+}
+
+// change is a membership change waiting to be logged by the event loop.
+type change struct {
+	name, addr string
+	from, to   Status
+	services   map[string][]string
+}
+
+type refusal struct {
+	fingerprint string
+	at          time.Time
+}
+
+// Start creates the memberlist, starts the event loop, joins seeds and known
+// peers in the background, and returns. OnChange has been called once with
+// this node's own view when Start returns.
+func Start(cfg Config) (*Node, error) {
+	return start(cfg, defaultTunables())
+}
+
+func start(cfg Config, tun tunables) (*Node, error) {
+	cfg, err := normalize(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mlc, err := memberlistConfig(cfg.Profile)
+	if err != nil {
+		return nil, err
+	}
+	bindIP, bindPort, err := parseHostPort("bind", cfg.BindAddr, true)
+	if err != nil {
+		return nil, err
+	}
+	var advIP string
+	var advPort int
+	if cfg.AdvertiseAddr != "" {
+		if advIP, advPort, err = parseHostPort("advertise", cfg.AdvertiseAddr, true); err != nil {
+			return nil, err
+		}
+		if net.ParseIP(advIP).IsUnspecified() {
+			return nil, fmt.Errorf("advertise address %q: must be an address other nodes can reach, not %s", cfg.AdvertiseAddr, advIP)
+		}
+	}
+	keyring, err := newKeyring(cfg.Keys)
+	if err != nil {
+		return nil, err
+	}
+
+	n := &Node{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		tun:     tun,
+		enc:     keyring != nil,
+		members: make(map[string]*member),
+		refused: make(map[string]refusal),
+		dirty:   make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		local: meta{
+			Fingerprint: cfg.Fingerprint,
+			Version:     cfg.Version,
+			Services:    cfg.Services,
+		},
+	}
+	if n.localBytes, err = n.local.encodeChecked(); err != nil {
+		return nil, err
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	ok := false
+	defer func() {
+		if !ok {
+			n.cancel()
+		}
+	}()
+
+	var checker *healthCheck
+	if cfg.Check.URL != "" {
+		// Check once before joining so that a node whose instance is down
+		// starts drained instead of flapping into every ring.
+		checker = newHealthCheck(cfg.Check)
+		if err := checker.run(n.ctx); err != nil {
+			n.log.Warn("health check failing at start; draining", "url", cfg.Check.URL, "err", err)
+			n.checkDrain = true
+			n.local.Draining = true
+			n.localBytes = n.local.encode() // same size: flags only
+		}
+		defer func() {
+			if !ok {
+				checker.close()
+			}
+		}()
+	}
+
+	mlLogger := memberlistLogger(n.log)
+	transport, boundPort, err := newTransport(bindIP, bindPort, mlLogger)
+	if err != nil {
+		return nil, fmt.Errorf("gossip bind %s: %w", cfg.BindAddr, err)
+	}
+	if advIP != "" && advPort == 0 {
+		advPort = boundPort
+	}
+
+	d := delegates{n}
+	mlc.Name = cfg.Name
+	mlc.Transport = transport
+	mlc.BindAddr = bindIP
+	mlc.BindPort = boundPort // default port for join addresses without one
+	mlc.AdvertiseAddr = advIP
+	mlc.AdvertisePort = advPort
+	mlc.Label = cfg.Label
+	mlc.Keyring = keyring
+	mlc.Delegate = d
+	mlc.Events = d
+	mlc.Alive = d
+	mlc.Merge = d
+	mlc.Conflict = d
+	mlc.Logger = mlLogger
+
+	ml, err := memberlist.Create(mlc)
+	if err != nil {
+		_ = transport.Shutdown()
+		if strings.Contains(err.Error(), "no private IP address found") {
+			return nil, fmt.Errorf("start gossip: %w (set an advertise address, or bind to a specific address)", err)
+		}
+		return nil, fmt.Errorf("start gossip: %w", err)
+	}
+	n.ml = ml
+	self := ml.LocalNode()
+	n.addr = net.JoinHostPort(self.Addr.String(), strconv.Itoa(int(self.Port)))
+
+	targets := slices.Clone(cfg.Seeds)
+	if cfg.Peers != nil {
+		peers, err := cfg.Peers.LoadPeers()
+		if err != nil {
+			n.log.Warn("cannot load known peers; relying on seeds", "err", err)
+		}
+		targets = append(targets, peers...)
+		n.lastPeers = sortDedup(slices.Clone(peers))
+	}
+	targets = n.joinTargets(targets)
+	if len(targets) == 0 {
+		n.joined.Store(true)
+	}
+
+	// The first OnChange happens here, before the loop exists, so that
+	// OnChange is never called concurrently and the caller's rings are
+	// built when Start returns.
+	n.publish()
+
+	n.wg.Add(1)
+	go n.run()
+	if len(targets) > 0 {
+		n.wg.Add(1)
+		go n.joinLoop(targets)
+	}
+	if checker != nil {
+		n.wg.Add(1)
+		go n.checkLoop(checker)
+	}
+	ok = true
+	return n, nil
+}
+
+// normalize validates cfg and fills in defaults.
+func normalize(cfg Config) (Config, error) {
+	if cfg.Name == "" {
+		return cfg, errors.New("node name is empty")
+	}
+	for _, c := range cfg.Name {
+		if unicode.IsSpace(c) || unicode.IsControl(c) {
+			return cfg, fmt.Errorf("node name %q: no spaces or control characters allowed", cfg.Name)
+		}
+	}
+	if cfg.BindAddr == "" {
+		cfg.BindAddr = defaultBindAddr
+	}
+	if len(cfg.Label) > memberlist.LabelMaxSize {
+		return cfg, fmt.Errorf("cluster label is %d bytes, over the limit of %d", len(cfg.Label), memberlist.LabelMaxSize)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	services := make(map[string][]string, len(cfg.Services))
+	for name, insts := range cfg.Services {
+		if err := validServiceName(name); err != nil {
+			return cfg, err
+		}
+		for _, inst := range insts {
+			if err := validInstance(inst); err != nil {
+				return cfg, fmt.Errorf("service %s: %w", name, err)
+			}
+		}
+		if len(insts) > 0 {
+			services[name] = sortDedup(slices.Clone(insts))
+		}
+	}
+	cfg.Services = services
+	var seeds []string
+	for _, s := range cfg.Seeds {
+		if s = strings.TrimSpace(s); s != "" {
+			seeds = append(seeds, s)
+		}
+	}
+	cfg.Seeds = seeds
+	if cfg.Check.URL != "" {
+		u, err := url.Parse(cfg.Check.URL)
+		if err != nil {
+			return cfg, fmt.Errorf("health check URL: %w", err)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return cfg, fmt.Errorf("health check URL %q: want http://host[:port]/path or https://...", cfg.Check.URL)
+		}
+		if cfg.Check.Interval < 0 || cfg.Check.Timeout < 0 {
+			return cfg, errors.New("health check interval and timeout must not be negative")
+		}
+		if cfg.Check.Interval == 0 {
+			cfg.Check.Interval = defaultCheckInterval
+		}
+		if cfg.Check.Timeout == 0 {
+			cfg.Check.Timeout = defaultCheckTimeout
+		}
+	}
+	return cfg, nil
+}
+
+// parseHostPort splits "host:port" and resolves host to an IP, because
+// memberlist binds and advertises IPs only. An empty host is 0.0.0.0.
+func parseHostPort(what, addr string, allowZero bool) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s address %q: want host:port: %v", what, addr, err)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || (p == 0 && !allowZero) {
+		return "", 0, fmt.Errorf("%s address %q: port must be 0-65535", what, addr)
+	}
+	if host == "" {
+		return "0.0.0.0", int(p), nil
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.String(), int(p), nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil || len(ips) == 0 {
+		return "", 0, fmt.Errorf("%s address %q: cannot resolve %s: %v", what, addr, host, err)
+	}
+	// Prefer IPv4, as a name like "localhost" usually means 127.0.0.1.
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			return ip.String(), int(p), nil
+		}
+	}
+	return ips[0].String(), int(p), nil
+}
+
+// newKeyring checks key sizes and builds memberlist's keyring; the first key
+// is primary. No keys: nil (gossip unencrypted).
+func newKeyring(keys [][]byte) (*memberlist.Keyring, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	for i, k := range keys {
+		if err := memberlist.ValidateKey(k); err != nil {
+			return nil, fmt.Errorf("gossip key %d of %d is %d bytes; want 16, 24 or 32 (AES-128, AES-192, AES-256)", i+1, len(keys), len(k))
+		}
+	}
+	kr, err := memberlist.NewKeyring(keys, keys[0])
+	if err != nil {
+		return nil, fmt.Errorf("gossip keyring: %w", err)
+	}
+	return kr, nil
+}
+
+// newTransport binds the gossip ports. Binding ourselves instead of leaving
+// it to memberlist keeps an explicit advertise port when the bind port is 0
+// (memberlist would overwrite it with the bound port).
+func newTransport(ip string, port int, logger *log.Logger) (*memberlist.NetTransport, int, error) {
+	attempts := 1
+	if port == 0 {
+		// Port 0 picks a TCP port, then binds UDP on the same number,
+		// which another process may hold: try a few.
+		attempts = 10
+	}
+	var err error
+	for range attempts {
+		var nt *memberlist.NetTransport
+		nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{ip},
+			BindPort:  port,
+			Logger:    logger,
+		})
+		if err == nil {
+			return nt, nt.GetAutoBindPort(), nil
+		}
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	return nil, 0, err
+}
+
+// Name is this node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Addr is the gossip address this node advertises (with the real port when
+// BindAddr asked for port 0).
+func (n *Node) Addr() string { return n.addr }
+
+// Encrypted reports whether gossip is encrypted.
+func (n *Node) Encrypted() bool { return n.enc }
+
+// Members returns every known member, this node included, with recently
+// left or failed ones (for an hour), sorted by name.
+func (n *Node) Members() []Member {
+	n.mu.Lock()
+	n.pruneLocked(time.Now())
+	out := make([]Member, 0, len(n.members))
+	for _, m := range n.members {
+		out = append(out, Member{
+			Name:        m.name,
+			Addr:        m.addr,
+			Status:      m.status,
+			Services:    cloneServices(m.meta.Services),
+			Version:     m.meta.Version,
+			Fingerprint: m.meta.Fingerprint,
+		})
+	}
+	n.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Live returns the live instances per service (of members that are alive,
+// not draining and not leaving), each list sorted and deduplicated. Services
+// with no live instance are absent.
+func (n *Node) Live() map[string][]string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.liveLocked()
+}
+
+// Joined reports whether the node has joined a cluster (a seed or known
+// peer answered, or another node joined it), or has nothing to join.
+func (n *Node) Joined() bool { return n.joined.Load() }
+
+// Join contacts addrs now and returns how many answered. The error, when
+// none answered, says why for each address.
+func (n *Node) Join(addrs []string) (int, error) {
+	if n.isClosed() {
+		return 0, ErrShutdown
+	}
+	var targets []string
+	for _, a := range addrs {
+		if a = strings.TrimSpace(a); a != "" {
+			targets = append(targets, a)
+		}
+	}
+	if len(targets) == 0 {
+		return 0, errors.New("join: no address given")
+	}
+	count, err := n.join(targets, false)
+	if count > 0 {
+		n.joined.Store(true)
+	}
+	return count, err
+}
+
+// SetDraining takes this node's instances out of (or back into) every ring,
+// without leaving the cluster. The node stays draining while its health
+// check fails, whatever on says.
+func (n *Node) SetDraining(on bool) error {
+	return n.setDrain(func() { n.manualDrain = on })
+}
+
+// Draining reports whether this node is draining (by hand or by its check).
+func (n *Node) Draining() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.manualDrain || n.checkDrain
+}
+
+// setDrain changes a drain reason and, when that changes the draining flag,
+// gossips the new metadata.
+func (n *Node) setDrain(set func()) error {
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	if n.closed {
+		return ErrShutdown
+	}
+	n.mu.Lock()
+	set()
+	draining := n.manualDrain || n.checkDrain
+	n.mu.Unlock()
+	if n.left {
+		return errLeft
+	}
+	return n.updateMetaLocked(n.tun.metaTimeout, func(m *meta) { m.Draining = draining })
+}
+
+// updateMetaLocked applies edit to this node's metadata and, if the bytes
+// change, gossips them. Caller holds opMu.
+func (n *Node) updateMetaLocked(timeout time.Duration, edit func(*meta)) error {
+	n.mu.Lock()
+	next := n.local
+	edit(&next)
+	b, err := next.encodeChecked()
+	if err != nil {
+		n.mu.Unlock()
+		return err
+	}
+	if string(b) == string(n.localBytes) {
+		n.mu.Unlock()
+		return nil
+	}
+	n.local, n.localBytes = next, b
+	n.mu.Unlock()
+	// UpdateNode reports the change to our own event delegate at once, then
+	// waits until the broadcast has gone out. A timeout only means it is
+	// still spreading; the change is in effect.
+	// memberlist waits forever on a timeout of 0.
+	if err := n.ml.UpdateNode(max(timeout, time.Millisecond)); err != nil {
+		n.log.Warn("node metadata update not confirmed yet; it keeps spreading by gossip", "err", err)
+	}
+	return nil
+}
+
+// Leave announces a graceful leave and waits up to timeout for it to spread.
+// Others list the node as left, not failed. Call Shutdown afterwards.
+func (n *Node) Leave(timeout time.Duration) error {
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	if n.closed {
+		return ErrShutdown
+	}
+	if n.left {
+		return nil
+	}
+	start := time.Now()
+	// First the leaving flag, so that every node takes our instances out
+	// of its rings and knows the coming dead message is a leave.
+	_ = n.updateMetaLocked(min(timeout/2, n.tun.metaTimeout), func(m *meta) { m.Leaving = true })
+	n.left = true
+	remaining := max(timeout-time.Since(start), time.Millisecond)
+	if err := n.ml.Leave(remaining); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops gossip without leaving (others will see a failure unless
+// Leave came first) and stops every goroutine of the node. Safe to call
+// more than once and from several goroutines; it must not be called from
+// OnChange.
+func (n *Node) Shutdown() error {
+	n.closeOnce.Do(func() {
+		close(n.done)
+		n.cancel()
+	})
+	n.opMu.Lock()
+	var err error
+	if !n.closed {
+		n.closed = true
+		err = n.ml.Shutdown()
+	}
+	n.opMu.Unlock()
+	n.wg.Wait()
+	return err
+}
+
+func (n *Node) isClosed() bool {
+	select {
+	case <-n.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// markDirty tells the event loop the view changed. It never blocks: one
+// pending signal stands for any number of changes.
+func (n *Node) markDirty() {
+	select {
+	case n.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// liveLocked computes the live instances per service. Caller holds mu.
+func (n *Node) liveLocked() map[string][]string {
+	live := make(map[string][]string)
+	for _, m := range n.members {
+		if m.status != StatusAlive {
+			continue
+		}
+		for svc, insts := range m.meta.Services {
+			live[svc] = append(live[svc], insts...)
+		}
+	}
+	for svc, insts := range live {
+		live[svc] = sortDedup(insts)
+	}
+	return live
+}
+
+// pruneLocked forgets members that left or failed long enough ago. Caller
+// holds mu.
+func (n *Node) pruneLocked(now time.Time) {
+	for name, m := range n.members {
+		if (m.status == StatusLeft || m.status == StatusFailed) && now.Sub(m.since) >= n.tun.forgetAfter {
+			delete(n.members, name)
+		}
+	}
+}
+
+func equalServices(a, b map[string][]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, av := range a {
+		bv, ok := b[k]
+		if !ok || !slices.Equal(av, bv) {
+			return false
+		}
+	}
+	return true
+}
+
+// formatServices renders services for a log line: "thumbs=h:1 web=h:2,h:3".
+func formatServices(s map[string][]string) string {
+	var b strings.Builder
+	for i, name := range sortedKeys(s) {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(name)
+		b.WriteByte('=')
+		b.WriteString(strings.Join(s[name], ","))
+	}
+	return b.String()
+}

@@ -1,0 +1,314 @@
+// Package httpapi is ringman's HTTP API (SPEC §4): members, lookups, join,
+// leave, drain, rings, health and metrics, JSON everywhere. The CLI is its
+// main client (see Client).
+package httpapi
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"ringman/discovery"
+	"ringman/ring"
+	"ringman/router"
+)
+
+// MaxBody is the largest request body accepted (SPEC §4).
+const MaxBody = 1 << 20
+
+// Cluster is the part of a discovery.Node the API uses.
+type Cluster interface {
+	Members() []discovery.Member
+	Join(addrs []string) (int, error)
+	SetDraining(on bool) error
+	Draining() bool
+}
+
+// Config wires the API to a node.
+type Config struct {
+	Router  *router.Router
+	Cluster Cluster
+	// Token, when set, is required as "Authorization: Bearer <token>" by
+	// every request that changes state.
+	Token string
+	// Leave asks the daemon to leave the cluster gracefully and exit.
+	Leave func()
+	// Ready reports whether the node has joined and published its rings,
+	// and if not, why.
+	Ready func() (bool, string)
+	// Registry is served on /metrics; nil serves an empty registry.
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+}
+
+type api struct {
+	Config
+	mux *http.ServeMux
+}
+
+// New returns the API handler.
+func New(cfg Config) http.Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	a := &api{Config: cfg, mux: http.NewServeMux()}
+	for _, r := range a.routes() {
+		h := r.handler
+		if r.changes {
+			h = a.authorized(h)
+		}
+		a.mux.Handle(r.pattern, h)
+	}
+	a.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	return a
+}
+
+type route struct {
+	pattern string
+	changes bool // needs the token when one is set
+	doc     string
+	handler http.HandlerFunc
+}
+
+func (a *api) routes() []route {
+	return []route{
+		{"GET /{$}", false, "this page", a.index},
+		{"GET /v1/members", false, "cluster members: name, gossip address, status, services", a.members},
+		{"GET /v1/lookup", false, "?key=K&service=S&n=N: the backend for K, and up to N candidates", a.lookup},
+		{"GET /v1/rings", false, "per service: instances and their share of partitions", a.rings},
+		{"POST /v1/join", true, `{"addrs":["host:port",...]}: join a cluster through these nodes`, a.join},
+		{"POST /v1/leave", true, "leave the cluster gracefully and stop this node", a.leave},
+		{"POST /v1/drain", true, `{"drain":true|false}: take this node's instances out of (or back into) every ring`, a.drain},
+		{"GET /healthz", false, "200 while the process serves", a.healthz},
+		{"GET /readyz", false, "200 once joined and serving, else 503", a.readyz},
+	}
+}
+
+func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+	if _, pattern := a.mux.Handler(r); pattern == "" {
+		// The mux answers unknown routes and wrong methods in plain text; keep
+		// the API's JSON shape, and its Allow header.
+		rec := &statusRecorder{header: http.Header{}}
+		a.mux.ServeHTTP(rec, r)
+		if allow := rec.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		status := rec.status
+		if status == 0 || status == http.StatusOK {
+			status = http.StatusNotFound
+		}
+		writeError(w, status, "%s %s: %s", r.Method, r.URL.Path, strings.ToLower(http.StatusText(status)))
+		return
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header         { return s.header }
+func (s *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (s *statusRecorder) WriteHeader(code int)        { s.status = code }
+
+func (a *api) authorized(next http.HandlerFunc) http.HandlerFunc {
+	if a.Token == "" {
+		return next
+	}
+	want := []byte("Bearer " + a.Token)
+	return func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ringman"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong API token (send Authorization: Bearer <token>)")
+			return
+		}
+		next(w, r)
+	}
+}
+
+func (a *api) index(w http.ResponseWriter, r *http.Request) {
+	var b strings.Builder
+	b.WriteString("ringman HTTP API. Every answer is JSON; errors are {\"error\":\"...\"}.\n\n")
+	for _, rt := range a.routes() {
+		pattern := strings.TrimSuffix(rt.pattern, "{$}")
+		auth := ""
+		if rt.changes && a.Token != "" {
+			auth = " [token]"
+		}
+		fmt.Fprintf(&b, "%-18s %s%s\n", pattern, rt.doc, auth)
+	}
+	fmt.Fprintf(&b, "%-18s %s\n", "GET /metrics", "Prometheus metrics")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte(b.String()))
+}
+
+func (a *api) members(w http.ResponseWriter, r *http.Request) {
+	ms := a.Cluster.Members()
+	out := make([]Member, 0, len(ms))
+	for _, m := range ms {
+		services := m.Services
+		if services == nil {
+			services = map[string][]string{}
+		}
+		out = append(out, Member{Name: m.Name, Addr: m.Addr, Status: string(m.Status), Services: services, Version: m.Version})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *api) lookup(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	key := q.Get("key")
+	if key == "" {
+		writeError(w, http.StatusBadRequest, "key is required (GET /v1/lookup?key=K)")
+		return
+	}
+	n := 1
+	if s := q.Get("n"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 || v > ring.MaxCandidates {
+			writeError(w, http.StatusBadRequest, "n must be a whole number from 1 to %d, got %q", ring.MaxCandidates, s)
+			return
+		}
+		n = v
+	}
+	service := q.Get("service")
+	if service == "" {
+		service = a.Router.DefaultService()
+	}
+	cands, src := a.Router.Candidates(service, []byte(key), n)
+	if src == router.Miss {
+		writeError(w, http.StatusNotFound, "no backend for key %q: service %q has no live instance", key, service)
+		return
+	}
+	writeJSON(w, http.StatusOK, Lookup{Key: key, Service: service, Backend: cands[0], Source: src.String(), Candidates: cands})
+}
+
+func (a *api) rings(w http.ResponseWriter, r *http.Request) {
+	out := map[string]Ring{}
+	for service, rg := range a.Router.Rings() {
+		owned := rg.Owned()
+		ri := Ring{Partitions: rg.Partitions(), Instances: []RingInstance{}}
+		for _, inst := range rg.Instances() {
+			share := 0.0
+			if rg.Partitions() > 0 {
+				share = float64(owned[inst]) / float64(rg.Partitions())
+			}
+			ri.Instances = append(ri.Instances, RingInstance{Instance: inst, Partitions: owned[inst], Share: share})
+		}
+		sort.Slice(ri.Instances, func(i, j int) bool { return ri.Instances[i].Instance < ri.Instances[j].Instance })
+		out[service] = ri
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *api) join(w http.ResponseWriter, r *http.Request) {
+	var req JoinRequest
+	if !decode(w, r, &req, false) {
+		return
+	}
+	if len(req.Addrs) == 0 {
+		writeError(w, http.StatusBadRequest, `addrs is required: {"addrs":["host:port"]}`)
+		return
+	}
+	n, err := a.Cluster.Join(req.Addrs)
+	if n == 0 {
+		msg := "no node answered"
+		if err != nil {
+			msg = err.Error()
+		}
+		writeError(w, http.StatusBadGateway, "join failed: %s", msg)
+		return
+	}
+	writeJSON(w, http.StatusOK, JoinResult{Joined: n})
+}
+
+func (a *api) leave(w http.ResponseWriter, r *http.Request) {
+	if a.Leave == nil {
+		writeError(w, http.StatusNotImplemented, "this node cannot leave through the API")
+		return
+	}
+	writeJSON(w, http.StatusAccepted, Status{Status: "leaving"})
+	// Answer first: leaving stops this server.
+	go a.Leave()
+}
+
+func (a *api) drain(w http.ResponseWriter, r *http.Request) {
+	var req DrainRequest
+	if !decode(w, r, &req, true) {
+		return
+	}
+	on := req.Drain == nil || *req.Drain
+	if err := a.Cluster.SetDraining(on); err != nil {
+		writeError(w, http.StatusInternalServerError, "drain: %v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, DrainResult{Draining: a.Cluster.Draining()})
+}
+
+func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, Status{Status: "ok"})
+}
+
+func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
+	if a.Ready != nil {
+		if ok, why := a.Ready(); !ok {
+			writeJSON(w, http.StatusServiceUnavailable, Status{Status: "not ready", Reason: why})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, Status{Status: "ready"})
+}
+
+// decode reads a JSON body into v; unknown fields are errors. An empty body
+// is allowed only when emptyOK.
+func decode(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) bool {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.Is(err, io.EOF) && emptyOK:
+		return true
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, "request body is over %d bytes", MaxBody)
+		return false
+	case errors.Is(err, io.EOF):
+		writeError(w, http.StatusBadRequest, "request body is empty; expected JSON")
+		return false
+	case err != nil:
+		writeError(w, http.StatusBadRequest, "invalid JSON body: %v", err)
+		return false
+	case dec.More():
+		writeError(w, http.StatusBadRequest, "invalid JSON body: more than one value")
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, format string, args ...any) {
+	writeJSON(w, status, Error{Error: fmt.Sprintf(format, args...)})
+}

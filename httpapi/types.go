@@ -1,0 +1,66 @@
+package httpapi
+
+// Wire types: what the API sends and the CLI parses. They are separate from
+// the internal types so that those can change without breaking scripts.
+
+// Member is one node of the cluster as the answering node sees it.
+type Member struct {
+	Name     string              `json:"name"`
+	Addr     string              `json:"addr"`
+	Status   string              `json:"status"`
+	Services map[string][]string `json:"services"`
+	Version  string              `json:"version,omitempty"`
+}
+
+// Lookup is the answer to GET /v1/lookup.
+type Lookup struct {
+	Key        string   `json:"key"`
+	Service    string   `json:"service"`
+	Backend    string   `json:"backend"`
+	Source     string   `json:"source"` // "ring" or "override"
+	Candidates []string `json:"candidates"`
+}
+
+// Ring describes one service's ring for GET /v1/rings.
+type Ring struct {
+	Partitions int            `json:"partitions"`
+	Instances  []RingInstance `json:"instances"`
+}
+
+// RingInstance is one instance and its share of the ring's partitions.
+type RingInstance struct {
+	Instance   string  `json:"instance"`
+	Partitions int     `json:"partitions"`
+	Share      float64 `json:"share"`
+}
+
+// JoinRequest is the body of POST /v1/join.
+type JoinRequest struct {
+	Addrs []string `json:"addrs"`
+}
+
+// JoinResult is the answer to POST /v1/join.
+type JoinResult struct {
+	Joined int `json:"joined"`
+}
+
+// DrainRequest is the (optional) body of POST /v1/drain.
+type DrainRequest struct {
+	Drain *bool `json:"drain"` // default true
+}
+
+// DrainResult is the answer to POST /v1/drain.
+type DrainResult struct {
+	Draining bool `json:"draining"`
+}
+
+// Status is the answer of /healthz, /readyz and /v1/leave.
+type Status struct {
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Error is every error body.
+type Error struct {
+	Error string `json:"error"`
+}
