@@ -225,9 +225,14 @@ func (n *Node) publish() {
 		}
 	}
 	if n.cfg.Peers != nil && n.savePeersC == nil && len(peers) > 0 && !slices.Equal(peers, n.lastPeers) {
-		// Throttled rather than debounced: saved within peerSaveDelay of
-		// the first change even while members keep churning.
-		n.savePeersC = time.After(n.tun.peerSaveDelay)
+		// The first change is saved at once (a node killed right after
+		// joining must find its peers when it restarts); a burst after it
+		// is saved at most once per peerSaveDelay.
+		if wait := n.tun.peerSaveDelay - time.Since(n.lastPeersSaved); wait <= 0 {
+			n.savePeers()
+		} else {
+			n.savePeersC = time.After(wait)
+		}
 	}
 }
 
@@ -284,4 +289,5 @@ func (n *Node) savePeers() {
 		return
 	}
 	n.lastPeers = peers
+	n.lastPeersSaved = time.Now()
 }

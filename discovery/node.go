@@ -107,9 +107,10 @@ type Node struct {
 	wg        sync.WaitGroup
 
 	// Owned by the event loop (and by Start before the loop runs).
-	lastLive   map[string][]string
-	lastPeers  []string
-	savePeersC <-chan time.Time
+	lastLive       map[string][]string
+	lastPeers      []string
+	savePeersC     <-chan time.Time
+	lastPeersSaved time.Time
 }
 
 // member is one node as this node sees it.
