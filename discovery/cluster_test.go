@@ -465,3 +465,24 @@ func TestOnChangeNeverConcurrent(t *testing.T) {
 	}
 	t.Logf("%d OnChange calls", calls.Load())
 }
+
+// A node that crashed and came back alone (no seeds, no known peers) on its
+// old address is found again by the survivors' reconnect loop: memberlist
+// alone stops contacting a dead node after a while, and a healed partition
+// would stay split.
+func TestReconnectHealsSplit(t *testing.T) {
+	t.Parallel()
+	a := startNode(t, "a", nil)
+	b := startNode(t, "b", seeds(a))
+	waitFor(t, 5*time.Second, webIs([]*testNode{a, b}, "a", "b"))
+
+	addr := b.Addr()
+	b.Shutdown()
+	waitFor(t, 5*time.Second, statusIs([]*testNode{a}, "b", StatusFailed))
+
+	b2 := startNode(t, "b", func(c *Config) { c.BindAddr = addr })
+	waitFor(t, 10*time.Second, webIs([]*testNode{a, b2}, "a", "b"))
+	waitFor(t, 5*time.Second, func() (bool, string) {
+		return len(a.logs.lines("reconnected to a failed member", addr)) > 0, "a did not log its reconnect to " + addr
+	})
+}

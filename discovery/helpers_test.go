@@ -86,6 +86,7 @@ func testTunables() tunables {
 	tun.peerSaveDelay = 50 * time.Millisecond
 	tun.joinBackoffMin = 50 * time.Millisecond
 	tun.joinBackoffMax = 500 * time.Millisecond
+	tun.reconnectEvery = 100 * time.Millisecond
 	return tun
 }
 

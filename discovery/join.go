@@ -64,6 +64,41 @@ func (n *Node) joinLoop(targets []string) {
 	}
 }
 
+// reconnectLoop tries, every reconnectEvery, to rejoin one failed member
+// that is still remembered (for forgetAfter). memberlist gossips to dead
+// nodes only for a short while, then never again: after a long partition each
+// side would go on without the other. One attempt per interval, at random, is
+// how serf heals that at little cost.
+func (n *Node) reconnectLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(n.tun.reconnectEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-tick.C:
+		}
+		n.mu.Lock()
+		var failed []string
+		for _, m := range n.members {
+			if m.status == StatusFailed && m.name != n.cfg.Name {
+				failed = append(failed, m.addr)
+			}
+		}
+		n.mu.Unlock()
+		if len(failed) == 0 {
+			continue
+		}
+		addr := failed[rand.IntN(len(failed))]
+		if _, err := n.join([]string{addr}, true); err != nil {
+			n.log.Debug("reconnect to failed member did not answer", "addr", addr, "err", err)
+			continue
+		}
+		n.log.Info("reconnected to a failed member", "addr", addr)
+	}
+}
+
 // join contacts addrs, joinParallel at a time, and returns how many
 // answered. With firstRound, it stops after the first round in which one
 // answered (memberlist learns the rest of the cluster from it).

@@ -35,6 +35,10 @@ const (
 	// joinParallel is how many addresses a join contacts at once: known
 	// peers may be stale, and a dead host costs a whole TCP timeout.
 	joinParallel = 8
+	// reconnectEvery is how often the node tries to rejoin one failed
+	// member (serf's reconnect): memberlist never contacts a node it declared
+	// dead again, so without it a healed partition would stay split.
+	reconnectEvery = 10 * time.Second
 	// maxPendingChanges bounds the membership changes waiting to be logged.
 	maxPendingChanges = 4096
 
@@ -56,6 +60,7 @@ type tunables struct {
 	peerSaveDelay  time.Duration
 	joinBackoffMin time.Duration
 	joinBackoffMax time.Duration
+	reconnectEvery time.Duration
 }
 
 func defaultTunables() tunables {
@@ -66,6 +71,7 @@ func defaultTunables() tunables {
 		peerSaveDelay:  peerSaveDelay,
 		joinBackoffMin: joinBackoffMin,
 		joinBackoffMax: joinBackoffMax,
+		reconnectEvery: reconnectEvery,
 	}
 }
 
@@ -269,8 +275,9 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	// built when Start returns.
 	n.publish()
 
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.run()
+	go n.reconnectLoop()
 	if len(targets) > 0 {
 		n.wg.Add(1)
 		go n.joinLoop(targets)
