@@ -1,0 +1,182 @@
+package redisapi
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// conn is one client connection. Only its own goroutine touches it, except
+// active (read by the idle sweep) and nc.Close (called by Close and the sweep).
+type conn struct {
+	s  *Server
+	nc net.Conn
+	id uint64
+
+	buf        []byte // input; buf[start:end] is not parsed yet
+	start, end int
+	p          parser
+	out        []byte // replies not written yet
+
+	db      int
+	service string // the selected db's service
+	authed  bool
+	name    string // CLIENT SETNAME
+	quit    bool   // QUIT: close after writing the replies so far
+
+	lookups *atomic.Uint64 // this connection's shard of Server.lookups
+	active  atomic.Int64   // coarse time of the last read
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	id := s.nextID.Add(1)
+	c := &conn{
+		s:       s,
+		nc:      nc,
+		id:      id,
+		buf:     make([]byte, initialReadBuffer),
+		service: s.dbs[0],
+		authed:  s.requirePass == "",
+		lookups: &s.lookups[id%lookupShards].n,
+	}
+	c.active.Store(s.clock.Load())
+	return c
+}
+
+// serveConn reads requests, answers them in order and writes the answers of
+// everything that arrived together in one write (pipelining) before it reads
+// again. It returns when the client goes away, sends something it cannot
+// accept, sends QUIT, idles too long, or the server closes.
+func (s *Server) serveConn(c *conn) {
+	defer s.wg.Done()
+	defer s.forget(c)
+	defer c.nc.Close()
+	defer func() {
+		if p := recover(); p != nil {
+			s.recovered(p, "connection")
+		}
+	}()
+	for {
+		for c.start < c.end {
+			n, args, err := c.p.parse(c.buf[c.start:c.end])
+			if err != nil {
+				c.out = appendError(c.out, err.Error())
+				s.log.Debug("redis protocol error", "remote", c.nc.RemoteAddr().String(), "err", err)
+				c.closeGracefully()
+				return
+			}
+			if n == 0 {
+				break // incomplete: read more
+			}
+			c.start += n
+			if len(args) > 0 {
+				c.exec(args)
+				if c.quit {
+					c.closeGracefully()
+					return
+				}
+			}
+			if len(c.out) >= flushThreshold && c.flush() != nil {
+				return
+			}
+		}
+		if len(c.out) > 0 && c.flush() != nil {
+			return
+		}
+		if !c.makeRoom() {
+			// Cannot happen: the parser refuses a request before it
+			// outgrows the largest buffer. Refuse it here too, to be safe.
+			c.out = appendError(c.out, errTooBig.Error())
+			c.closeGracefully()
+			return
+		}
+		n, err := c.nc.Read(c.buf[c.end:])
+		c.end += n
+		c.active.Store(s.clock.Load())
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				s.log.Debug("redis connection read failed", "remote", c.nc.RemoteAddr().String(), "err", err)
+			}
+			return
+		}
+	}
+}
+
+// makeRoom makes free space at the end of buf for the next read, keeping
+// buf within MaxRequestBytes. It reports false when buf is full of one
+// request that already has the largest size allowed.
+func (c *conn) makeRoom() bool {
+	if c.start == c.end {
+		c.start, c.end = 0, 0
+		if len(c.buf) > initialReadBuffer {
+			// A large request is done: give its memory back.
+			c.buf = make([]byte, initialReadBuffer)
+		}
+		return true
+	}
+	free := len(c.buf) - c.end
+	if free >= len(c.buf)/4 {
+		return true
+	}
+	if c.start > 0 {
+		// Move the incomplete request to the front.
+		c.end = copy(c.buf, c.buf[c.start:c.end])
+		c.start = 0
+		if len(c.buf)-c.end >= len(c.buf)/4 {
+			return true
+		}
+	}
+	if len(c.buf) >= MaxRequestBytes {
+		return c.end < len(c.buf)
+	}
+	grown := make([]byte, min(2*len(c.buf), MaxRequestBytes))
+	c.end = copy(grown, c.buf[:c.end])
+	c.buf = grown
+	return true
+}
+
+// flush writes the pending replies.
+func (c *conn) flush() error {
+	if len(c.out) == 0 {
+		return nil
+	}
+	_, err := c.nc.Write(c.out)
+	if cap(c.out) > maxKeptOutput {
+		c.out = nil
+	} else {
+		c.out = c.out[:0]
+	}
+	return err
+}
+
+// Bounds on reading what a client still sends after we decided to close.
+const (
+	drainBytes = 256 << 10
+	drainTime  = 250 * time.Millisecond
+)
+
+// closeGracefully writes the pending replies (an error, or QUIT's +OK) and
+// makes sure the client can read them: closing a socket with unread input
+// makes the kernel send a reset, which can destroy the reply in flight. So
+// it half-closes, and reads and discards (boundedly) what the client is still
+// sending before the caller closes the connection.
+func (c *conn) closeGracefully() {
+	if c.flush() != nil {
+		return
+	}
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	c.nc.SetReadDeadline(time.Now().Add(drainTime))
+	buf := c.buf[:cap(c.buf)]
+	for total := 0; total < drainBytes; {
+		n, err := c.nc.Read(buf)
+		total += n
+		if err != nil {
+			return
+		}
+	}
+}

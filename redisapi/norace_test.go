@@ -1,0 +1,5 @@
+//go:build !race
+
+package redisapi
+
+const raceEnabled = false

@@ -1,0 +1,392 @@
+// Package redisapi answers lookups over the Redis protocol (SPEC §3), so that
+// nginx (ngx_http_redis, lua-resty-redis), redis-cli and any Redis client can
+// ask ringman which instance serves a key: GET <key> returns the instance's
+// "host:port" as a bulk string, or nil when there is none.
+//
+// # Databases
+//
+// SELECT n picks the service that GET, MGET and RING.* look keys up in:
+// Config.DBs maps db numbers to services, and db 0 is the router's default
+// service unless DBs says otherwise. SELECT of a db number that is not mapped
+// fails with "-ERR DB index is out of range" and leaves the connection on the
+// db it had: a typo in an nginx config then shows up as an error in nginx's
+// log instead of as silent misses. Every connection starts on db 0, so
+// ngx_http_redis's "select 0" always succeeds.
+//
+// # Authentication
+//
+// With Config.RequirePass set, every command except AUTH, HELLO (which can
+// carry AUTH) and QUIT first needs AUTH, like Redis 7 (-NOAUTH, also for PING).
+// Unknown commands and wrong arity are reported before that, as Redis does.
+//
+// # Limits
+//
+// One request is at most MaxRequestBytes and MaxArgs arguments; past that the
+// client gets "-ERR Protocol error: ..." and the connection is closed. Each
+// connection's input buffer starts at 4 KiB and never exceeds MaxRequestBytes;
+// its output is written out whenever 64 KiB of replies are pending. Idle
+// connections are closed after Config.IdleTimeout.
+//
+// # Why not redcon's Server
+//
+// github.com/tidwall/redcon's Server reads into a buffer that grows without
+// bound while a request is incomplete (it would wait for the 2 GiB of a
+// "$2147483648" bulk), copies every request and allocates its arguments, and
+// its zero-copy ReadNextCommand panics on some inputs ("$-2"). This package
+// keeps redcon's reply encoders (redcon.Append*) and has its own small reader:
+// bounded, resumable, allocation-free, and fuzzed (FuzzServe).
+package redisapi
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"ringman/router"
+)
+
+// Defaults for Config fields left zero.
+const (
+	// DefaultIdleTimeout exceeds nginx's keepalive_timeout default (60 s),
+	// so that nginx, not ringman, closes its pooled connections.
+	DefaultIdleTimeout = 5 * time.Minute
+	// nginxKeepaliveTimeout is nginx's default keepalive_timeout, which its
+	// upstream keepalive pools (and lua-resty-redis's set_keepalive) follow.
+	nginxKeepaliveTimeout = 60 * time.Second
+	// DefaultSocketMode lets the owner and its group (nginx's workers) connect.
+	DefaultSocketMode os.FileMode = 0o660
+)
+
+// Config configures a Server.
+type Config struct {
+	// Addr is "host:port" ("127.0.0.1:6380", port 0 picks one) or
+	// "unix:/path/ringman.sock".
+	Addr string
+	// SocketMode is the unix socket's file mode; 0 means DefaultSocketMode.
+	SocketMode os.FileMode
+	// Router answers the lookups. Required.
+	Router *router.Router
+	// DBs maps SELECT numbers to service names. db 0 is
+	// Router.DefaultService() unless given here.
+	DBs map[int]string
+	// RequirePass, when set, makes every command but AUTH, HELLO and QUIT
+	// need AUTH first.
+	RequirePass string
+	// IdleTimeout closes connections that send nothing for this long.
+	// 0 means DefaultIdleTimeout; a negative value never closes them.
+	IdleTimeout time.Duration
+	// Version is reported by INFO and HELLO.
+	Version string
+	// Members, when set, reports the cluster's member count for INFO.
+	Members func() int
+	// Logger receives connection-level problems, never one line per lookup.
+	// nil discards them.
+	Logger *slog.Logger
+}
+
+// Sizes of per-connection buffers.
+const (
+	initialReadBuffer = 4 << 10
+	flushThreshold    = 64 << 10  // write replies out once this many are pending
+	maxKeptOutput     = 256 << 10 // larger output buffers are dropped after use
+)
+
+// lookupShards spreads the lookup counter over cache lines so that
+// connections on different cores do not contend on one atomic word.
+const lookupShards = 64
+
+type paddedCounter struct {
+	n atomic.Uint64
+	_ [120]byte
+}
+
+// Server is a running RESP listener. Its methods are safe for concurrent use.
+type Server struct {
+	router      *router.Router
+	dbs         map[int]string
+	requirePass string
+	idle        time.Duration
+	version     string
+	members     func() int
+	log         *slog.Logger
+
+	ln       net.Listener
+	addr     string
+	unixPath string
+	started  time.Time
+
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	closed bool
+	done   chan struct{} // closed by Close
+	wg     sync.WaitGroup
+
+	serving   atomic.Bool
+	nextID    atomic.Uint64
+	accepted  atomic.Uint64
+	clock     atomic.Int64 // coarse time (UnixNano) for idle tracking
+	lookups   [lookupShards]paddedCounter
+	panics    atomic.Uint64
+	lastPanic atomic.Int64 // UnixNano of the last logged panic
+}
+
+// Listen validates cfg and binds its address. A unix socket file left behind
+// by a process that is gone is removed first; one that something still
+// listens on is an error, as is any other file at that path.
+func Listen(cfg Config) (*Server, error) {
+	if cfg.Router == nil {
+		return nil, errors.New("redis listener: no router")
+	}
+	s := &Server{
+		router:      cfg.Router,
+		dbs:         map[int]string{0: cfg.Router.DefaultService()},
+		requirePass: cfg.RequirePass,
+		idle:        cfg.IdleTimeout,
+		version:     cfg.Version,
+		members:     cfg.Members,
+		log:         cfg.Logger,
+		conns:       map[*conn]struct{}{},
+		done:        make(chan struct{}),
+		started:     time.Now(),
+	}
+	for db, service := range cfg.DBs {
+		if db < 0 {
+			return nil, fmt.Errorf("redis db %d: db numbers start at 0", db)
+		}
+		if service == "" {
+			return nil, fmt.Errorf("redis db %d: empty service name", db)
+		}
+		s.dbs[db] = service
+	}
+	if s.idle == 0 {
+		s.idle = DefaultIdleTimeout
+	}
+	if s.version == "" {
+		s.version = "dev"
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.idle > 0 && s.idle <= nginxKeepaliveTimeout {
+		s.log.Warn("redis idle timeout is not longer than nginx's default keepalive_timeout: nginx may reuse connections ringman has already closed",
+			"idle_timeout", s.idle, "nginx_keepalive_timeout", nginxKeepaliveTimeout)
+	}
+	mode := cfg.SocketMode
+	if mode == 0 {
+		mode = DefaultSocketMode
+	}
+	s.clock.Store(time.Now().UnixNano())
+
+	if path, ok := strings.CutPrefix(cfg.Addr, "unix:"); ok {
+		ln, err := listenUnix(path, mode)
+		if err != nil {
+			return nil, err
+		}
+		s.ln, s.addr, s.unixPath = ln, "unix:"+path, path
+		return s, nil
+	}
+	if cfg.Addr == "" {
+		return nil, errors.New("redis listener: empty address")
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("redis listener on %s: %w", cfg.Addr, err)
+	}
+	s.ln, s.addr = ln, ln.Addr().String()
+	return s, nil
+}
+
+func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
+	if path == "" {
+		return nil, errors.New(`redis listener: "unix:" needs a socket path`)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("redis listener on unix:%s: the file exists and is not a socket", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("redis listener on unix:%s: another process is listening on it", path)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("redis listener on unix:%s: check the existing socket: %w", path, err)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("redis listener on unix:%s: remove stale socket: %w", path, err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("redis listener on unix:%s: %w", path, err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("redis listener on unix:%s: set mode %v: %w", path, mode, err)
+	}
+	return ln, nil
+}
+
+// Addr is the address the server listens on: "127.0.0.1:54321" or "unix:/path".
+func (s *Server) Addr() string { return s.addr }
+
+// Lookups is the number of keys looked up (GET, MGET keys, RING.LOOKUP) so far.
+func (s *Server) Lookups() uint64 {
+	var n uint64
+	for i := range s.lookups {
+		n += s.lookups[i].n.Load()
+	}
+	return n
+}
+
+// Serve accepts connections until Close, then returns nil. It serves each
+// connection in its own goroutine.
+func (s *Server) Serve() error {
+	if !s.serving.CompareAndSwap(false, true) {
+		return errors.New("redis listener: Serve called twice")
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.idle > 0 {
+		s.wg.Add(1) // under mu, so that it happens before Close's Wait or not at all
+		go s.closeIdle()
+	}
+	s.mu.Unlock()
+	var backoff time.Duration
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			select {
+			case <-s.done:
+				return nil
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				// Out of file descriptors and the like: wait and retry
+				// instead of spinning or giving up.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("redis listener: accept failed, retrying", "addr", s.addr, "err", err, "retry_in", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-s.done:
+					return nil
+				}
+				continue
+			}
+			return fmt.Errorf("redis listener on %s: %w", s.addr, err)
+		}
+		backoff = 0
+		s.accept(nc)
+	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+func (s *Server) accept(nc net.Conn) {
+	c := newConn(s, nc)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.accepted.Add(1)
+	go s.serveConn(c)
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) connectedClients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// Close stops accepting, closes every connection, waits for their goroutines
+// and removes the unix socket file. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.done)
+	err := s.ln.Close()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("close redis listener on %s: %w", s.addr, err)
+	}
+	return nil
+}
+
+// closeIdle keeps the coarse clock and closes connections that have been
+// quiet for longer than the idle timeout. One sweep per tick replaces a read
+// deadline per request on the lookup path, and it also catches connections
+// stuck writing to a client that stopped reading.
+func (s *Server) closeIdle() {
+	defer s.wg.Done()
+	tick := min(max(s.idle/10, 5*time.Millisecond), time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case now := <-t.C:
+			s.clock.Store(now.UnixNano())
+			// Activity is stamped with the coarse clock, which lags by up
+			// to a tick: allow for it so no connection goes early.
+			cutoff := now.UnixNano() - int64(s.idle) - int64(tick)
+			s.mu.Lock()
+			for c := range s.conns {
+				if c.active.Load() < cutoff {
+					s.log.Debug("closing idle redis connection", "remote", c.nc.RemoteAddr().String(), "idle_timeout", s.idle)
+					c.nc.Close()
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// recovered logs a panic from a command or a connection. A misbehaving client
+// could trigger the same bug in a loop, so at most one line per second is
+// logged; each carries the count of panics so far.
+func (s *Server) recovered(p any, where string) {
+	total := s.panics.Add(1)
+	now := time.Now().UnixNano()
+	last := s.lastPanic.Load()
+	if now-last < int64(time.Second) || !s.lastPanic.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Error("redis: recovered from a panic", "in", where, "panic", fmt.Sprint(p),
+		"panics_total", total, "stack", string(debug.Stack()))
+}
