@@ -1,0 +1,228 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"ringman/httpapi"
+)
+
+// defaultAPIAddr is where `ringman serve` puts its API by default.
+const defaultAPIAddr = "127.0.0.1:7380"
+
+// clientFlags are the flags every client command takes.
+type clientFlags struct {
+	addr  string
+	token string
+}
+
+func (f *clientFlags) register(cmd *cobra.Command) {
+	addr := os.Getenv("RINGMAN_ADDR")
+	if addr == "" {
+		addr = defaultAPIAddr
+	}
+	cmd.Flags().StringVar(&f.addr, "addr", addr, "API address of the node to talk to (env RINGMAN_ADDR)")
+	cmd.Flags().StringVar(&f.token, "api-token", os.Getenv("RINGMAN_API_TOKEN"), "bearer token for commands that change state (env RINGMAN_API_TOKEN)")
+}
+
+func (f *clientFlags) client() (*httpapi.Client, error) {
+	c, err := httpapi.NewClient(f.addr, f.token)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return c, nil
+}
+
+func checkFormat(format string) error {
+	if format != "text" && format != "json" {
+		return usagef("--format must be text or json, got %q", format)
+	}
+	return nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newMembersCmd() *cobra.Command {
+	var cf clientFlags
+	var format, status string
+	cmd := &cobra.Command{
+		Use:   "members",
+		Short: "List the cluster's members as the node sees them",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			statusRe, err := regexp.Compile("^(?:" + status + ")$")
+			if err != nil {
+				return usagef("--status is not a valid regular expression: %v", err)
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			members, err := c.Members(cmd.Context())
+			if err != nil {
+				return err
+			}
+			kept := members[:0]
+			for _, m := range members {
+				if statusRe.MatchString(m.Status) {
+					kept = append(kept, m)
+				}
+			}
+			if format == "json" {
+				return printJSON(cmd.OutOrStdout(), kept)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			for _, m := range kept {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.Addr, m.Status, formatServices(m.Services))
+			}
+			return tw.Flush()
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
+	cmd.Flags().StringVar(&status, "status", ".*", "only members whose status matches this regular expression")
+	return cmd
+}
+
+// formatServices prints services like the --service flag takes them.
+func formatServices(services map[string][]string) string {
+	var parts []string
+	for name, insts := range services {
+		for _, inst := range insts {
+			parts = append(parts, name+"="+inst)
+		}
+	}
+	sort.Strings(parts)
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ",")
+}
+
+func newLookupCmd() *cobra.Command {
+	var cf clientFlags
+	var format, service string
+	var n int
+	cmd := &cobra.Command{
+		Use:   "lookup KEY",
+		Short: "Show which backend serves KEY (exit code 1 when none does)",
+		Long: `Show which backend serves KEY, as nginx would be told. With -n, also the
+next candidates in preference order. Prints one backend per line, each with
+where the answer came from (ring or override).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Lookup(cmd.Context(), args[0], service, n)
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			for _, b := range res.Candidates {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\n", b, res.Source)
+			}
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
+	cmd.Flags().StringVarP(&service, "service", "s", "", "service to look up in (default: the node's default service)")
+	cmd.Flags().IntVarP(&n, "candidates", "n", 1, "how many candidates to show, owner first")
+	return cmd
+}
+
+func newJoinCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "join ADDR...",
+		Short: "Make the node join a cluster through the nodes at ADDR (gossip host:port)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			n, err := c.Join(cmd.Context(), args)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "joined through %d node(s)\n", n)
+			return nil
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+func newLeaveCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "leave",
+		Short: "Make the node leave the cluster gracefully and stop",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			if err := c.Leave(cmd.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "node is leaving the cluster and will stop")
+			return nil
+		},
+	}
+	cf.register(cmd)
+	return cmd
+}
+
+func newDrainCmd() *cobra.Command {
+	var cf clientFlags
+	var undo bool
+	cmd := &cobra.Command{
+		Use:   "drain",
+		Short: "Take the node's instances out of every ring, staying in the cluster (--undo to return)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			draining, err := c.Drain(cmd.Context(), !undo)
+			if err != nil {
+				return err
+			}
+			if draining {
+				fmt.Fprintln(cmd.OutOrStdout(), "draining: this node's instances are out of every ring")
+			} else {
+				fmt.Fprintln(cmd.OutOrStdout(), "serving: this node's instances are back in the rings")
+			}
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().BoolVar(&undo, "undo", false, "stop draining")
+	return cmd
+}

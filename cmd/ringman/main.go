@@ -1,0 +1,105 @@
+// Command ringman is the daemon (ringman serve) and its command-line client.
+// Client commands reach a running node through its HTTP API (--addr) and
+// never open its files.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Set at build time by the Makefile (-ldflags -X).
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+// Exit codes (SPEC §5).
+const (
+	exitOK      = 0
+	exitFailure = 1 // no answer, or the command failed
+	exitUsage   = 2
+)
+
+// usageError marks a mistake in how the command was called.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes the command line and returns the process exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "ringman: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "ringman",
+		Short: "Consistent-hash routing for nginx, shared by a gossip cluster",
+		Long: `ringman tells nginx which live instance of a service should serve each
+request, so that the same URL reaches the same instance from every load
+balancer of a pool while instances come and go.
+
+Start a node with 'ringman serve'; the other commands talk to a running node.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+	})
+	root.AddCommand(
+		newServeCmd(),
+		newMembersCmd(),
+		newLookupCmd(),
+		newJoinCmd(),
+		newLeaveCmd(),
+		newDrainCmd(),
+		newKeygenCmd(),
+		newVersionCmd(),
+	)
+	// Unknown subcommands and wrong argument counts are usage errors.
+	for _, c := range root.Commands() {
+		if c.Args != nil {
+			validate := c.Args
+			c.Args = func(cmd *cobra.Command, args []string) error {
+				if err := validate(cmd, args); err != nil {
+					return usageError{fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())}
+				}
+				return nil
+			}
+		}
+	}
+	root.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usagef("unknown command %q (see 'ringman --help')", args[0])
+		}
+		return nil
+	}
+	root.RunE = func(cmd *cobra.Command, args []string) error {
+		return cmd.Help()
+	}
+	return root
+}

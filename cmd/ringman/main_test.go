@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"ringman/discovery"
+	"ringman/httpapi"
+	"ringman/ring"
+	"ringman/router"
+)
+
+// startNode runs a real single-node cluster with its API, as `serve` wires it.
+func startNode(t *testing.T) (addr string, node *discovery.Node, rt *router.Router) {
+	t.Helper()
+	rt, err := router.New(ring.DefaultSettings(), "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err = discovery.Start(discovery.Config{
+		Name:        "cli-test",
+		BindAddr:    "127.0.0.1:0",
+		Profile:     "fast",
+		Services:    map[string][]string{"web": {"127.0.0.1:9001", "127.0.0.1:9002"}, "thumbs": {"127.0.0.1:9101"}},
+		Fingerprint: ring.DefaultSettings().Fingerprint(),
+		OnChange:    func(live map[string][]string) { rt.Update(live) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Shutdown() })
+	srv := httptest.NewServer(httpapi.New(httpapi.Config{Router: rt, Cluster: node}))
+	t.Cleanup(srv.Close)
+	deadline := time.Now().Add(5 * time.Second)
+	for rt.Ring("web").Len() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("web ring has %d instances after 5s, want 2", rt.Ring("web").Len())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return strings.TrimPrefix(srv.URL, "http://"), node, rt
+}
+
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var out, errOut bytes.Buffer
+	code = run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestMembers(t *testing.T) {
+	addr, node, _ := startNode(t)
+	code, out, errOut := runCLI("members", "--addr", addr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	fields := strings.Fields(out)
+	want := []string{"cli-test", node.Addr(), "alive", "thumbs=127.0.0.1:9101,web=127.0.0.1:9001,web=127.0.0.1:9002"}
+	if strings.Join(fields, " ") != strings.Join(want, " ") {
+		t.Errorf("members printed %q, want fields %q", out, want)
+	}
+
+	code, out, _ = runCLI("members", "--addr", addr, "--format", "json")
+	var ms []httpapi.Member
+	if code != 0 || json.Unmarshal([]byte(out), &ms) != nil || len(ms) != 1 || ms[0].Name != "cli-test" {
+		t.Errorf("members --format json: exit %d, %q", code, out)
+	}
+
+	code, out, _ = runCLI("members", "--addr", addr, "--status", "failed|left")
+	if code != 0 || out != "" {
+		t.Errorf("members --status failed|left: exit %d, %q; want nothing", code, out)
+	}
+	code, out, _ = runCLI("members", "--addr", addr, "--status", "ali.*")
+	if code != 0 || !strings.Contains(out, "cli-test") {
+		t.Errorf("members --status ali.*: exit %d, %q", code, out)
+	}
+}
+
+func TestLookup(t *testing.T) {
+	addr, _, rt := startNode(t)
+	want, _ := rt.Lookup("web", []byte("/img/1.jpg"))
+	code, out, errOut := runCLI("lookup", "/img/1.jpg", "--addr", addr)
+	if code != 0 || out != want+"\tring\n" {
+		t.Errorf("lookup: exit %d, %q (stderr %q), want %q", code, out, errOut, want+"\tring\n")
+	}
+	code, out, _ = runCLI("lookup", "/img/1.jpg", "--addr", addr, "-n", "5")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], want) {
+		t.Errorf("lookup -n 5 over 2 instances: exit %d, %q", code, out)
+	}
+	code, out, _ = runCLI("lookup", "/img/1.jpg", "--addr", addr, "-s", "thumbs", "--format", "json")
+	var l httpapi.Lookup
+	if code != 0 || json.Unmarshal([]byte(out), &l) != nil || l.Backend != "127.0.0.1:9101" || l.Service != "thumbs" {
+		t.Errorf("lookup -s thumbs --format json: exit %d, %q", code, out)
+	}
+	code, out, errOut = runCLI("lookup", "/x", "--addr", addr, "-s", "nothing")
+	if code != 1 || out != "" || !strings.Contains(errOut, "no live instance") || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("lookup on an empty service: exit %d, stdout %q, stderr %q; want exit 1 and one line", code, out, errOut)
+	}
+}
+
+func TestDrain(t *testing.T) {
+	addr, node, _ := startNode(t)
+	code, out, _ := runCLI("drain", "--addr", addr)
+	if code != 0 || !strings.HasPrefix(out, "draining") || !node.Draining() {
+		t.Fatalf("drain: exit %d, %q, draining=%v", code, out, node.Draining())
+	}
+	code, out, _ = runCLI("drain", "--undo", "--addr", addr)
+	if code != 0 || !strings.HasPrefix(out, "serving") || node.Draining() {
+		t.Fatalf("drain --undo: exit %d, %q, draining=%v", code, out, node.Draining())
+	}
+}
+
+func TestJoinFailureIsExit1(t *testing.T) {
+	addr, _, _ := startNode(t)
+	code, _, errOut := runCLI("join", "127.0.0.1:1", "--addr", addr)
+	if code != 1 || !strings.Contains(errOut, "join failed") {
+		t.Errorf("join to nowhere: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestUnreachableNode(t *testing.T) {
+	code, _, errOut := runCLI("members", "--addr", "127.0.0.1:1")
+	if code != 1 || !strings.Contains(errOut, "cannot reach ringman at http://127.0.0.1:1") {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"nosuchcommand"},
+		{"lookup"},
+		{"lookup", "a", "b"},
+		{"members", "--format", "yaml"},
+		{"members", "--status", "("},
+		{"members", "--no-such-flag"},
+		{"join"},
+		{"members", "--addr", "ftp://x"},
+		{"serve", "--partitions", "0"},
+		{"serve", "--load", "0.5"},
+		{"serve", "--service", "web=nohost"},
+		{"serve", "--service", "web=h:70000"},
+		{"serve", "--service", "bad name=h:1"},
+		{"serve", "--db", "x=thumbs"},
+		{"serve", "--encrypt", "not-base64!"},
+		{"serve", "--encrypt", base64.StdEncoding.EncodeToString([]byte("short"))},
+		{"serve", "--log-level", "loud"},
+		{"serve", "--log-format", "xml"},
+		{"serve", "--socket-mode", "999"},
+		{"serve", "--leave-timeout", "0s"},
+		{"serve", "extra-arg"},
+	} {
+		code, out, errOut := runCLI(args...)
+		if code != 2 || strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, "ringman: ") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 2 and one line", args, code, out, errOut)
+		}
+	}
+}
+
+func TestServeFlagsFromEnvironment(t *testing.T) {
+	t.Setenv("RINGMAN_PARTITIONS", "0")
+	code, _, errOut := runCLI("serve")
+	if code != 2 || !strings.Contains(errOut, "partitions") {
+		t.Errorf("RINGMAN_PARTITIONS=0: exit %d, %q", code, errOut)
+	}
+	t.Setenv("RINGMAN_PARTITIONS", "many")
+	code, _, errOut = runCLI("serve")
+	if code != 2 || !strings.Contains(errOut, "RINGMAN_PARTITIONS") {
+		t.Errorf("RINGMAN_PARTITIONS=many: exit %d, %q", code, errOut)
+	}
+}
+
+func TestParseServices(t *testing.T) {
+	o := serveOptions{name: "n", defaultService: "web", services: []string{"10.0.0.1:80", "thumbs=10.0.0.2:81", "web=[::1]:82"},
+		dbs: []string{"1=thumbs"}, partitions: 7, load: 1.5, replication: 3, socketMode: "0660",
+		logLevel: "debug", logFormat: "json", checkInterval: time.Second, checkTimeout: time.Second, idleTimeout: time.Second, leaveTimeout: time.Second}
+	c, err := o.parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(c.services, c.dbs, c.settings.Partitions, c.socketMode)
+	want := "map[thumbs:[10.0.0.2:81] web:[10.0.0.1:80 [::1]:82]] map[1:thumbs] 7 -rw-rw----"
+	if got != want {
+		t.Errorf("parsed %s, want %s", got, want)
+	}
+}
+
+func TestKeygenAndVersion(t *testing.T) {
+	code, out, _ := runCLI("keygen")
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out))
+	if code != 0 || err != nil || len(key) != 32 {
+		t.Errorf("keygen: exit %d, %q", code, out)
+	}
+	code, out, _ = runCLI("version")
+	if code != 0 || !strings.HasPrefix(out, "ringman ") || !strings.Contains(out, "go1.") {
+		t.Errorf("version: exit %d, %q", code, out)
+	}
+	code, out, _ = runCLI("completion", "bash")
+	if code != 0 || !strings.Contains(out, "ringman") {
+		t.Errorf("completion bash: exit %d", code)
+	}
+}

@@ -1,0 +1,418 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"ringman/discovery"
+	"ringman/httpapi"
+	"ringman/redisapi"
+	"ringman/ring"
+	"ringman/router"
+	"ringman/store"
+)
+
+// serveOptions are the flags of `ringman serve`.
+type serveOptions struct {
+	name           string
+	bind           string
+	advertise      string
+	join           []string
+	services       []string
+	defaultService string
+	dbs            []string
+	check          string
+	checkInterval  time.Duration
+	checkTimeout   time.Duration
+	redisAddr      string
+	socketMode     string
+	idleTimeout    time.Duration
+	httpAddr       string
+	dataDir        string
+	profile        string
+	encrypt        string
+	label          string
+	requirepass    string
+	apiToken       string
+	logLevel       string
+	logFormat      string
+	partitions     int
+	load           float64
+	replication    int
+	leaveTimeout   time.Duration
+}
+
+func newServeCmd() *cobra.Command {
+	o := serveOptions{}
+	hostname, _ := os.Hostname()
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a node: join the cluster, answer lookups over RESP and HTTP",
+		Long: `Run a ringman node. It joins the gossip cluster, advertises the instances
+given with --service, and answers lookups over the Redis protocol (for nginx)
+and HTTP. Every flag can also be set with an environment variable
+RINGMAN_<FLAG_NAME>, e.g. RINGMAN_REDIS_ADDR for --redis-addr.
+
+SIGINT/SIGTERM drain the node, leave the cluster gracefully (bounded by
+--leave-timeout) and exit 0; a second signal exits at once.`,
+		Args: cobra.NoArgs,
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			return flagsFromEnv(cmd.Flags())
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return serve(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.SortFlags = false
+	f.StringVar(&o.name, "name", hostname, "node name, unique in the cluster and stable across restarts")
+	f.StringVar(&o.bind, "bind", "0.0.0.0:7946", "gossip address (TCP and UDP)")
+	f.StringVar(&o.advertise, "advertise", "", "gossip address other nodes reach this one at (default: from --bind)")
+	f.StringSliceVar(&o.join, "join", nil, "gossip address of a node to join; repeatable; retried in the background")
+	f.StringSliceVar(&o.services, "service", nil, "instance this node fronts, NAME=HOST:PORT (or HOST:PORT for the default service); repeatable")
+	f.StringVar(&o.defaultService, "default-service", "web", "service for lookups that name none (RESP db 0)")
+	f.StringSliceVar(&o.dbs, "db", nil, "RESP database to service mapping, N=NAME (SELECT N); repeatable")
+	f.StringVar(&o.check, "check", "", "health-check URL of the local instance; the node drains while it fails")
+	f.DurationVar(&o.checkInterval, "check-interval", 2*time.Second, "time between health checks")
+	f.DurationVar(&o.checkTimeout, "check-timeout", time.Second, "timeout of one health check")
+	f.StringVar(&o.redisAddr, "redis-addr", "127.0.0.1:6380", "RESP address, host:port or unix:/path/ringman.sock")
+	f.StringVar(&o.socketMode, "socket-mode", "0660", "file mode of the RESP unix socket")
+	f.DurationVar(&o.idleTimeout, "idle-timeout", 5*time.Minute, "close RESP connections idle this long")
+	f.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:7380", "HTTP API address")
+	f.StringVar(&o.dataDir, "data-dir", "ringman-data", "directory of the node's data file")
+	f.StringVar(&o.profile, "profile", "lan", "gossip timing profile: lan, wan or fast (one datacenter, ~1 s failure detection)")
+	f.StringVar(&o.encrypt, "encrypt", "", "gossip encryption key, base64 (from 'ringman keygen')")
+	f.StringVar(&o.label, "label", "", "cluster label; nodes with different labels never merge")
+	f.StringVar(&o.requirepass, "requirepass", "", "password RESP clients must AUTH with")
+	f.StringVar(&o.apiToken, "api-token", "", "bearer token required by state-changing HTTP requests")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	f.IntVar(&o.partitions, "partitions", ring.DefaultPartitions, "ring partitions (must agree across the cluster)")
+	f.Float64Var(&o.load, "load", ring.DefaultLoad, "ring load factor, >= 1 (must agree across the cluster)")
+	f.IntVar(&o.replication, "replication-factor", ring.DefaultReplicationFactor, "virtual points per instance (must agree across the cluster)")
+	f.DurationVar(&o.leaveTimeout, "leave-timeout", 5*time.Second, "how long a graceful leave may take")
+	return cmd
+}
+
+// flagsFromEnv fills every flag not given on the command line from
+// RINGMAN_<FLAG_NAME>.
+func flagsFromEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed {
+			return
+		}
+		env := "RINGMAN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = usagef("%s=%q: %v", env, v, e)
+			}
+		}
+	})
+	return err
+}
+
+// config is serveOptions checked and parsed.
+type config struct {
+	serveOptions
+	settings   ring.Settings
+	services   map[string][]string
+	dbs        map[int]string
+	keys       [][]byte
+	socketMode os.FileMode
+	level      slog.Level
+}
+
+func (o serveOptions) parse() (*config, error) {
+	c := &config{serveOptions: o}
+	c.settings = ring.Settings{Partitions: o.partitions, Load: o.load, ReplicationFactor: o.replication}
+	if err := c.settings.Validate(); err != nil {
+		return nil, usageError{err}
+	}
+	if o.name == "" {
+		return nil, usagef("--name is empty and the hostname is unknown")
+	}
+	if !validName(o.defaultService) {
+		return nil, usagef("--default-service %q: want letters, digits, '-', '_' or '.'", o.defaultService)
+	}
+	c.services = map[string][]string{}
+	for _, s := range o.services {
+		name, inst, ok := strings.Cut(s, "=")
+		if !ok {
+			name, inst = o.defaultService, s
+		}
+		if !validName(name) {
+			return nil, usagef("--service %q: service name %q: want letters, digits, '-', '_' or '.'", s, name)
+		}
+		if err := validHostPort(inst); err != nil {
+			return nil, usagef("--service %q: %v", s, err)
+		}
+		c.services[name] = append(c.services[name], inst)
+	}
+	c.dbs = map[int]string{}
+	for _, d := range o.dbs {
+		num, name, ok := strings.Cut(d, "=")
+		n, err := strconv.Atoi(num)
+		if !ok || err != nil || n < 0 || n > 1<<20 || !validName(name) {
+			return nil, usagef("--db %q: want N=SERVICE, e.g. 1=thumbs", d)
+		}
+		c.dbs[n] = name
+	}
+	if o.encrypt != "" {
+		key, err := base64.StdEncoding.DecodeString(o.encrypt)
+		if err != nil {
+			return nil, usagef("--encrypt: not base64: %v (make one with 'ringman keygen')", err)
+		}
+		if l := len(key); l != 16 && l != 24 && l != 32 {
+			return nil, usagef("--encrypt: key is %d bytes, want 16, 24 or 32 (make one with 'ringman keygen')", l)
+		}
+		c.keys = [][]byte{key}
+	}
+	mode, err := strconv.ParseUint(o.socketMode, 8, 32)
+	if err != nil || mode > 0o777 {
+		return nil, usagef("--socket-mode %q: want an octal file mode such as 0660", o.socketMode)
+	}
+	c.socketMode = os.FileMode(mode)
+	if err := c.level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return nil, usagef("--log-format %q: want text or json", o.logFormat)
+	}
+	for flag, d := range map[string]time.Duration{"--check-interval": o.checkInterval, "--check-timeout": o.checkTimeout, "--idle-timeout": o.idleTimeout, "--leave-timeout": o.leaveTimeout} {
+		if d <= 0 {
+			return nil, usagef("%s must be positive, got %v", flag, d)
+		}
+	}
+	return c, nil
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func validHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("want HOST:PORT: %v", err)
+	}
+	if host == "" {
+		return errors.New("want HOST:PORT: host is empty")
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	return nil
+}
+
+func newLogger(c *config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.level}
+	if c.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve runs a node until a signal or an API leave, then shuts it down.
+func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error {
+	c, err := o.parse()
+	if err != nil {
+		return err
+	}
+	log := newLogger(c, stderr)
+	started := time.Now()
+
+	st, err := store.Open(c.dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	rt, err := router.New(c.settings, c.defaultService)
+	if err != nil {
+		return usageError{err}
+	}
+	var published atomic.Bool
+	onChange := func(live map[string][]string) {
+		t := time.Now()
+		changed, err := rt.Update(live)
+		if err != nil {
+			log.Error("ring rebuild failed; keeping the previous ring", "err", err)
+		}
+		if len(changed) > 0 {
+			log.Info("rings rebuilt", "services", changed, "took", time.Since(t).Round(time.Microsecond))
+		}
+		published.Store(true)
+	}
+	node, err := discovery.Start(discovery.Config{
+		Name:          c.name,
+		BindAddr:      c.bind,
+		AdvertiseAddr: c.advertise,
+		Profile:       c.profile,
+		Label:         c.label,
+		Keys:          c.keys,
+		Services:      c.services,
+		Fingerprint:   c.settings.Fingerprint(),
+		Version:       version,
+		Seeds:         c.join,
+		Peers:         st,
+		Check:         discovery.Check{URL: c.check, Interval: c.checkInterval, Timeout: c.checkTimeout},
+		Logger:        log,
+		OnChange:      onChange,
+	})
+	if err != nil {
+		return fmt.Errorf("start gossip: %w", err)
+	}
+	defer node.Shutdown()
+
+	resp, err := redisapi.Listen(redisapi.Config{
+		Addr:        c.redisAddr,
+		SocketMode:  c.socketMode,
+		Router:      rt,
+		DBs:         c.dbs,
+		RequirePass: c.requirepass,
+		IdleTimeout: c.idleTimeout,
+		Version:     version,
+		Members:     func() int { return len(node.Members()) },
+		Logger:      log,
+	})
+	if err != nil {
+		return fmt.Errorf("start RESP server: %w", err)
+	}
+	defer resp.Close()
+
+	httpLn, err := net.Listen("tcp", c.httpAddr)
+	if err != nil {
+		return fmt.Errorf("start HTTP API: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	leaveReq := make(chan struct{})
+	var leaveOnce sync.Once
+	api := httpapi.New(httpapi.Config{
+		Router:   rt,
+		Cluster:  node,
+		Token:    c.apiToken,
+		Leave:    func() { leaveOnce.Do(func() { close(leaveReq) }) },
+		Registry: reg,
+		Logger:   log,
+		Ready: func() (bool, string) {
+			switch {
+			case !published.Load():
+				return false, "rings not published yet"
+			case !node.Joined():
+				return false, "not joined to any seed or known peer yet"
+			}
+			return true, ""
+		},
+	})
+	httpSrv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- resp.Serve() }()
+	go func() { serveErr <- httpSrv.Serve(httpLn) }()
+
+	printBanner(stdout, c, node, resp.Addr(), httpLn.Addr().String(), st.Path())
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	var reason string
+	select {
+	case s := <-sigs:
+		reason = "signal " + s.String()
+	case <-leaveReq:
+		reason = "leave requested through the API"
+	case err := <-serveErr:
+		return fmt.Errorf("listener stopped: %w", err)
+	case <-ctx.Done():
+		reason = "context cancelled"
+	}
+	log.Info("shutting down: draining and leaving the cluster", "reason", reason, "timeout", c.leaveTimeout, "uptime", time.Since(started).Round(time.Second))
+	go func() {
+		s := <-sigs
+		log.Warn("second signal: exiting at once", "signal", s.String())
+		os.Exit(exitFailure)
+	}()
+
+	deadline := time.Now().Add(c.leaveTimeout)
+	if err := node.SetDraining(true); err != nil {
+		log.Warn("drain before leave failed", "err", err)
+	}
+	if err := node.Leave(time.Until(deadline)); err != nil {
+		log.Warn("graceful leave did not complete", "err", err)
+	}
+	node.Shutdown()
+	shutCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	httpSrv.Shutdown(shutCtx)
+	resp.Close()
+	log.Info("stopped")
+	return nil
+}
+
+func printBanner(w io.Writer, c *config, node *discovery.Node, respAddr, httpAddr, dataFile string) {
+	encrypted := "no"
+	if node.Encrypted() {
+		encrypted = "yes"
+	}
+	var svc []string
+	for name, insts := range c.services {
+		for _, i := range insts {
+			svc = append(svc, name+"="+i)
+		}
+	}
+	sort.Strings(svc)
+	if len(svc) == 0 {
+		svc = []string{"none (router only)"}
+	}
+	label := c.label
+	if label == "" {
+		label = "none"
+	}
+	fmt.Fprintf(w, `ringman %s running
+  node name:  %s
+  gossip:     %s (bind %s, profile %s, encrypted: %s, label: %s)
+  RESP:       %s (default service %s)
+  HTTP API:   http://%s
+  services:   %s
+  data file:  %s
+`, version, c.name, node.Addr(), c.bind, c.profile, encrypted, label, respAddr, c.defaultService, httpAddr, strings.Join(svc, ", "), dataFile)
+}
