@@ -36,10 +36,18 @@ func (s Source) String() string {
 	return "miss"
 }
 
+// Overrides answers explicit host -> backend entries (package hostmap).
+type Overrides interface {
+	// Match returns the override for a lookup key as a one-element slice,
+	// or nil. It must not lock or allocate.
+	Match(key []byte) []string
+}
+
 // Router holds the published rings of every service.
 type Router struct {
 	settings       ring.Settings
 	defaultService string
+	overrides      Overrides // nil: none
 
 	rings atomic.Pointer[map[string]*ring.Ring] // read-only once published
 
@@ -67,6 +75,10 @@ func New(settings ring.Settings, defaultService string) (*Router, error) {
 	r.rings.Store(&empty)
 	return r, nil
 }
+
+// SetOverrides makes lookups consult o before the rings. Call it before
+// serving lookups.
+func (r *Router) SetOverrides(o Overrides) { r.overrides = o }
 
 // DefaultService is the service used when a lookup names none.
 func (r *Router) DefaultService() string { return r.defaultService }
@@ -138,9 +150,15 @@ func (r *Router) Ring(service string) *ring.Ring {
 // Rings returns every published ring by service. Do not modify it.
 func (r *Router) Rings() map[string]*ring.Ring { return *r.rings.Load() }
 
-// Lookup returns the backend for key on service ("" = the default service).
-// It never locks or allocates.
+// Lookup returns the backend for key on service ("" = the default service):
+// the override of the key's host if there is one (SPEC §2), else the key's
+// owner on the ring. It never locks or allocates.
 func (r *Router) Lookup(service string, key []byte) (string, Source) {
+	if r.overrides != nil {
+		if o := r.overrides.Match(key); o != nil {
+			return o[0], Override
+		}
+	}
 	if backend, ok := r.Ring(service).OwnerBytes(key); ok {
 		return backend, Ring
 	}
@@ -148,8 +166,14 @@ func (r *Router) Lookup(service string, key []byte) (string, Source) {
 }
 
 // Candidates returns up to n backends for key in preference order, owner
-// first. The slice is shared and must not be modified.
+// first. An override is the only candidate: a pinned host must not fail over
+// to the ring. The slice is shared and must not be modified.
 func (r *Router) Candidates(service string, key []byte, n int) ([]string, Source) {
+	if r.overrides != nil && n > 0 {
+		if o := r.overrides.Match(key); o != nil {
+			return o, Override
+		}
+	}
 	if c := r.Ring(service).CandidatesBytes(key, n); len(c) > 0 {
 		return c, Ring
 	}

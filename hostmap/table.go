@@ -1,0 +1,474 @@
+package hostmap
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var bucketOverrides = []byte("overrides")
+
+// broadcastMax is the largest change broadcast entry by entry; larger ones
+// (bulk imports) reach the other nodes with the next full-state exchange.
+const broadcastMax = 256
+
+// Table is the override table of one node.
+type Table struct {
+	db   *bolt.DB
+	opts Options
+	log  *slog.Logger
+
+	index atomic.Pointer[index] // what lookups read
+
+	mu      sync.Mutex // serialises writes and guards what follows
+	entries map[string]Entry
+	clock   uint64 // the last HLC value issued or seen
+	state   []byte // cached LocalState; nil when stale
+
+	broadcast atomic.Pointer[func(key string, msg []byte)]
+	incoming  chan []byte
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// index is an immutable view of the live overrides.
+type index struct {
+	backends  map[string][]string // host -> one-element slice of its backend
+	wildcards bool                // any "*." host at all
+}
+
+// Open loads the overrides stored in db (bucket "overrides") and returns the
+// table. The caller owns db.
+func Open(db *bolt.DB, opts Options) (*Table, error) {
+	if opts.Node == "" {
+		return nil, errors.New("hostmap: node name is empty")
+	}
+	if opts.TombstoneTTL <= 0 {
+		opts.TombstoneTTL = DefaultTombstoneTTL
+	}
+	if opts.now == nil {
+		opts.now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	t := &Table{
+		db:       db,
+		opts:     opts,
+		log:      opts.Logger,
+		entries:  map[string]Entry{},
+		incoming: make(chan []byte, 64),
+		done:     make(chan struct{}),
+	}
+	if opts.Broadcast != nil {
+		t.SetBroadcast(opts.Broadcast)
+	}
+	err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketOverrides)
+		if err != nil {
+			return err
+		}
+		return b.ForEach(func(k, v []byte) error {
+			e, err := decodeValue(string(k), v)
+			if err != nil {
+				return fmt.Errorf("stored override %q: %w", k, err)
+			}
+			t.entries[e.Host] = e
+			t.clock = max(t.clock, e.Version.Clock)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load overrides: %w", err)
+	}
+	t.publishLocked()
+	t.wg.Add(2)
+	go t.mergeLoop()
+	go t.collectLoop()
+	return t, nil
+}
+
+// Close stops the table's background work (tombstone collection, merging).
+func (t *Table) Close() error {
+	t.closeOnce.Do(func() { close(t.done) })
+	t.wg.Wait()
+	return nil
+}
+
+// SetBroadcast sets Options.Broadcast after Open (the gossip layer that
+// carries the messages is usually started after the table).
+func (t *Table) SetBroadcast(fn func(key string, msg []byte)) {
+	t.broadcast.Store(&fn)
+}
+
+// Set creates or replaces the override of host; host and backend are
+// validated (a *FieldError names the bad one) and host is normalised
+// (lower-cased). The entry is durable when Set returns.
+func (t *Table) Set(host, backend string) (Entry, error) {
+	out, err := t.SetMany([]Pair{{Host: host, Backend: backend}})
+	if err != nil {
+		var fe *FieldError
+		if errors.As(err, &fe) {
+			return Entry{}, fe // a single pair needs no index
+		}
+		return Entry{}, err
+	}
+	return out[0], nil
+}
+
+// SetMany sets every pair in one commit: all or nothing. An invalid pair
+// fails the whole call with an error naming its index and wrapping a
+// *FieldError. A host given twice keeps the last backend.
+func (t *Table) SetMany(pairs []Pair) ([]Entry, error) {
+	if len(pairs) == 0 {
+		return nil, &FieldError{"host", "no entries given"}
+	}
+	norm := make([]Pair, len(pairs))
+	for i, p := range pairs {
+		h, err := NormalizeHost(p.Host)
+		if err == nil {
+			err = ValidateBackend(p.Backend)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i, err)
+		}
+		norm[i] = Pair{Host: h, Backend: p.Backend}
+	}
+	t.mu.Lock()
+	entries := make([]Entry, len(norm))
+	for i, p := range norm {
+		entries[i] = Entry{Host: p.Host, Backend: p.Backend, Version: t.nextVersionLocked()}
+	}
+	err := t.commitLocked(entries)
+	t.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	t.send(entries)
+	return entries, nil
+}
+
+// Delete removes the override of host (ErrNotFound if it has none). The
+// delete is a tombstone that wins over older sets on every node.
+func (t *Table) Delete(host string) (Entry, error) {
+	h, err := NormalizeHost(host)
+	if err != nil {
+		return Entry{}, err
+	}
+	t.mu.Lock()
+	if cur, ok := t.entries[h]; !ok || cur.Backend == "" {
+		t.mu.Unlock()
+		return Entry{}, ErrNotFound
+	}
+	tomb := Entry{Host: h, Version: t.nextVersionLocked()}
+	err = t.commitLocked([]Entry{tomb})
+	t.mu.Unlock()
+	if err != nil {
+		return Entry{}, err
+	}
+	t.send([]Entry{tomb})
+	return tomb, nil
+}
+
+// Get returns the live override of host (normalised first).
+func (t *Table) Get(host string) (Entry, bool) {
+	h, err := NormalizeHost(host)
+	if err != nil {
+		return Entry{}, false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.entries[h]
+	return e, ok && e.Backend != ""
+}
+
+// List returns the live overrides sorted by host.
+func (t *Table) List() []Entry {
+	t.mu.Lock()
+	out := make([]Entry, 0, len(t.entries))
+	for _, e := range t.entries {
+		if e.Backend != "" {
+			out = append(out, e)
+		}
+	}
+	t.mu.Unlock()
+	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Host, b.Host) })
+	return out
+}
+
+// Len is the number of live overrides.
+func (t *Table) Len() int { return len(t.index.Load().backends) }
+
+// Match returns the override backend for a lookup key (SPEC §2: the key's
+// host part, lower-cased, without :port; exact host first, then the nearest
+// "*." wildcard) as a one-element slice, or nil. It never locks or allocates.
+func (t *Table) Match(key []byte) []string {
+	idx := t.index.Load()
+	if len(idx.backends) == 0 {
+		return nil
+	}
+	host := hostOf(key)
+	if len(host) == 0 || len(host) > MaxHostLen {
+		return nil
+	}
+	// buf[1:1+n] is the lower-cased host; buf[i:1+n] with buf[i] = '*' is
+	// the wildcard for the suffix that starts at the host's dot i.
+	var buf [MaxHostLen + 1]byte
+	n := len(host)
+	for i, c := range host {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[1+i] = c
+	}
+	if b, ok := idx.backends[string(buf[1:1+n])]; ok {
+		return b
+	}
+	if !idx.wildcards {
+		return nil
+	}
+	for i := 1; i < n; i++ {
+		if buf[1+i] == '.' {
+			buf[i] = '*' // overwrites a byte before the dot, no longer needed
+			if b, ok := idx.backends[string(buf[i:1+n])]; ok {
+				return b
+			}
+		}
+	}
+	return nil
+}
+
+// Merge applies entries learnt from other nodes (the greater version wins)
+// and returns how many changed the table. They are durable when it returns.
+func (t *Table) Merge(entries []Entry) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var newer []Entry
+	for _, e := range entries {
+		t.clock = max(t.clock, e.Version.Clock) // causality: later local writes win
+		if cur, ok := t.entries[e.Host]; ok && !wins(e, cur) {
+			continue
+		}
+		if e.Backend == "" && t.expired(e) {
+			continue // a tombstone we would collect at once
+		}
+		newer = append(newer, e)
+	}
+	if len(newer) == 0 {
+		return 0, nil
+	}
+	// The same host twice in one batch: keep the winner only.
+	slices.SortFunc(newer, func(a, b Entry) int {
+		if c := strings.Compare(a.Host, b.Host); c != 0 {
+			return c
+		}
+		if wins(a, b) {
+			return -1
+		}
+		return 1
+	})
+	newer = slices.CompactFunc(newer, func(a, b Entry) bool { return a.Host == b.Host })
+	return len(newer), t.commitLocked(newer)
+}
+
+// wins reports whether a replaces b: the greater version, and for equal
+// versions (which one node never issues twice) the greater backend, so that
+// every node decides alike.
+func wins(a, b Entry) bool {
+	if c := cmp.Compare(a.Version.Clock, b.Version.Clock); c != 0 {
+		return c > 0
+	}
+	if c := strings.Compare(a.Version.Node, b.Version.Node); c != 0 {
+		return c > 0
+	}
+	return a.Backend > b.Backend
+}
+
+// nextVersionLocked issues the next hybrid-logical-clock version: wall-clock
+// milliseconds, but never at or below anything this node issued or saw.
+func (t *Table) nextVersionLocked() Version {
+	wall := uint64(t.opts.now().UnixMilli()) << 16
+	t.clock = max(wall, t.clock+1)
+	return Version{Clock: t.clock, Node: t.opts.Node}
+}
+
+// Time is when the version was written, by the writer's clock.
+func (v Version) Time() time.Time { return time.UnixMilli(int64(v.Clock >> 16)).UTC() }
+
+func (t *Table) expired(e Entry) bool {
+	return t.opts.now().Sub(e.Version.Time()) > t.opts.TombstoneTTL
+}
+
+// commitLocked writes entries in one bbolt transaction (fsynced), then
+// applies them in memory and publishes the index.
+func (t *Table) commitLocked(entries []Entry) error {
+	err := t.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOverrides)
+		for _, e := range entries {
+			if err := b.Put([]byte(e.Host), encodeValue(e)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store overrides: %w", err)
+	}
+	for _, e := range entries {
+		t.entries[e.Host] = e
+	}
+	t.publishLocked()
+	return nil
+}
+
+// publishLocked rebuilds the lookup index from entries: O(n) per write,
+// paid by writers so that lookups never wait.
+func (t *Table) publishLocked() {
+	idx := &index{backends: make(map[string][]string, len(t.entries))}
+	var prev map[string][]string
+	if old := t.index.Load(); old != nil {
+		prev = old.backends
+	}
+	for h, e := range t.entries {
+		if e.Backend == "" {
+			continue
+		}
+		if b, ok := prev[h]; ok && b[0] == e.Backend {
+			idx.backends[h] = b // reuse: no allocation per unchanged entry
+		} else {
+			idx.backends[h] = []string{e.Backend}
+		}
+		if strings.HasPrefix(h, "*.") {
+			idx.wildcards = true
+		}
+	}
+	t.index.Store(idx)
+	t.state = nil
+}
+
+// send broadcasts local changes to the other nodes.
+func (t *Table) send(entries []Entry) {
+	fn := t.broadcast.Load()
+	if fn == nil || *fn == nil {
+		return
+	}
+	if len(entries) > broadcastMax {
+		t.log.Info("bulk override change spreads with the next full-state exchange", "entries", len(entries))
+		return
+	}
+	for _, e := range entries {
+		(*fn)("override:"+e.Host, encodeEntries(nil, []Entry{e}))
+	}
+}
+
+// LocalState encodes the whole table, tombstones included, for memberlist's
+// push/pull state exchange.
+func (t *Table) LocalState() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.state == nil {
+		all := slices.Collect(maps.Values(t.entries))
+		t.state = encodeEntries(make([]byte, 0, 64*len(all)+8), all)
+	}
+	return t.state
+}
+
+// MergeState merges a peer's LocalState. It copies buf and returns at once;
+// the merge happens on the table's own goroutine.
+func (t *Table) MergeState(buf []byte) { t.enqueue(buf) }
+
+// MergeMessage merges a broadcast sent by another node's table. Like
+// MergeState it copies buf and returns at once.
+func (t *Table) MergeMessage(buf []byte) { t.enqueue(buf) }
+
+func (t *Table) enqueue(buf []byte) {
+	select {
+	case t.incoming <- slices.Clone(buf):
+	default:
+		// The next full-state exchange brings whatever this drops.
+		t.log.Warn("override merge queue full; dropping a message until the next state exchange")
+	}
+}
+
+// mergeLoop merges what other nodes send, off memberlist's goroutines.
+func (t *Table) mergeLoop() {
+	defer t.wg.Done()
+	for {
+		select {
+		case <-t.done:
+			return
+		case buf := <-t.incoming:
+			entries, err := decodeEntries(buf)
+			if err != nil {
+				t.log.Warn("ignoring an override message from another node", "err", err)
+				continue
+			}
+			n, err := t.Merge(entries)
+			if err != nil {
+				t.log.Error("cannot store overrides from another node", "err", err)
+			} else if n > 0 {
+				t.log.Info("overrides updated from the cluster", "changed", n)
+			}
+		}
+	}
+}
+
+// collectLoop drops tombstones older than TombstoneTTL.
+func (t *Table) collectLoop() {
+	defer t.wg.Done()
+	tick := time.NewTicker(min(time.Hour, t.opts.TombstoneTTL/4))
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.done:
+			return
+		case <-tick.C:
+			if n, err := t.collect(); err != nil {
+				t.log.Error("cannot collect override tombstones", "err", err)
+			} else if n > 0 {
+				t.log.Debug("override tombstones collected", "count", n)
+			}
+		}
+	}
+}
+
+func (t *Table) collect() (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var old []string
+	for h, e := range t.entries {
+		if e.Backend == "" && t.expired(e) {
+			old = append(old, h)
+		}
+	}
+	if len(old) == 0 {
+		return 0, nil
+	}
+	err := t.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOverrides)
+		for _, h := range old {
+			if err := b.Delete([]byte(h)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, h := range old {
+		delete(t.entries, h)
+	}
+	t.state = nil
+	return len(old), nil
+}
