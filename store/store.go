@@ -21,7 +21,7 @@ import (
 const FileName = "ringman.db"
 
 // lockTimeout bounds the wait for the file lock held by another process.
-const lockTimeout = 500 * time.Millisecond
+const lockTimeout = 100 * time.Millisecond
 
 var bucketMeta = []byte("meta")
 
@@ -45,12 +45,12 @@ func Open(dir string) (*Store, error) {
 	if err := checkReadable(path); err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	db, err := openBolt(path)
 	switch {
 	case errors.Is(err, boltErrors.ErrTimeout):
 		return nil, fmt.Errorf("data dir %s is in use by another ringman process (could not lock %s)", dir, path)
 	case err != nil:
-		return nil, fmt.Errorf("open data file %s: %w (the file was left untouched)", path, err)
+		return nil, fmt.Errorf("data file %s is unreadable or corrupt: %v (the file was left untouched)", path, err)
 	}
 	if err := check(db); err != nil {
 		db.Close()
@@ -65,6 +65,17 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("initialise data file %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// openBolt opens path, turning bbolt's panics on a damaged file (it loads
+// the freelist while opening) into errors.
+func openBolt(path string) (db *bolt.DB, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			db, err = nil, fmt.Errorf("damaged page: %v", p)
+		}
+	}()
+	return bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
 }
 
 // checkReadable refuses an existing empty file, which bbolt would otherwise

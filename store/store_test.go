@@ -132,3 +132,39 @@ func TestDamagedPageIsRefused(t *testing.T) {
 		t.Error("the file was modified")
 	}
 }
+
+// bbolt panics while opening a file whose meta pages are fine but whose
+// freelist is garbage: Open must turn that into an error, file untouched.
+func TestDamagedFreelistIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SavePeers([]string{"10.0.0.1:7946"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	path := filepath.Join(dir, FileName)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const page = 4096
+	for off := 2 * page; off < len(raw); off++ {
+		raw[off] = byte(off*7 + 3)
+	}
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(dir); err == nil {
+		s.Close()
+		t.Fatal("Open succeeded on a file with garbage pages")
+	} else if !strings.Contains(err.Error(), "left untouched") {
+		t.Errorf("error %q does not say the file was left untouched", err)
+	}
+	after, _ := os.ReadFile(path)
+	if !bytes.Equal(after, raw) {
+		t.Error("the file was modified")
+	}
+}
