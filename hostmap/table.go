@@ -251,6 +251,12 @@ func (t *Table) Match(key []byte) []string {
 // Merge applies entries learnt from other nodes (the greater version wins)
 // and returns how many changed the table. They are durable when it returns.
 func (t *Table) Merge(entries []Entry) (int, error) {
+	newer, err := t.merge(entries)
+	return len(newer), err
+}
+
+// merge is Merge returning the entries that changed the table.
+func (t *Table) merge(entries []Entry) ([]Entry, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var newer []Entry
@@ -265,7 +271,7 @@ func (t *Table) Merge(entries []Entry) (int, error) {
 		newer = append(newer, e)
 	}
 	if len(newer) == 0 {
-		return 0, nil
+		return nil, nil
 	}
 	// The same host twice in one batch: keep the winner only.
 	slices.SortFunc(newer, func(a, b Entry) int {
@@ -278,7 +284,10 @@ func (t *Table) Merge(entries []Entry) (int, error) {
 		return 1
 	})
 	newer = slices.CompactFunc(newer, func(a, b Entry) bool { return a.Host == b.Host })
-	return len(newer), t.commitLocked(newer)
+	if err := t.commitLocked(newer); err != nil {
+		return nil, err
+	}
+	return newer, nil
 }
 
 // wins reports whether a replaces b: the greater version, and for equal
@@ -413,11 +422,16 @@ func (t *Table) mergeLoop() {
 				t.log.Warn("ignoring an override message from another node", "err", err)
 				continue
 			}
-			n, err := t.Merge(entries)
+			newer, err := t.merge(entries)
 			if err != nil {
 				t.log.Error("cannot store overrides from another node", "err", err)
-			} else if n > 0 {
-				t.log.Info("overrides updated from the cluster", "changed", n)
+			} else if len(newer) > 0 {
+				t.log.Info("overrides updated from the cluster", "changed", len(newer))
+				// Pass news on, as serf does with its events: memberlist
+				// sends a broadcast only from the node that queued it, to a
+				// few members, so in a large cluster news spreads by relay.
+				// Only what was new here is sent, so relaying stops.
+				t.send(newer)
 			}
 		}
 	}
