@@ -12,10 +12,16 @@
 // delegates), so it never enters the member list: two nodes that would hash
 // keys differently never share a ring.
 //
+// Besides membership, the cluster replicates one piece of application state
+// (Config.SharedState: ringman's overrides), by broadcasts (Node.Broadcast)
+// and by memberlist's full state exchange (push/pull) on every join and
+// every PushPullInterval; see shared.go for the framing and size limits.
+//
 // Files: node.go (Start, the Node's methods), events.go (memberlist
-// callbacks and the event loop), meta.go (the metadata wire format),
-// join.go (seeds and known peers), check.go (health check), profile.go
-// (gossip timings), logging.go (memberlist's log lines into slog).
+// callbacks and the event loop), shared.go (replicated application state),
+// meta.go (the metadata wire format), join.go (seeds, known peers,
+// reconnects), check.go (health check), profile.go (gossip timings),
+// logging.go (memberlist's log lines into slog).
 package discovery
 
 import (
@@ -62,12 +68,47 @@ type Config struct {
 	// Logger receives this package's and memberlist's log lines (the
 	// latter at the level memberlist tagged them with). Nil: slog.Default().
 	Logger *slog.Logger
+	// SharedState, when set, is replicated to and merged from every other
+	// node: see SharedState. Nil: the node replicates membership only.
+	SharedState SharedState
 	// OnChange receives the live instances per service after each change
 	// of the live set (coalesced): instances sorted and deduplicated,
 	// services without live instances absent; the map is the callee's. It
 	// is called from one goroutine, never concurrently, and once by Start
 	// with this node's own view. It must not call Shutdown.
 	OnChange func(live map[string][]string)
+}
+
+// SharedState is application state the cluster replicates besides
+// membership (ringman's overrides). Merges must be commutative, associative
+// and idempotent (last writer wins, say): broadcasts arrive in any order,
+// more than once, or not at all, and full states repair what they miss.
+//
+// Its methods are called from memberlist's goroutines, several at a time,
+// and must not block: the packet receive loop and the failure detector wait
+// on them. None of them may call Shutdown.
+//
+// memberlist sends a broadcast only from the node that queued it, to
+// RetransmitMult*ceil(log10(N+1)) random members (4 in clusters of up to 9
+// nodes, 8 up to 99): in larger clusters an implementation that learns
+// something new from MergeMessage or MergeState should Broadcast it again
+// (as serf does with its events) so that it spreads in O(log N) gossip
+// rounds instead of waiting for push/pull.
+type SharedState interface {
+	// LocalState returns the full state, sent to a peer on every join
+	// (both ways) and every PushPullInterval (to one random member). At
+	// most MaxStateBytes: a larger state is not sent (and an error is
+	// logged) because memberlist would refuse the whole exchange, and
+	// membership with it. With encryption its LZW-compressed form must fit
+	// too: text-like state always does, incompressible bytes only up to
+	// ~14.5 MiB. The returned slice is not modified or kept.
+	LocalState() []byte
+	// MergeState merges a peer's LocalState. buf is only valid during the
+	// call: copy it to keep it.
+	MergeState(buf []byte)
+	// MergeMessage merges a message that Node.Broadcast sent on another
+	// node. buf is only valid during the call.
+	MergeMessage(buf []byte)
 }
 
 // Check is an HTTP health check of the local instance.

@@ -35,10 +35,19 @@ func (d delegates) NodeMeta(limit int) []byte {
 	return d.n.localBytes
 }
 
-func (delegates) NotifyMsg([]byte)                {}
-func (delegates) GetBroadcasts(int, int) [][]byte { return nil }
-func (delegates) LocalState(bool) []byte          { return nil }
-func (delegates) MergeRemoteState([]byte, bool)   {}
+// NotifyMsg receives a user message, gossiped or sent over TCP (shared.go).
+func (d delegates) NotifyMsg(buf []byte) { d.n.receive(buf) }
+
+// GetBroadcasts hands memberlist the queued broadcasts that fit in limit.
+func (d delegates) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.n.bcast.GetBroadcasts(overhead, limit)
+}
+
+// LocalState and MergeRemoteState carry SharedState in every push/pull, in
+// both directions: the joiner's Join and each periodic sync send ours and
+// merge theirs, and the node that answers does the same (join or not).
+func (d delegates) LocalState(bool) []byte              { return d.n.localState() }
+func (d delegates) MergeRemoteState(buf []byte, _ bool) { d.n.mergeState(buf) }
 
 // NotifyAlive keeps nodes with other ring settings (or unreadable metadata)
 // out of the member list, whichever way their alive message arrives.
@@ -157,6 +166,17 @@ func (n *Node) observe(node *memberlist.Node, gone bool) {
 		}
 	}
 	n.members[node.Name] = cur
+	if prev != nil && prev.status == StatusFailed && !gone && node.Name != n.cfg.Name && n.cfg.SharedState != nil &&
+		now.Sub(n.exchangedAt) > 2*n.tun.reconnectEvery {
+		// Back from a crash or a partition: what changed on its side
+		// reached us neither by gossip nor by our reconnects, which stop
+		// once it is alive again. reconnectLoop exchanges full state with
+		// one such member. Not when we just did (our rejoin is what
+		// brought it back, or another member of its side).
+		n.resync[node.Name] = recovered{addr: addr, down: now.Sub(prev.since)}
+	} else if gone {
+		delete(n.resync, node.Name)
+	}
 	if len(n.pending) < maxPendingChanges {
 		n.pending = append(n.pending, change{name: node.Name, addr: addr, from: from, to: status, services: m.Services})
 	} else {

@@ -102,6 +102,12 @@ func instanceOf(name string) string { return name + ".test:80" }
 // advertising instanceOf(name) for "web"; edit adjusts the config first.
 func startNode(t testing.TB, name string, edit func(*Config)) *testNode {
 	t.Helper()
+	return startNodeTun(t, name, testTunables(), edit)
+}
+
+// startNodeTun is startNode with the given tunables.
+func startNodeTun(t testing.TB, name string, tun tunables, edit func(*Config)) *testNode {
+	t.Helper()
 	logger, logs := newTestLogger(t)
 	cfg := Config{
 		Name:        name,
@@ -115,7 +121,7 @@ func startNode(t testing.TB, name string, edit func(*Config)) *testNode {
 	if edit != nil {
 		edit(&cfg)
 	}
-	n, err := start(cfg, testTunables())
+	n, err := start(cfg, tun)
 	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}

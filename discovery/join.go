@@ -69,6 +69,14 @@ func (n *Node) joinLoop(targets []string) {
 // nodes only for a short while, then never again: after a long partition each
 // side would go on without the other. One attempt per interval, at random, is
 // how serf heals that at little cost.
+//
+// With a SharedState it also makes sure that, after members came back from
+// failed (a healed partition, a restart), this node exchanges full state with
+// one of them: a rejoin does that, and when another node's rejoin brought
+// them back first, a join to one of them does. One exchange with any node of
+// the other side is enough when that side agreed within itself; the
+// periodic push/pull repairs the rest. Without it, a node would wait for its
+// random push/pull to pick the other side: tens of seconds in a large cluster.
 func (n *Node) reconnectLoop() {
 	defer n.wg.Done()
 	tick := time.NewTicker(n.tun.reconnectEvery)
@@ -86,17 +94,43 @@ func (n *Node) reconnectLoop() {
 				failed = append(failed, m.addr)
 			}
 		}
+		// The member that was down longest: right after a heal, members
+		// of our own side flap (the other side's stale "dead" gossip,
+		// refuted at once), and they missed nothing.
+		var resync recovered
+		for _, r := range n.resync {
+			if r.down > resync.down {
+				resync = r
+			}
+		}
 		n.mu.Unlock()
-		if len(failed) == 0 {
-			continue
+		if len(failed) > 0 {
+			addr := failed[rand.IntN(len(failed))]
+			if _, err := n.join([]string{addr}, true); err != nil {
+				n.log.Debug("reconnect to failed member did not answer", "addr", addr, "err", err)
+			} else {
+				n.log.Info("reconnected to a failed member", "addr", addr)
+				n.exchanged() // the rejoin was a full state exchange
+				continue
+			}
 		}
-		addr := failed[rand.IntN(len(failed))]
-		if _, err := n.join([]string{addr}, true); err != nil {
-			n.log.Debug("reconnect to failed member did not answer", "addr", addr, "err", err)
-			continue
+		if resync.addr != "" {
+			if _, err := n.join([]string{resync.addr}, true); err != nil {
+				n.log.Debug("state exchange with a recovered member failed", "addr", resync.addr, "err", err)
+				continue
+			}
+			n.log.Debug("exchanged state with a recovered member", "addr", resync.addr, "was_down", resync.down.Round(time.Millisecond))
+			n.exchanged()
 		}
-		n.log.Info("reconnected to a failed member", "addr", addr)
 	}
+}
+
+// exchanged records a full state exchange with a member that had failed.
+func (n *Node) exchanged() {
+	n.mu.Lock()
+	clear(n.resync)
+	n.exchangedAt = time.Now()
+	n.mu.Unlock()
 }
 
 // join contacts addrs, joinParallel at a time, and returns how many

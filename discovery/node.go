@@ -61,6 +61,11 @@ type tunables struct {
 	joinBackoffMin time.Duration
 	joinBackoffMax time.Duration
 	reconnectEvery time.Duration
+	// pushPullInterval, when set, replaces the profile's.
+	pushPullInterval time.Duration
+	// wrapTransport, when set, wraps the gossip transport of the node
+	// advertised at self (tests cut the network with it).
+	wrapTransport func(self string, t memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
 }
 
 func defaultTunables() tunables {
@@ -96,6 +101,11 @@ type Node struct {
 	manualDrain bool
 	checkDrain  bool
 	refused     map[string]refusal // refused nodes already logged
+	// resync holds the members seen failed and then alive again since
+	// this node last exchanged full state with a recovered member (only
+	// with a SharedState; see reconnectLoop); exchangedAt is when that was.
+	resync      map[string]recovered
+	exchangedAt time.Time
 
 	// opMu orders the operations that change this node's memberlist state
 	// (metadata updates, Leave, Shutdown), so that none runs after Shutdown.
@@ -104,6 +114,15 @@ type Node struct {
 	left   bool // under opMu
 
 	joined atomic.Bool
+
+	// Shared state (shared.go).
+	bcast             *memberlist.TransmitLimitedQueue
+	gossipMax         int // largest framed message gossiped; larger go over TCP
+	big               oversizedQueue
+	oversizedSent     atomic.Int64 // large broadcasts sent over TCP (tests)
+	pruneLogged       atomic.Int64
+	stateTooBigLogged atomic.Int64
+	stateLargeLogged  atomic.Int64
 
 	dirty     chan struct{} // capacity 1: "the view changed", coalesced
 	done      chan struct{} // closed by Shutdown
@@ -126,6 +145,12 @@ type member struct {
 	status Status
 	meta   meta
 	since  time.Time // last status change
+}
+
+// recovered is a member seen failed, then alive again.
+type recovered struct {
+	addr string
+	down time.Duration // how long it was failed
 }
 
 // change is a membership change waiting to be logged by the event loop.
@@ -182,6 +207,7 @@ func start(cfg Config, tun tunables) (*Node, error) {
 		enc:     keyring != nil,
 		members: make(map[string]*member),
 		refused: make(map[string]refusal),
+		resync:  make(map[string]recovered),
 		dirty:   make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		local: meta{
@@ -220,13 +246,30 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	}
 
 	mlLogger := memberlistLogger(n.log)
-	transport, boundPort, err := newTransport(bindIP, bindPort, mlLogger)
+	nt, boundPort, err := newTransport(bindIP, bindPort, mlLogger)
 	if err != nil {
 		return nil, fmt.Errorf("gossip bind %s: %w", cfg.BindAddr, err)
 	}
 	if advIP != "" && advPort == 0 {
 		advPort = boundPort
 	}
+	var transport memberlist.NodeAwareTransport = nt
+	if tun.wrapTransport != nil {
+		self := net.JoinHostPort(bindIP, strconv.Itoa(boundPort))
+		if advIP != "" {
+			self = net.JoinHostPort(advIP, strconv.Itoa(advPort))
+		}
+		transport = tun.wrapTransport(self, nt)
+	}
+
+	// The queue exists before memberlist, which may ask it for broadcasts
+	// at once; it calls NumNodes only when a message is queued, which
+	// Broadcast does after Start has set n.ml.
+	n.bcast = &memberlist.TransmitLimitedQueue{
+		NumNodes:       func() int { return n.ml.NumMembers() },
+		RetransmitMult: mlc.RetransmitMult,
+	}
+	n.big.wake = make(chan struct{}, 1)
 
 	d := delegates{n}
 	mlc.Name = cfg.Name
@@ -243,6 +286,10 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	mlc.Merge = d
 	mlc.Conflict = d
 	mlc.Logger = mlLogger
+	if tun.pushPullInterval > 0 {
+		mlc.PushPullInterval = tun.pushPullInterval
+	}
+	n.gossipMax = gossipLimit(mlc, keyring != nil)
 
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
@@ -275,9 +322,10 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	// built when Start returns.
 	n.publish()
 
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.run()
 	go n.reconnectLoop()
+	go n.oversizedLoop()
 	if len(targets) > 0 {
 		n.wg.Add(1)
 		go n.joinLoop(targets)
