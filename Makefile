@@ -22,9 +22,9 @@ build:
 run: build
 	./$(BIN) serve $(RUN_FLAGS)
 
-# Test dependencies: redis-cli (wire-compatibility tests).
+# Test dependencies: redis-cli (wire-compatibility tests), curl (the README's commands).
 test-deps:
-	@command -v redis-cli >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) redis-tools; }
+	@command -v redis-cli >/dev/null && command -v curl >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) redis-tools curl ca-certificates; }
 
 test: test-deps
 	$(GO) vet ./...

@@ -97,6 +97,36 @@ func (c *Client) Drain(ctx context.Context, on bool) (bool, error) {
 	return out.Draining, c.do(ctx, http.MethodPost, "/v1/drain", DrainRequest{Drain: &on}, &out)
 }
 
+// Hosts lists the node's host overrides, sorted by host.
+func (c *Client) Hosts(ctx context.Context) ([]Override, error) {
+	var out []Override
+	return out, c.do(ctx, http.MethodGet, "/entries.json", nil, &out)
+}
+
+// Host returns the override of host (IsNotFound when it has none).
+func (c *Client) Host(ctx context.Context, host string) (Override, error) {
+	var out Override
+	return out, c.do(ctx, http.MethodGet, entryPath(host), nil, &out)
+}
+
+// SetHost creates or replaces the override of host and returns it as stored
+// (host normalised).
+func (c *Client) SetHost(ctx context.Context, host, backend string) (Override, error) {
+	var out Override
+	in := struct {
+		Host    string `json:"host"`
+		Backend string `json:"backend"`
+	}{host, backend}
+	return out, c.do(ctx, http.MethodPost, "/entries.json", in, &out)
+}
+
+// DeleteHost removes the override of host and returns what it was
+// (IsNotFound when there was none).
+func (c *Client) DeleteHost(ctx context.Context, host string) (Override, error) {
+	var out Override
+	return out, c.do(ctx, http.MethodDelete, entryPath(host), nil, &out)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {

@@ -1,4 +1,5 @@
-// Package httpapi is ringman's HTTP API (SPEC §4): members, lookups, join,
+// Package httpapi is ringman's HTTP API (SPEC §4): host overrides (the
+// original set_backend project's /entries routes), members, lookups, join,
 // leave, drain, rings, health and metrics, JSON everywhere. The CLI is its
 // main client (see Client).
 package httpapi
@@ -11,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"ringman/discovery"
+	"ringman/hostmap"
 	"ringman/ring"
 	"ringman/router"
 )
@@ -38,6 +41,9 @@ type Cluster interface {
 type Config struct {
 	Router  *router.Router
 	Cluster Cluster
+	// Overrides is the node's override table, served under /entries; nil
+	// answers those routes with 503.
+	Overrides *hostmap.Table
 	// Token, when set, is required as "Authorization: Bearer <token>" by
 	// every request that changes state.
 	Token string
@@ -86,6 +92,10 @@ type route struct {
 func (a *api) routes() []route {
 	return []route{
 		{"GET /{$}", false, "this page", a.index},
+		{"POST /entries.json", true, `{"host":"some.host.com","backend":"10.0.0.5:3000"}: create (201) or replace (200) an override; a JSON array of them imports all or none`, a.setEntries},
+		{"GET /entries.json", false, "every override: [{host, backend, updated_at, node, version}]", a.listEntries},
+		{"GET /entries/{file}", false, "the override of a host (URL-encoded), 404 when none", a.getEntry},
+		{"DELETE /entries/{file}", true, "remove the override of a host (URL-encoded), 404 when none", a.deleteEntry},
 		{"GET /v1/members", false, "cluster members: name, gossip address, status, services", a.members},
 		{"GET /v1/lookup", false, "?key=K&service=S&n=N: the backend for K, and up to N candidates", a.lookup},
 		{"GET /v1/rings", false, "per service: instances and their share of partitions", a.rings},
@@ -99,6 +109,13 @@ func (a *api) routes() []route {
 
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+	if p := r.URL.EscapedPath(); r.Method != http.MethodConnect && !isCleanPath(p) {
+		// The mux would answer 307 to the clean path, and clients re-send
+		// the request there (a DELETE of /entries/../x.json would remove
+		// x): refuse such paths instead.
+		writeError(w, http.StatusBadRequest, "%s %s: path is not clean (it has '.', '..' or empty segments)", r.Method, p)
+		return
+	}
 	if _, pattern := a.mux.Handler(r); pattern == "" {
 		// The mux answers unknown routes and wrong methods in plain text; keep
 		// the API's JSON shape, and its Allow header.
@@ -115,6 +132,19 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.mux.ServeHTTP(w, r)
+}
+
+// isCleanPath reports whether p is in the canonical form ServeMux wants
+// (no "." or ".." segments, no "//"; a trailing slash is kept).
+func isCleanPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 type statusRecorder struct {
@@ -145,15 +175,25 @@ func (a *api) authorized(next http.HandlerFunc) http.HandlerFunc {
 func (a *api) index(w http.ResponseWriter, r *http.Request) {
 	var b strings.Builder
 	b.WriteString("ringman HTTP API. Every answer is JSON; errors are {\"error\":\"...\"}.\n\n")
+	type line struct{ pattern, doc string }
+	var lines []line
+	width := 0
 	for _, rt := range a.routes() {
 		pattern := strings.TrimSuffix(rt.pattern, "{$}")
-		auth := ""
+		// The mux cannot match a suffix after a wildcard; show the route
+		// as clients call it.
+		pattern = strings.Replace(pattern, "{file}", "{host}.json", 1)
+		doc := rt.doc
 		if rt.changes && a.Token != "" {
-			auth = " [token]"
+			doc += " [token]"
 		}
-		fmt.Fprintf(&b, "%-18s %s%s\n", pattern, rt.doc, auth)
+		lines = append(lines, line{pattern, doc})
+		width = max(width, len(pattern))
 	}
-	fmt.Fprintf(&b, "%-18s %s\n", "GET /metrics", "Prometheus metrics")
+	lines = append(lines, line{"GET /metrics", "Prometheus metrics"})
+	for _, l := range lines {
+		fmt.Fprintf(&b, "%-*s  %s\n", width, l.pattern, l.doc)
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Write([]byte(b.String()))
 }

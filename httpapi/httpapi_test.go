@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"ringman/discovery"
+	"ringman/hostmap"
 	"ringman/ring"
 	"ringman/router"
+	"ringman/store"
 )
 
 // fixture is a real single-node cluster behind the API.
@@ -23,6 +25,7 @@ type fixture struct {
 	srv    *httptest.Server
 	node   *discovery.Node
 	router *router.Router
+	table  *hostmap.Table // overrides, in a bbolt file of the test's own
 	left   atomic.Int32
 	ready  atomic.Bool
 }
@@ -35,6 +38,18 @@ func newFixture(t *testing.T, token string) *fixture {
 		t.Fatal(err)
 	}
 	f.router = rt
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	table, err := hostmap.Open(st.DB(), hostmap.Options{Node: "api-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { table.Close() })
+	f.table = table
+	rt.SetOverrides(table)
 	node, err := discovery.Start(discovery.Config{
 		Name:        "api-test",
 		BindAddr:    "127.0.0.1:0",
@@ -50,10 +65,11 @@ func newFixture(t *testing.T, token string) *fixture {
 	f.node = node
 	f.ready.Store(true)
 	f.srv = httptest.NewServer(New(Config{
-		Router:  rt,
-		Cluster: node,
-		Token:   token,
-		Leave:   func() { f.left.Add(1) },
+		Router:    rt,
+		Cluster:   node,
+		Overrides: table,
+		Token:     token,
+		Leave:     func() { f.left.Add(1) },
 		Ready: func() (bool, string) {
 			if !f.ready.Load() {
 				return false, "not joined yet"
@@ -112,7 +128,7 @@ func TestIndexListsEveryRoute(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("GET / = %d", code)
 	}
-	for _, want := range []string{"/v1/members", "/v1/lookup", "/v1/rings", "/v1/join", "/v1/leave", "/v1/drain", "/healthz", "/readyz", "/metrics"} {
+	for _, want := range []string{"POST /entries.json", "GET /entries.json", "GET /entries/{host}.json", "DELETE /entries/{host}.json", "/v1/members", "/v1/lookup", "/v1/rings", "/v1/join", "/v1/leave", "/v1/drain", "/healthz", "/readyz", "/metrics"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("GET / does not mention %s:\n%s", want, body)
 		}
@@ -251,6 +267,8 @@ func TestBadRequests(t *testing.T) {
 		{"huge body", "POST", "/v1/join", huge, 413},
 		{"unknown route", "GET", "/v2/nothing", "", 404},
 		{"wrong method", "DELETE", "/v1/members", "", 405},
+		{"unclean path (not redirected, which clients follow)", "POST", "/v1/./drain", "", 400},
+		{"double slash", "POST", "//v1/drain", "", 400},
 		{"join nobody", "POST", "/v1/join", `{"addrs":["127.0.0.1:1"]}`, 502},
 	}
 	for _, tt := range tests {

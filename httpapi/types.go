@@ -1,7 +1,24 @@
 package httpapi
 
+import "time"
+
 // Wire types: what the API sends and the CLI parses. They are separate from
 // the internal types so that those can change without breaking scripts.
+
+// Override is one host override as /entries sends it. Host and backend
+// are the original set_backend fields; the rest says which write won.
+type Override struct {
+	Host    string `json:"host"`
+	Backend string `json:"backend"`
+	// UpdatedAt is when the winning write was made (its hybrid logical
+	// clock, to the millisecond).
+	UpdatedAt time.Time `json:"updated_at"`
+	// Node is the node that made the winning write.
+	Node string `json:"node"`
+	// Version is the write's hybrid logical clock in decimal, a string
+	// because it does not fit a JSON (float64) number exactly.
+	Version string `json:"version"`
+}
 
 // Member is one node of the cluster as the answering node sees it.
 type Member struct {

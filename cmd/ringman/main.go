@@ -77,21 +77,28 @@ Start a node with 'ringman serve'; the other commands talk to a running node.`,
 		newJoinCmd(),
 		newLeaveCmd(),
 		newDrainCmd(),
+		newHostsCmd(),
 		newKeygenCmd(),
 		newVersionCmd(),
 	)
-	// Unknown subcommands and wrong argument counts are usage errors.
-	for _, c := range root.Commands() {
-		if c.Args != nil {
-			validate := c.Args
-			c.Args = func(cmd *cobra.Command, args []string) error {
-				if err := validate(cmd, args); err != nil {
-					return usageError{fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())}
+	// Unknown subcommands and wrong argument counts are usage errors, at
+	// every level (ringman hosts set ...).
+	var markUsage func(cmds []*cobra.Command)
+	markUsage = func(cmds []*cobra.Command) {
+		for _, c := range cmds {
+			if c.Args != nil {
+				validate := c.Args
+				c.Args = func(cmd *cobra.Command, args []string) error {
+					if err := validate(cmd, args); err != nil {
+						return usageError{fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())}
+					}
+					return nil
 				}
-				return nil
 			}
+			markUsage(c.Commands())
 		}
 	}
+	markUsage(root.Commands())
 	root.Args = func(cmd *cobra.Command, args []string) error {
 		if len(args) > 0 {
 			return usagef("unknown command %q (see 'ringman --help')", args[0])

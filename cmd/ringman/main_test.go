@@ -11,19 +11,48 @@ import (
 	"time"
 
 	"ringman/discovery"
+	"ringman/hostmap"
 	"ringman/httpapi"
 	"ringman/ring"
 	"ringman/router"
+	"ringman/store"
 )
+
+// testNode is a real single-node cluster with its API, as `serve` wires it.
+type testNode struct {
+	addr  string
+	node  *discovery.Node
+	rt    *router.Router
+	table *hostmap.Table
+}
 
 // startNode runs a real single-node cluster with its API, as `serve` wires it.
 func startNode(t *testing.T) (addr string, node *discovery.Node, rt *router.Router) {
+	t.Helper()
+	n := startTestNode(t, "")
+	return n.addr, n.node, n.rt
+}
+
+// startTestNode is startNode with the override table, its data file in a
+// temporary dir, and the API token (none when "").
+func startTestNode(t *testing.T, token string) testNode {
 	t.Helper()
 	rt, err := router.New(ring.DefaultSettings(), "web")
 	if err != nil {
 		t.Fatal(err)
 	}
-	node, err = discovery.Start(discovery.Config{
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	table, err := hostmap.Open(st.DB(), hostmap.Options{Node: "cli-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { table.Close() })
+	rt.SetOverrides(table)
+	node, err := discovery.Start(discovery.Config{
 		Name:        "cli-test",
 		BindAddr:    "127.0.0.1:0",
 		Profile:     "fast",
@@ -35,7 +64,7 @@ func startNode(t *testing.T) (addr string, node *discovery.Node, rt *router.Rout
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { node.Shutdown() })
-	srv := httptest.NewServer(httpapi.New(httpapi.Config{Router: rt, Cluster: node}))
+	srv := httptest.NewServer(httpapi.New(httpapi.Config{Router: rt, Cluster: node, Overrides: table, Token: token}))
 	t.Cleanup(srv.Close)
 	deadline := time.Now().Add(5 * time.Second)
 	for rt.Ring("web").Len() != 2 {
@@ -44,7 +73,7 @@ func startNode(t *testing.T) (addr string, node *discovery.Node, rt *router.Rout
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return strings.TrimPrefix(srv.URL, "http://"), node, rt
+	return testNode{addr: strings.TrimPrefix(srv.URL, "http://"), node: node, rt: rt, table: table}
 }
 
 func runCLI(args ...string) (code int, stdout, stderr string) {
@@ -139,6 +168,14 @@ func TestUsageErrors(t *testing.T) {
 		{"members", "--status", "("},
 		{"members", "--no-such-flag"},
 		{"join"},
+		{"hosts", "extra"},
+		{"hosts", "set", "a.com"},
+		{"hosts", "set", "a.com", "b:1", "c"},
+		{"hosts", "rm"},
+		{"hosts", "list", "x"},
+		{"hosts", "list", "--format", "yaml"},
+		{"hosts", "list", "--no-such-flag"},
+		{"hosts", "set", "a.com", "b:1", "--addr", "ftp://x"},
 		{"members", "--addr", "ftp://x"},
 		{"serve", "--partitions", "0"},
 		{"serve", "--load", "0.5"},
@@ -177,7 +214,7 @@ func TestServeFlagsFromEnvironment(t *testing.T) {
 func TestParseServices(t *testing.T) {
 	o := serveOptions{name: "n", defaultService: "web", services: []string{"10.0.0.1:80", "thumbs=10.0.0.2:81", "web=[::1]:82"},
 		dbs: []string{"1=thumbs"}, partitions: 7, load: 1.5, replication: 3, socketMode: "0660",
-		logLevel: "debug", logFormat: "json", checkInterval: time.Second, checkTimeout: time.Second, idleTimeout: time.Second, leaveTimeout: time.Second}
+		logLevel: "debug", logFormat: "json", checkInterval: time.Second, checkTimeout: time.Second, idleTimeout: time.Second, leaveTimeout: time.Second, tombstoneTTL: time.Hour}
 	c, err := o.parse()
 	if err != nil {
 		t.Fatal(err)

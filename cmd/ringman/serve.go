@@ -25,6 +25,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"ringman/discovery"
+	"ringman/hostmap"
 	"ringman/httpapi"
 	"ringman/redisapi"
 	"ringman/ring"
@@ -60,6 +61,7 @@ type serveOptions struct {
 	load           float64
 	replication    int
 	leaveTimeout   time.Duration
+	tombstoneTTL   time.Duration
 }
 
 func newServeCmd() *cobra.Command {
@@ -111,6 +113,7 @@ SIGINT/SIGTERM drain the node, leave the cluster gracefully (bounded by
 	f.Float64Var(&o.load, "load", ring.DefaultLoad, "ring load factor, >= 1 (must agree across the cluster)")
 	f.IntVar(&o.replication, "replication-factor", ring.DefaultReplicationFactor, "virtual points per instance (must agree across the cluster)")
 	f.DurationVar(&o.leaveTimeout, "leave-timeout", 5*time.Second, "how long a graceful leave may take")
+	f.DurationVar(&o.tombstoneTTL, "tombstone-ttl", hostmap.DefaultTombstoneTTL, "how long deleted overrides are remembered (longer than any outage after which a node should still learn of a delete)")
 	return cmd
 }
 
@@ -199,7 +202,7 @@ func (o serveOptions) parse() (*config, error) {
 	if o.logFormat != "text" && o.logFormat != "json" {
 		return nil, usagef("--log-format %q: want text or json", o.logFormat)
 	}
-	for flag, d := range map[string]time.Duration{"--check-interval": o.checkInterval, "--check-timeout": o.checkTimeout, "--idle-timeout": o.idleTimeout, "--leave-timeout": o.leaveTimeout} {
+	for flag, d := range map[string]time.Duration{"--check-interval": o.checkInterval, "--check-timeout": o.checkTimeout, "--idle-timeout": o.idleTimeout, "--leave-timeout": o.leaveTimeout, "--tombstone-ttl": o.tombstoneTTL} {
 		if d <= 0 {
 			return nil, usagef("%s must be positive, got %v", flag, d)
 		}
@@ -256,10 +259,17 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	}
 	defer st.Close()
 
+	overrides, err := hostmap.Open(st.DB(), hostmap.Options{Node: c.name, TombstoneTTL: c.tombstoneTTL, Logger: log})
+	if err != nil {
+		return fmt.Errorf("data file %s: %w", st.Path(), err)
+	}
+	defer overrides.Close()
+
 	rt, err := router.New(c.settings, c.defaultService)
 	if err != nil {
 		return usageError{err}
 	}
+	rt.SetOverrides(overrides)
 	var published atomic.Bool
 	onChange := func(live map[string][]string) {
 		t := time.Now()
@@ -285,6 +295,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		Seeds:         c.join,
 		Peers:         st,
 		Check:         discovery.Check{URL: c.check, Interval: c.checkInterval, Timeout: c.checkTimeout},
+		SharedState:   overrides,
 		Logger:        log,
 		OnChange:      onChange,
 	})
@@ -292,6 +303,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		return fmt.Errorf("start gossip: %w", err)
 	}
 	defer node.Shutdown()
+	overrides.SetBroadcast(node.Broadcast)
 
 	resp, err := redisapi.Listen(redisapi.Config{
 		Addr:        c.redisAddr,
@@ -318,12 +330,13 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	leaveReq := make(chan struct{})
 	var leaveOnce sync.Once
 	api := httpapi.New(httpapi.Config{
-		Router:   rt,
-		Cluster:  node,
-		Token:    c.apiToken,
-		Leave:    func() { leaveOnce.Do(func() { close(leaveReq) }) },
-		Registry: reg,
-		Logger:   log,
+		Router:    rt,
+		Cluster:   node,
+		Overrides: overrides,
+		Token:     c.apiToken,
+		Leave:     func() { leaveOnce.Do(func() { close(leaveReq) }) },
+		Registry:  reg,
+		Logger:    log,
 		Ready: func() (bool, string) {
 			switch {
 			case !published.Load():
