@@ -1,6 +1,7 @@
 package hostmap
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -386,7 +387,9 @@ func (t *Table) LocalState() []byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.state == nil {
-		all := slices.Collect(maps.Values(t.entries))
+		// Sorted, so that two nodes with the same table send the same
+		// bytes, and a converged exchange is skipped with one comparison.
+		all := slices.SortedFunc(maps.Values(t.entries), func(a, b Entry) int { return strings.Compare(a.Host, b.Host) })
 		t.state = encodeEntries(make([]byte, 0, 64*len(all)+8), all)
 	}
 	return t.state
@@ -417,6 +420,9 @@ func (t *Table) mergeLoop() {
 		case <-t.done:
 			return
 		case buf := <-t.incoming:
+			if bytes.Equal(buf, t.LocalState()) {
+				continue // a peer with the same table: the usual push/pull
+			}
 			entries, err := decodeEntries(buf)
 			if err != nil {
 				t.log.Warn("ignoring an override message from another node", "err", err)
