@@ -36,7 +36,8 @@ type Table struct {
 	state   []byte // cached LocalState; nil when stale
 
 	broadcast atomic.Pointer[func(key string, msg []byte)]
-	incoming  chan []byte
+	messages  chan []byte // broadcasts from other nodes, not merged yet
+	states    chan []byte // full states from other nodes, not merged yet
 	done      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -68,7 +69,8 @@ func Open(db *bolt.DB, opts Options) (*Table, error) {
 		opts:     opts,
 		log:      opts.Logger,
 		entries:  map[string]Entry{},
-		incoming: make(chan []byte, 64),
+		messages: make(chan []byte, messageQueue),
+		states:   make(chan []byte, stateQueue),
 		done:     make(chan struct{}),
 	}
 	if opts.Broadcast != nil {
@@ -397,49 +399,92 @@ func (t *Table) LocalState() []byte {
 
 // MergeState merges a peer's LocalState. It copies buf and returns at once;
 // the merge happens on the table's own goroutine.
-func (t *Table) MergeState(buf []byte) { t.enqueue(buf) }
+func (t *Table) MergeState(buf []byte) { t.enqueue(t.states, buf) }
 
 // MergeMessage merges a broadcast sent by another node's table. Like
 // MergeState it copies buf and returns at once.
-func (t *Table) MergeMessage(buf []byte) { t.enqueue(buf) }
+func (t *Table) MergeMessage(buf []byte) { t.enqueue(t.messages, buf) }
 
-func (t *Table) enqueue(buf []byte) {
+func (t *Table) enqueue(q chan []byte, buf []byte) {
 	select {
-	case t.incoming <- slices.Clone(buf):
+	case q <- slices.Clone(buf):
 	default:
 		// The next full-state exchange brings whatever this drops.
 		t.log.Warn("override merge queue full; dropping a message until the next state exchange")
 	}
 }
 
-// mergeLoop merges what other nodes send, off memberlist's goroutines.
+// Queue sizes. Messages come in bursts of up to broadcastMax (one per
+// changed entry) from each writer; full states a few per push/pull interval,
+// but each may be megabytes.
+const (
+	messageQueue = 4 * broadcastMax
+	stateQueue   = 4
+)
+
+// mergeBatch bounds how many queued messages one commit merges.
+const mergeBatch = messageQueue
+
+// mergeLoop merges what other nodes send, off memberlist's goroutines. It
+// takes everything queued at once and merges it in one commit: one fsync
+// per burst, not per message, so a burst of broadcasts cannot outrun it.
 func (t *Table) mergeLoop() {
 	defer t.wg.Done()
 	for {
+		var batch [][]byte
 		select {
 		case <-t.done:
 			return
-		case buf := <-t.incoming:
-			if bytes.Equal(buf, t.LocalState()) {
-				continue // a peer with the same table: the usual push/pull
-			}
-			entries, err := decodeEntries(buf)
-			if err != nil {
-				t.log.Warn("ignoring an override message from another node", "err", err)
-				continue
-			}
-			newer, err := t.merge(entries)
-			if err != nil {
-				t.log.Error("cannot store overrides from another node", "err", err)
-			} else if len(newer) > 0 {
-				t.log.Info("overrides updated from the cluster", "changed", len(newer))
-				// Pass news on, as serf does with its events: memberlist
-				// sends a broadcast only from the node that queued it, to a
-				// few members, so in a large cluster news spreads by relay.
-				// Only what was new here is sent, so relaying stops.
-				t.send(newer)
+		case buf := <-t.states:
+			batch = append(batch, buf)
+		case buf := <-t.messages:
+			batch = append(batch, buf)
+		}
+	drain:
+		for len(batch) < mergeBatch {
+			select {
+			case buf := <-t.messages:
+				batch = append(batch, buf)
+			case buf := <-t.states:
+				batch = append(batch, buf)
+			default:
+				break drain
 			}
 		}
+		t.mergeRemote(batch)
+	}
+}
+
+// mergeRemote decodes and merges a batch of messages and states, then
+// relays what was new here.
+func (t *Table) mergeRemote(batch [][]byte) {
+	var entries []Entry
+	for _, buf := range batch {
+		if bytes.Equal(buf, t.LocalState()) {
+			continue // a peer with the same table: the usual push/pull
+		}
+		decoded, err := decodeEntries(buf)
+		if err != nil {
+			t.log.Warn("ignoring an override message from another node", "err", err)
+			continue
+		}
+		entries = append(entries, decoded...)
+	}
+	if len(entries) == 0 {
+		return
+	}
+	newer, err := t.merge(entries)
+	if err != nil {
+		t.log.Error("cannot store overrides from another node", "err", err)
+		return
+	}
+	if len(newer) > 0 {
+		t.log.Info("overrides updated from the cluster", "changed", len(newer))
+		// Pass news on, as serf does with its events: memberlist sends a
+		// broadcast only from the node that queued it, to a few members,
+		// so in a large cluster news spreads by relay. Only what was new
+		// here is sent, so relaying stops.
+		t.send(newer)
 	}
 }
 
