@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -45,8 +46,31 @@ type Table struct {
 
 // index is an immutable view of the live overrides.
 type index struct {
-	backends  map[string][]string // host -> one-element slice of its backend
-	wildcards bool                // any "*." host at all
+	backends map[string][]string // host -> one-element slice of its backend
+	// filter has a bit set for the hash of every host in backends. Most
+	// lookups are for hosts without an override; one bit test in a small,
+	// cache-resident array answers them without probing a large map.
+	filter []uint64
+	// wildDepths has bit d set when some wildcard "*.x" has d labels after
+	// the "*.": suffixes of other depths are never probed.
+	wildDepths uint64
+}
+
+// filterBitsPerHost sizes the filter: 16 bits a host keep false positives
+// (which cost one map probe) near 6%.
+const filterBitsPerHost = 16
+
+func (idx *index) mayHave(host []byte) bool {
+	h := xxhash.Sum64(host)
+	return idx.filter[(h>>6)&uint64(len(idx.filter)-1)]&(1<<(h&63)) != 0
+}
+
+func (idx *index) add(host string) {
+	h := xxhash.Sum64String(host)
+	idx.filter[(h>>6)&uint64(len(idx.filter)-1)] |= 1 << (h & 63)
+	if rest, ok := strings.CutPrefix(host, "*."); ok {
+		idx.wildDepths |= 1 << min(strings.Count(rest, ".")+1, 63)
+	}
 }
 
 // Open loads the overrides stored in db (bucket "overrides") and returns the
@@ -234,16 +258,26 @@ func (t *Table) Match(key []byte) []string {
 		}
 		buf[1+i] = c
 	}
-	if b, ok := idx.backends[string(buf[1:1+n])]; ok {
-		return b
+	if exact := buf[1 : 1+n]; idx.mayHave(exact) {
+		if b, ok := idx.backends[string(exact)]; ok {
+			return b
+		}
 	}
-	if !idx.wildcards {
+	if idx.wildDepths == 0 {
 		return nil
 	}
+	labels := 1 + bytes.Count(buf[1:1+n], []byte{'.'})
 	for i := 1; i < n; i++ {
-		if buf[1+i] == '.' {
-			buf[i] = '*' // overwrites a byte before the dot, no longer needed
-			if b, ok := idx.backends[string(buf[i:1+n])]; ok {
+		if buf[1+i] != '.' {
+			continue
+		}
+		labels-- // labels after this dot
+		if idx.wildDepths&(1<<min(labels, 63)) == 0 {
+			continue
+		}
+		buf[i] = '*' // overwrites a byte before the dot, no longer needed
+		if w := buf[i : 1+n]; idx.mayHave(w) {
+			if b, ok := idx.backends[string(w)]; ok {
 				return b
 			}
 		}
@@ -324,6 +358,9 @@ func (t *Table) expired(e Entry) bool {
 // commitLocked writes entries in one bbolt transaction (fsynced), then
 // applies them in memory and publishes the index.
 func (t *Table) commitLocked(entries []Entry) error {
+	// bbolt inserts keys in order cheaply and out of order at a cost that
+	// grows with the transaction (it copies nodes): sort first.
+	entries = slices.SortedFunc(slices.Values(entries), func(a, b Entry) int { return strings.Compare(a.Host, b.Host) })
 	err := t.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOverrides)
 		for _, e := range entries {
@@ -346,7 +383,11 @@ func (t *Table) commitLocked(entries []Entry) error {
 // publishLocked rebuilds the lookup index from entries: O(n) per write,
 // paid by writers so that lookups never wait.
 func (t *Table) publishLocked() {
-	idx := &index{backends: make(map[string][]string, len(t.entries))}
+	words := 1
+	for words*64 < filterBitsPerHost*len(t.entries) {
+		words *= 2
+	}
+	idx := &index{backends: make(map[string][]string, len(t.entries)), filter: make([]uint64, words)}
 	var prev map[string][]string
 	if old := t.index.Load(); old != nil {
 		prev = old.backends
@@ -360,9 +401,7 @@ func (t *Table) publishLocked() {
 		} else {
 			idx.backends[h] = []string{e.Backend}
 		}
-		if strings.HasPrefix(h, "*.") {
-			idx.wildcards = true
-		}
+		idx.add(h)
 	}
 	t.index.Store(idx)
 	t.state = nil

@@ -1,0 +1,403 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"ringman/httpapi"
+	"ringman/test/cluster"
+)
+
+// Goals of the host overrides (issue 3).
+const (
+	// lookupRatioGoal: a lookup costs the same whatever the number of
+	// overrides ("ns/op unchanged within noise"), compared with none.
+	lookupRatioGoal = 1.1
+	// importGoal bounds a bulk import of importCount entries through the
+	// HTTP API of one node (validation, one fsynced commit per request).
+	importGoal = 5 * time.Second
+	// freshGoal bounds the time from starting a node with --join until it
+	// has every one of the importCount entries (fast profile: the join's
+	// full state exchange carries them).
+	freshGoal = 10 * time.Second
+
+	importCount = 100_000
+	// freshPoll is how often the fresh node is asked; freshBound bounds it.
+	freshPoll  = 100 * time.Millisecond
+	freshBound = 30 * time.Second
+
+	lookupBenchPattern = "BenchmarkLookupOverrides"
+	// lookupBenchCount runs the lookup benchmarks this many times; rows
+	// show the median.
+	lookupBenchCount = 3
+)
+
+// overrideRows runs the router's lookup benchmarks with 0, 1,000 and
+// 100,000 overrides, then times a bulk import of importCount overrides on a
+// real node and how long a node that joins it takes to have them all.
+func overrideRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row, error) {
+	rows, err := lookupOverrideRows(ctx, o)
+	if err != nil {
+		return rows, err
+	}
+	more, err := importRows(ctx, o, dir, cl)
+	return append(rows, more...), err
+}
+
+func lookupOverrideRows(ctx context.Context, o options) ([]row, error) {
+	root, err := cluster.ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	progress("overrides: go test -bench '%s' -count %d ./router/", lookupBenchPattern, lookupBenchCount)
+	cmd := groupCommand(ctx, "go", "test", "-run", "^$", "-bench", lookupBenchPattern,
+		"-benchmem", "-benchtime", o.benchtime, "-count", strconv.Itoa(lookupBenchCount), "-timeout", "3m", "./router/")
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go test -bench ./router/: %w\n%s%s", err, lastLines(out, 10), stderr.Bytes())
+	}
+	return lookupRowsFrom(medianBench(parseBench(out))), nil
+}
+
+// medianBench merges repeated results of one benchmark (-count): the median
+// ns/op and the largest allocs/op, in the order of first appearance.
+func medianBench(all []benchResult) []benchResult {
+	var order []string
+	ns := map[string][]float64{}
+	allocs := map[string]float64{}
+	for _, r := range all {
+		if _, seen := ns[r.name]; !seen {
+			order = append(order, r.name)
+			allocs[r.name] = r.allocs
+		}
+		ns[r.name] = append(ns[r.name], r.nsPerOp)
+		allocs[r.name] = max(allocs[r.name], r.allocs)
+	}
+	out := make([]benchResult, len(order))
+	for i, name := range order {
+		out[i] = benchResult{name: name, nsPerOp: median(ns[name]), allocs: allocs[name]}
+	}
+	return out
+}
+
+// lookupRowsFrom turns BenchmarkLookupOverrides/overrides=N/variant results
+// into rows: each miss (the ring answers) against the miss with no
+// overrides, and the override hits with their allocations.
+func lookupRowsFrom(results []benchResult) []row {
+	find := func(name string) (benchResult, bool) {
+		for _, r := range results {
+			if r.name == name {
+				return r, true
+			}
+		}
+		return benchResult{}, false
+	}
+	const prefix = "LookupOverrides/overrides="
+	base, haveBase := find(prefix + "0/miss")
+	var rows []row
+	if haveBase {
+		rows = append(rows, row{
+			measurement: "lookup, 0 overrides (ring answers)",
+			ringman:     fmtResult(base),
+			goal:        "0 allocs",
+			met:         yesNo(base.allocs == 0),
+		})
+	} else {
+		rows = append(rows, row{measurement: "lookup, 0 overrides", ringman: "no result for " + prefix + "0/miss", met: "ERROR"})
+	}
+	for _, size := range []int{1_000, 100_000} {
+		r, ok := find(fmt.Sprintf("%s%d/miss", prefix, size))
+		label := fmt.Sprintf("lookup, %s overrides (1%% *.), host without one (ring answers)", thousands(size))
+		if !ok {
+			rows = append(rows, row{measurement: label, ringman: fmt.Sprintf("no result for %s%d/miss", prefix, size), met: "ERROR"})
+			continue
+		}
+		rw := row{measurement: label, ringman: fmtResult(r), goal: fmt.Sprintf("≤ %.1f× 0 overrides, 0 allocs", lookupRatioGoal)}
+		ok = r.allocs == 0
+		if haveBase && base.nsPerOp > 0 {
+			ratio := r.nsPerOp / base.nsPerOp
+			rw.peer = "0 overrides " + fmtNs(base.nsPerOp)
+			rw.ratio = fmt.Sprintf("%.2f×", ratio)
+			ok = ok && ratio <= lookupRatioGoal
+		} else {
+			ok = false
+			rw.peer = "no 0-override run"
+		}
+		rw.met = yesNo(ok)
+		rows = append(rows, rw)
+	}
+	// Size independence: 100,000 against 1,000 overrides, same code path.
+	small, ok1 := find(prefix + "1000/miss")
+	large, ok2 := find(prefix + "100000/miss")
+	if ok1 && ok2 && small.nsPerOp > 0 {
+		ratio := large.nsPerOp / small.nsPerOp
+		rows = append(rows, row{
+			measurement: "lookup, 100,000 vs 1,000 overrides, host without one",
+			ringman:     fmtNs(large.nsPerOp) + "/op",
+			peer:        "1,000 overrides " + fmtNs(small.nsPerOp),
+			ratio:       fmt.Sprintf("%.2f×", ratio),
+			goal:        fmt.Sprintf("≤ %.1f×", lookupRatioGoal),
+			met:         yesNo(ratio <= lookupRatioGoal),
+		})
+	}
+	for _, size := range []int{1_000, 100_000} {
+		for _, v := range []string{"wildcard", "exact"} {
+			r, ok := find(fmt.Sprintf("%s%d/%s", prefix, size, v))
+			if !ok {
+				continue
+			}
+			rows = append(rows, row{
+				measurement: fmt.Sprintf("lookup, %s overrides, %s override hit", thousands(size), v),
+				ringman:     fmtResult(r),
+				goal:        "0 allocs",
+				met:         yesNo(r.allocs == 0),
+			})
+		}
+	}
+	return rows
+}
+
+// importHost is the i-th host of the bulk import.
+func importHost(i int) string { return fmt.Sprintf("h%06d.import.example.com", i) }
+
+// importBatches encodes count overrides as JSON arrays for POST
+// /entries.json, each as large as fits in limit bytes.
+func importBatches(count, limit int) ([][]byte, error) {
+	var batches [][]byte
+	cur := []byte{'['}
+	for i := range count {
+		el, err := json.Marshal(map[string]string{
+			"host":    importHost(i),
+			"backend": fmt.Sprintf("10.2.%d.%d:8080", i/250%250, i%250+1),
+		})
+		if err != nil {
+			return nil, err
+		}
+		if len(cur) > 1 && len(cur)+1+len(el)+1 > limit {
+			batches = append(batches, append(cur, ']'))
+			cur = []byte{'['}
+		}
+		if len(cur) > 1 {
+			cur = append(cur, ',')
+		}
+		cur = append(cur, el...)
+		if len(cur)+1 > limit {
+			return nil, fmt.Errorf("one entry is over %d bytes", limit)
+		}
+	}
+	return append(batches, append(cur, ']')), nil
+}
+
+// postEntries posts body to /entries.json and returns the status, the
+// number of entries in a 200 answer, and the start of any other answer.
+func postEntries(ctx context.Context, hc *http.Client, addr string, body []byte) (int, int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/entries.json", bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, 0, "", err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, 0, "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode, 0, firstLine(string(bytes.TrimSpace(raw))), nil
+	}
+	var out []httpapi.Override
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return resp.StatusCode, 0, "", fmt.Errorf("answer is not a list of overrides: %w", err)
+	}
+	return resp.StatusCode, len(out), "", nil
+}
+
+// importRows starts a single node, imports importCount overrides through
+// its HTTP API, then starts a second node that joins it and times how long
+// it takes to have them all.
+func importRows(ctx context.Context, o options, dir string, cl *cleanups) (rows []row, err error) {
+	c := cluster.New(o.bin, dir)
+	cl.add(c.Kill)
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%w\nnode logs:\n%s", err, c.Logs())
+		}
+		c.Kill()
+	}()
+	port, err := cluster.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	seed, err := c.Start(ctx, cluster.NodeConfig{Name: "seed", Services: []string{fmt.Sprintf("web=127.0.0.1:%d", port)}})
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Timeout: time.Minute}
+
+	// One request with every entry: over the API's body limit (SPEC §4).
+	all, err := importBatches(importCount, 1<<40)
+	if err != nil {
+		return nil, err
+	}
+	status, _, msg, err := postEntries(ctx, hc, seed.HTTPAddr, all[0])
+	one := row{
+		measurement: fmt.Sprintf("bulk import: one POST of all %s entries (%.1f MB)", thousands(importCount), float64(len(all[0]))/1e6),
+		goal:        "413: body over 1 MiB (SPEC §4)",
+		met:         yesNo(err == nil && status == http.StatusRequestEntityTooLarge),
+	}
+	switch {
+	case err != nil:
+		one.ringman = "failed: " + err.Error()
+	case status == http.StatusRequestEntityTooLarge:
+		one.ringman = fmt.Sprintf("%d", status)
+	default:
+		one.ringman = fmt.Sprintf("%d %s", status, msg)
+	}
+	rows = append(rows, one)
+	if status == http.StatusOK {
+		return rows, fmt.Errorf("a %d-byte POST was accepted although the body limit is %d bytes", len(all[0]), httpapi.MaxBody)
+	}
+
+	// The import as a client has to do it: arrays that fit the limit.
+	batches, err := importBatches(importCount, httpapi.MaxBody)
+	if err != nil {
+		return rows, err
+	}
+	progress("overrides: importing %d entries in %d POSTs of ≤ %d bytes", importCount, len(batches), httpapi.MaxBody)
+	start := time.Now()
+	got := 0
+	each := make([]string, len(batches))
+	for i, b := range batches {
+		t0 := time.Now()
+		status, n, msg, err := postEntries(ctx, hc, seed.HTTPAddr, b)
+		each[i] = time.Since(t0).Round(time.Millisecond).String()
+		if err != nil {
+			return rows, fmt.Errorf("import POST %d of %d: %w", i+1, len(batches), err)
+		}
+		if status != http.StatusOK {
+			return rows, fmt.Errorf("import POST %d of %d: status %d, want 200: %s", i+1, len(batches), status, msg)
+		}
+		got += n
+	}
+	took := time.Since(start)
+	if got != importCount {
+		return rows, fmt.Errorf("the import's answers list %d entries, want %d", got, importCount)
+	}
+	listed, err := seed.API().Hosts(ctx)
+	if err != nil {
+		return rows, fmt.Errorf("GET /entries.json after the import: %w", err)
+	}
+	if len(listed) != importCount {
+		return rows, fmt.Errorf("GET /entries.json lists %d entries after the import, want %d", len(listed), importCount)
+	}
+	progress("overrides: import took %v (POSTs: %s)", took.Round(time.Millisecond), strings.Join(each, " "))
+	rows = append(rows, row{
+		measurement: fmt.Sprintf("bulk import: %s entries, %d POSTs ≤ 1 MiB (all 200)", thousands(importCount), len(batches)),
+		ringman:     fmt.Sprintf("%.2f s", took.Seconds()),
+		peer:        thousands(int(float64(importCount)/took.Seconds())) + " entries/s",
+		goal:        fmt.Sprintf("≤ %.0f s", importGoal.Seconds()),
+		met:         yesNo(took <= importGoal),
+	})
+
+	ready, have, err := freshJoin(ctx, c, seed)
+	if err != nil {
+		return rows, err
+	}
+	progress("overrides: fresh node ready after %v, had all %d entries after %v", ready.Round(time.Millisecond), importCount, have.Round(time.Millisecond))
+	rows = append(rows, row{
+		measurement: fmt.Sprintf("fresh node --join: start → has all %s entries", thousands(importCount)),
+		ringman:     fmt.Sprintf("%.2f s", have.Seconds()),
+		peer:        fmt.Sprintf("ready after %.2f s", ready.Seconds()),
+		goal:        fmt.Sprintf("≤ %.0f s", freshGoal.Seconds()),
+		met:         yesNo(have <= freshGoal),
+	})
+	return rows, nil
+}
+
+// freshJoin starts a node that joins seed and returns how long after its
+// start it was ready, and had all importCount entries. A table merges a
+// peer's state in one commit, so the first and last imported hosts are
+// polled (cheap single-entry GETs) and, once both are there, the full list
+// confirms the count; should it be short, the list is polled instead.
+func freshJoin(ctx context.Context, c *cluster.Cluster, seed *cluster.Node) (ready, have time.Duration, err error) {
+	port, err := cluster.FreePort()
+	if err != nil {
+		return 0, 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, freshBound)
+	defer cancel()
+	start := time.Now()
+	n, err := c.Start(ctx, cluster.NodeConfig{
+		Name:     "fresh",
+		Services: []string{fmt.Sprintf("web=127.0.0.1:%d", port)},
+		Join:     []string{seed.GossipAddr},
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	ready = time.Since(start)
+	probes := []string{importHost(0), importHost(importCount - 1)}
+	probed := false // both probes answered: from then on the list is polled
+	err = cluster.Poll(ctx, freshPoll, fmt.Sprintf("node %s has all %d overrides", n.Name, importCount), func() (bool, string) {
+		if !probed {
+			for _, h := range probes {
+				if _, err := n.API().Host(ctx, h); err != nil {
+					if httpapi.IsNotFound(err) {
+						return false, h + " not there yet"
+					}
+					return false, "GET " + h + ": " + err.Error()
+				}
+			}
+			probed = true
+			have = time.Since(start)
+		}
+		list, err := n.API().Hosts(ctx)
+		if err != nil {
+			have = 0
+			return false, "GET /entries.json: " + err.Error()
+		}
+		if len(list) != importCount {
+			have = 0 // not all there when the probes were: time the list
+			return false, fmt.Sprintf("GET /entries.json lists %d", len(list))
+		}
+		if have == 0 {
+			have = time.Since(start)
+		}
+		return true, ""
+	})
+	if err != nil {
+		var why string
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			why = fmt.Sprintf(" (bound %v)", freshBound)
+		}
+		return ready, 0, fmt.Errorf("%w%s", err, why)
+	}
+	return ready, have, nil
+}
+
+// thousands formats n with commas: 100000 → "100,000".
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
