@@ -22,9 +22,13 @@ build:
 run: build
 	./$(BIN) serve $(RUN_FLAGS)
 
-# Test dependencies: redis-cli (wire-compatibility tests), curl (the README's commands).
+# Test dependencies: redis-cli (wire-compatibility tests), curl (the README's commands),
+# Debian's nginx and its Lua module (test/nginx; they bring ndk, lua-resty-core
+# and lua-resty-lrucache, without which nginx refuses to start). nginx lives in
+# /usr/sbin, which is not in every user's PATH.
 test-deps:
 	@command -v redis-cli >/dev/null && command -v curl >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) redis-tools curl ca-certificates; }
+	@{ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } && [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || { $(SUDO) apt-get update -qq && $(APT_INSTALL) nginx libnginx-mod-http-lua; }
 
 test: test-deps
 	$(GO) vet ./...

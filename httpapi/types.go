@@ -81,3 +81,17 @@ type Status struct {
 type Error struct {
 	Error string `json:"error"`
 }
+
+// Headers of GET /v1/route, the endpoint of nginx's auth_request.
+const (
+	// HeaderKey carries the lookup key (required), e.g. $host$uri.
+	HeaderKey = "X-Ringman-Key"
+	// HeaderService names the service; absent means the default service.
+	HeaderService = "X-Ringman-Service"
+	// HeaderBackend is the answer: the backend's host:port.
+	HeaderBackend = "X-Ringman-Backend"
+	// HeaderSource says where the answer came from: "ring" or "override".
+	HeaderSource = "X-Ringman-Source"
+	// HeaderCandidates lists up to n candidates (?n=), owner first, comma-separated.
+	HeaderCandidates = "X-Ringman-Candidates"
+)
