@@ -61,7 +61,7 @@ func BenchmarkGET(b *testing.B) {
 		{"conns=50/P=1", 50, 1},
 		{"conns=50/P=16", 50, 16},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
+		b.Run(engineName(useEventLoop)+"/"+bc.name, func(b *testing.B) {
 			s := startServer(b, Config{})
 			key := "example.com/some/path"
 			req := []byte(strings.Repeat(request("GET", key), bc.pipeline))

@@ -150,7 +150,7 @@ func TestEveryCommandRepliesOnce(t *testing.T) {
 					continue
 				}
 				args := append(append([]string(nil), name...), extra...)
-				out := serveBytes(s, []byte(request(args...)+request(args...)), 1<<20)
+				out := serveBytes(t, s, []byte(request(args...)+request(args...)), 1<<20)
 				n, err := checkReplies(out)
 				if err != nil || n != 2 {
 					t.Errorf("%q twice: %d replies, %v: %q", args, n, err, out)

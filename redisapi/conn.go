@@ -8,8 +8,10 @@ import (
 	"time"
 )
 
-// conn is one client connection. Only its own goroutine touches it, except
-// active (read by the idle sweep) and nc.Close (called by Close and the sweep).
+// conn is one client connection: its buffers, parser and session state.
+// Both engines use it. Under the goroutine engine only the connection's own
+// goroutine touches it, except active (read by the idle sweep) and nc.Close
+// (called by Close and the sweep); under the event loop only its loop does.
 type conn struct {
 	s  *Server
 	nc net.Conn
@@ -31,24 +33,28 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	id := s.nextID.Add(1)
-	c := &conn{
-		s:       s,
-		nc:      nc,
-		id:      id,
-		buf:     make([]byte, initialReadBuffer),
-		service: s.dbs[0],
-		authed:  s.requirePass == "",
-		lookups: &s.lookups[id%lookupShards].n,
-	}
-	c.active.Store(s.clock.Load())
+	c := &conn{}
+	c.init(s, nc, s.clock.Load())
 	return c
 }
 
-// serveConn reads requests, answers them in order and writes the answers of
-// everything that arrived together in one write (pipelining) before it reads
-// again. It returns when the client goes away, sends something it cannot
-// accept, sends QUIT, idles too long, or the server closes.
+// init prepares a new connection; now stamps its activity. nc is nil for
+// the event loop's connections, which are bare file descriptors.
+func (c *conn) init(s *Server, nc net.Conn, now int64) {
+	id := s.nextID.Add(1)
+	c.s, c.nc, c.id = s, nc, id
+	c.buf = make([]byte, initialReadBuffer)
+	c.service = s.dbs[0]
+	c.authed = s.requirePass == ""
+	c.lookups = &s.lookups[id%lookupShards].n
+	c.active.Store(now)
+}
+
+// serveConn is the goroutine engine (see Server.Serve): it reads requests,
+// answers them in order and writes the answers of everything that arrived
+// together in one write (pipelining) before it reads again. It returns when
+// the client goes away, sends something it cannot accept, sends QUIT, idles
+// too long, or the server closes.
 func (s *Server) serveConn(c *conn) {
 	defer s.wg.Done()
 	defer s.forget(c)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -37,7 +38,10 @@ func (m *memConn) SetWriteDeadline(time.Time) error { return nil }
 
 // serveBytes runs one connection over input, read chunk bytes at a time,
 // and returns everything the server wrote.
-func serveBytes(s *Server, input []byte, chunk int) []byte {
+func serveBytes(t testing.TB, s *Server, input []byte, chunk int) []byte {
+	if s.eventLoop {
+		return serveBytesOverSocket(t, s, input, chunk)
+	}
 	m := &memConn{in: input, chunk: max(chunk, 1)}
 	c := newConn(s, m)
 	s.mu.Lock()
@@ -48,12 +52,54 @@ func serveBytes(s *Server, input []byte, chunk int) []byte {
 	return m.out.Bytes()
 }
 
+// serveBytesOverSocket is serveBytes for the event loop, which serves only
+// sockets: it sends input on a new connection, half-closes, and reads until
+// the server closes. The server reads at most chunk bytes at a time.
+func serveBytesOverSocket(t testing.TB, s *Server, input []byte, chunk int) []byte {
+	t.Helper()
+	s.testReadLimit.Store(int64(max(chunk, 1)))
+	c := dial(t, s.Addr())
+	defer c.Close()
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		c.Write(input) // fails when the server hangs up first (QUIT, errors)
+		c.(interface{ CloseWrite() error }).CloseWrite()
+	}()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	out, err := io.ReadAll(c)
+	<-wrote
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("input %q: the server did not close within 10 s; read %q", input, out)
+	}
+	return out // EOF, or a reset after everything was read
+}
+
+// newFuzzServer is a server for serveBytes. The event loop's is serving,
+// on a unix socket (cheaper than TCP when fuzzing); the goroutine engine's
+// does not need to.
 func newFuzzServer(t testing.TB) *Server {
-	s, err := Listen(Config{Addr: "127.0.0.1:0", Router: newTestRouter(t), RequirePass: "", DBs: map[int]string{1: "thumbs"}})
+	addr := "127.0.0.1:0"
+	if path := filepath.Join(t.TempDir(), "f.sock"); useEventLoop && len(path) < 100 {
+		addr = "unix:" + path
+	}
+	s, err := Listen(Config{Addr: addr, Router: newTestRouter(t), RequirePass: "", DBs: map[int]string{1: "thumbs"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	if !s.eventLoop {
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve() }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve returned %v after Close, want nil", err)
+		}
+	})
 	return s
 }
 
@@ -149,8 +195,8 @@ func FuzzServe(f *testing.F) {
 	}
 	s := newFuzzServer(f)
 	f.Fuzz(func(t *testing.T, input []byte, chunk uint8) {
-		whole := serveBytes(s, input, len(input))
-		pieces := serveBytes(s, input, int(chunk))
+		whole := serveBytes(t, s, input, len(input))
+		pieces := serveBytes(t, s, input, int(chunk))
 		if !bytes.Equal(whole, pieces) {
 			// Replies that depend on time or connection counts differ.
 			if !bytes.Contains(input, []byte("INFO")) && !bytes.Contains(bytes.ToLower(input), []byte("info")) &&

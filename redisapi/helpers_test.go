@@ -96,6 +96,7 @@ func startServer(t testing.TB, cfg Config) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("engine: %s", engineName(s.eventLoop)) // shown when the test fails
 	served := make(chan error, 1)
 	go func() { served <- s.Serve() }()
 	t.Cleanup(func() {

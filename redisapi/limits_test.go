@@ -1,8 +1,10 @@
 package redisapi
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -302,4 +304,60 @@ func TestNoLogPerLookup(t *testing.T) {
 	if logs := s.logs.String(); logs != "" {
 		t.Errorf("lookups logged:\n%s", logs)
 	}
+}
+
+// A client that pipelines more requests than the server can answer before
+// the client reads is stopped (the server stops reading), and once it reads,
+// it gets every reply, in order, and the rest of its requests are served.
+func TestBackpressureResumes(t *testing.T) {
+	s := startServer(t, Config{})
+	c := dial(t, s.Addr())
+	req := request("MGET", "a", "b", "c", "d", "e", "f", "g", "h")
+	reply := "*8\r\n"
+	for _, k := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
+		reply += bulk(owner(t, s.router, "web", k))
+	}
+	batch := []byte(strings.Repeat(req, 1000))
+
+	// Write without reading until the server stops taking requests.
+	sent := 0
+	c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	for {
+		n, err := c.Write(batch)
+		sent += n
+		if err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatal(err)
+			}
+			break
+		}
+		if sent >= 200<<20 {
+			t.Fatalf("the server kept reading %d bytes of requests whose replies nobody reads", sent)
+		}
+	}
+	c.SetWriteDeadline(time.Time{})
+
+	// Complete the request cut by the deadline, send one more batch, and
+	// read every reply.
+	rest := (len(req) - sent%len(req)) % len(req)
+	total := (sent+rest)/len(req) + 1000
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Write(append(batch[sent%len(batch):sent%len(batch)+rest:sent%len(batch)+rest], batch...))
+		wrote <- err
+	}()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	rd := bufio.NewReaderSize(c, 64<<10)
+	got := make([]byte, len(reply))
+	for i := range total {
+		if _, err := io.ReadFull(rd, got); err != nil || string(got) != reply {
+			t.Fatalf("reply %d of %d: %q, %v; want %q", i+1, total, got, err, reply)
+		}
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d requests (%d KiB) pipelined before the server stopped reading", sent/len(req), sent>>10)
+	exchange(t, c, request("GET", "k"), bulk(owner(t, s.router, "web", "k")))
 }

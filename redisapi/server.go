@@ -24,8 +24,21 @@
 // One request is at most MaxRequestBytes and MaxArgs arguments; past that the
 // client gets "-ERR Protocol error: ..." and the connection is closed. Each
 // connection's input buffer starts at 4 KiB and never exceeds MaxRequestBytes;
-// its output is written out whenever 64 KiB of replies are pending. Idle
-// connections are closed after Config.IdleTimeout.
+// its output is written out whenever 64 KiB of replies are pending, and a
+// client that does not read its replies is not read from until it does.
+// Idle connections are closed after Config.IdleTimeout.
+//
+// # Engines
+//
+// On Linux, connections are served by an event loop in the style of Redis's
+// ae: one goroutine locked to its OS thread waits in epoll for every
+// connection at once, reads each readable connection once, and then writes
+// each one's replies once. A goroutine per connection on Go's netpoller
+// costs an extra read per request that fails with EAGAIN, a park and a
+// wake-up, which made up most of the server's CPU time for unpipelined
+// lookups (eventloop_linux.go has the details). Elsewhere, each connection
+// gets its own goroutine (serveConn). Both engines share the parser, the
+// commands and the limits, and the tests run against both.
 //
 // # Why not redcon's Server
 //
@@ -129,6 +142,13 @@ type Server struct {
 	done   chan struct{} // closed by Close
 	wg     sync.WaitGroup
 
+	eventLoop bool         // serve with the event loop instead of a goroutine per connection
+	loops     []*eventLoop // the event loops Serve started; under mu
+	// testReadLimit, when positive, makes the event loop read at most this
+	// many bytes at once from the connections it accepts: tests use it to
+	// cut input into pieces.
+	testReadLimit atomic.Int64
+
 	serving   atomic.Bool
 	nextID    atomic.Uint64
 	accepted  atomic.Uint64
@@ -156,6 +176,7 @@ func Listen(cfg Config) (*Server, error) {
 		conns:       map[*conn]struct{}{},
 		done:        make(chan struct{}),
 		started:     time.Now(),
+		eventLoop:   useEventLoop,
 	}
 	for db, service := range cfg.DBs {
 		if db < 0 {
@@ -248,11 +269,20 @@ func (s *Server) Lookups() uint64 {
 	return n
 }
 
-// Serve accepts connections until Close, then returns nil. It serves each
-// connection in its own goroutine.
+// useEventLoop picks the engine of the servers Listen makes: the event loop
+// where there is one (Linux), else a goroutine per connection. The tests
+// switch it to run against both.
+var useEventLoop = eventLoopSupported
+
+// Serve accepts connections until Close, then returns nil. On Linux an event
+// loop serves them all (see Engines in the package doc); elsewhere each
+// connection gets its own goroutine.
 func (s *Server) Serve() error {
 	if !s.serving.CompareAndSwap(false, true) {
 		return errors.New("redis listener: Serve called twice")
+	}
+	if s.eventLoop {
+		return s.serveEventLoops()
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -326,7 +356,8 @@ func (s *Server) connectedClients() int {
 }
 
 // Close stops accepting, closes every connection, waits for their goroutines
-// and removes the unix socket file. It is safe to call more than once.
+// (or event loops) and removes the unix socket file. It is safe to call more
+// than once.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -337,10 +368,19 @@ func (s *Server) Close() error {
 	close(s.done)
 	err := s.ln.Close()
 	for c := range s.conns {
-		c.nc.Close()
+		if c.nc != nil { // the event loops close their own
+			c.nc.Close()
+		}
+	}
+	loops := s.loops
+	for _, l := range loops {
+		l.wake()
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	for _, l := range loops {
+		l.closeWake() // only after the loops ended: wake never writes to a reused fd number
+	}
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("close redis listener on %s: %w", s.addr, err)
 	}
@@ -353,7 +393,7 @@ func (s *Server) Close() error {
 // stuck writing to a client that stopped reading.
 func (s *Server) closeIdle() {
 	defer s.wg.Done()
-	tick := min(max(s.idle/10, 5*time.Millisecond), time.Second)
+	tick := idleTick(s.idle)
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
@@ -375,6 +415,11 @@ func (s *Server) closeIdle() {
 			s.mu.Unlock()
 		}
 	}
+}
+
+// idleTick is how often idle connections are looked for.
+func idleTick(idle time.Duration) time.Duration {
+	return min(max(idle/10, 5*time.Millisecond), time.Second)
 }
 
 // recovered logs a panic from a command or a connection. A misbehaving client
