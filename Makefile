@@ -14,13 +14,22 @@ RUN_FLAGS ?= --name local --data-dir ./ringman-data --service web=127.0.0.1:8080
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: build run test test-deps bench bench-deps lint clean
+.PHONY: build run demo demo-stop test test-deps bench bench-deps lint clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/ringman
 
 run: build
 	./$(BIN) serve $(RUN_FLAGS)
+
+# Three ringman nodes, three demo backends and nginx (nginx/lua.conf) on local
+# ports, state in .demo/; Ctrl-C or `make demo-stop` stops them. Ports: see
+# nginx/demo.sh (DEMO_PORT=8080, ...).
+demo: test-deps build
+	./nginx/demo.sh
+
+demo-stop:
+	./nginx/demo.sh stop
 
 # Test dependencies: redis-cli (wire-compatibility tests), curl (the README's commands),
 # Debian's nginx and its Lua module (test/nginx; they bring ndk, lua-resty-core
@@ -36,9 +45,11 @@ test: test-deps
 	@# ring's 1,000-instance checks skip under -race (~15 s per ring there): run them plain.
 	$(GO) test -count=1 ./ring/
 
-# Benchmark peers: redis-server and redis-benchmark.
+# Benchmark peers: redis-server and redis-benchmark; wrk, nginx and its Lua
+# module for the nginx section (nginx lives in /usr/sbin).
 bench-deps:
 	@command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) redis-server redis-tools; }
+	@command -v wrk >/dev/null && { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } && [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || { $(SUDO) apt-get update -qq && $(APT_INSTALL) wrk nginx libnginx-mod-http-lua; }
 
 bench: bench-deps build
 	$(GO) run ./test/bench -bin $(BIN)
