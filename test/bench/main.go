@@ -9,7 +9,10 @@
 //     was killed (kill -9) and one that left (SIGTERM);
 //   - host overrides: Router.Lookup with 0, 1,000 and 100,000 overrides
 //     (go test -bench ./router/), a bulk import of 100,000 through one
-//     node's HTTP API, and how long a node that joins it takes to have them.
+//     node's HTTP API, and how long a node that joins it takes to have them;
+//   - nginx: wrk through nginx with static proxy_pass, the built-in
+//     `hash $request_uri consistent`, and ringman's lua.conf and
+//     auth_request.conf over 3 ringman nodes, alternating runs, medians.
 //
 // Figures are medians on a shared, noisy machine: trust ratios more than
 // absolute numbers. Progress goes to stderr, the table to stdout. Every
@@ -55,14 +58,14 @@ func main() {
 func run() int {
 	var o options
 	flag.StringVar(&o.bin, "bin", "", "ringman binary to measure (default: build ./cmd/ringman)")
-	flag.DurationVar(&o.total, "timeout", 340*time.Second, "bound on the whole run")
+	flag.DurationVar(&o.total, "timeout", 490*time.Second, "bound on the whole run")
 	flag.IntVar(&o.rounds, "rounds", 3, "redis-benchmark runs per server and pipeline depth (median)")
 	flag.IntVar(&o.requests1, "n1", 100_000, "requests per unpipelined redis-benchmark run")
 	flag.IntVar(&o.requests16, "n16", 1_000_000, "requests per pipelined (-P 16) redis-benchmark run")
 	flag.IntVar(&o.clients, "c", 50, "redis-benchmark connections")
 	flag.IntVar(&o.reps, "reps", 3, "crash/leave detection repetitions (median)")
 	flag.StringVar(&o.benchtime, "benchtime", "500ms", "go test -benchtime of the ring and override lookup benchmarks")
-	flag.StringVar(&o.only, "only", "ring,resp,detect,overrides", "sections to run, comma-separated")
+	flag.StringVar(&o.only, "only", "ring,resp,detect,overrides,nginx", "sections to run, comma-separated")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -110,6 +113,7 @@ func run() int {
 		{"resp", respRows},
 		{"detect", detectRows},
 		{"overrides", overrideRows},
+		{"nginx", nginxRows},
 	}
 	for _, s := range sections {
 		if !slices.Contains(strings.Split(o.only, ","), s.name) {

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"math"
+	"strings"
+	"testing"
+)
+
+const wrkSample = `Running 5s test @ http://127.0.0.1:41234/
+  2 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.61ms    2.10ms  40.12ms   85.00%
+    Req/Sec     6.30k   512.00     7.10k    70.00%
+  Latency Distribution
+     50%    3.45ms
+     75%    4.20ms
+     90%    5.80ms
+     99%  850.00us
+  62701 requests in 5.00s, 9.27MB read
+Requests/sec:  12538.42
+Transfer/sec:      1.85MB
+`
+
+func TestParseWrk(t *testing.T) {
+	r, err := parseWrk(wrkSample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.rps != 12538.42 || math.Abs(r.p50-3.45e-3) > 1e-12 || math.Abs(r.p99-850e-6) > 1e-12 {
+		t.Errorf("parseWrk = %+v", r)
+	}
+	bad := strings.Replace(wrkSample, "Requests/sec", "  Non-2xx or 3xx responses: 17\nRequests/sec", 1)
+	if _, err := parseWrk(bad); err == nil || !strings.Contains(err.Error(), "17 non-2xx") {
+		t.Errorf("non-2xx answers: err = %v", err)
+	}
+	bad = strings.Replace(wrkSample, "Requests/sec", "  Socket errors: connect 0, read 3, write 0, timeout 0\nRequests/sec", 1)
+	if _, err := parseWrk(bad); err == nil || !strings.Contains(err.Error(), "Socket errors") {
+		t.Errorf("socket errors: err = %v", err)
+	}
+	if _, err := parseWrk("garbage"); err == nil {
+		t.Error("garbage parsed")
+	}
+}
