@@ -13,10 +13,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"ringman/test/cluster"
+	"ringman/test/nginxrun"
 )
 
 // The nginx section: wrk against nginx on this machine, with three real
@@ -43,8 +43,8 @@ const (
 	nginxStart = 10 * time.Second
 	// nginxQuitWait is how long stop waits after SIGQUIT before SIGKILL.
 	nginxQuitWait = 3 * time.Second
-	// nginxModules holds Debian's dynamic nginx modules (ndk, lua).
-	nginxModules = "/usr/lib/nginx/modules"
+	// nginxLogTail is how much of each nginx log an error shows.
+	nginxLogTail = 4 << 10
 )
 
 // wrkScript makes every request a different URL, so the hash and ringman
@@ -100,23 +100,16 @@ type wrkResult struct {
 }
 
 func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row, error) {
-	bin, err := nginxPath()
+	bin, err := nginxrun.Binary()
 	if err != nil {
-		return nil, err
+		return nil, errors.New("nginx is not installed: apt-get install nginx libnginx-mod-http-lua (or `make bench-deps`)")
 	}
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return nil, errors.New("wrk is not installed: apt-get install wrk (or `make bench-deps`)")
 	}
-	for _, m := range []string{"ndk_http_module.so", "ngx_http_lua_module.so"} {
-		if _, err := os.Stat(filepath.Join(nginxModules, m)); err != nil {
-			return nil, fmt.Errorf("nginx's Lua module is not installed (%s missing): apt-get install libnginx-mod-http-lua (or `make bench-deps`)", m)
-		}
+	if m := nginxrun.MissingLuaModule(); m != "" {
+		return nil, fmt.Errorf("nginx's Lua module is not installed (%s missing): apt-get install libnginx-mod-http-lua (or `make bench-deps`)", m)
 	}
-	root, err := cluster.ModuleRoot()
-	if err != nil {
-		return nil, err
-	}
-	confDir := filepath.Join(root, "nginx")
 
 	// Three backends, one per ringman node.
 	var backends []string
@@ -159,15 +152,11 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 		return nil, fmt.Errorf("%w\n%s", err, c.Logs())
 	}
 
-	luaConf, err := os.ReadFile(filepath.Join(confDir, "lua.conf"))
+	luaConf, err := nginxrun.ReadConfig("lua.conf")
 	if err != nil {
 		return nil, err
 	}
-	authConf, err := os.ReadFile(filepath.Join(confDir, "auth_request.conf"))
-	if err != nil {
-		return nil, err
-	}
-	luaModule, err := os.ReadFile(filepath.Join(confDir, "ringman.lua"))
+	authConf, err := nginxrun.ReadConfig("auth_request.conf")
 	if err != nil {
 		return nil, err
 	}
@@ -179,26 +168,34 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 	configs := []nginxConfig{
 		{"static proxy_pass", strings.Replace(builtinConf, "@UPSTREAM@", "        server "+backends[0]+";", 1)},
 		{"built-in hash", strings.Replace(builtinConf, "@UPSTREAM@", strings.TrimRight(hashServers.String(), "\n"), 1)},
-		{"ringman lua.conf", string(luaConf)},
-		{"ringman auth_request.conf", string(authConf)},
+		{"ringman lua.conf", luaConf},
+		{"ringman auth_request.conf", authConf},
 	}
 	vars := map[string]string{
 		"RINGMAN_RESP": nodes[0].RESPAddr,
 		"RINGMAN_HTTP": nodes[0].HTTPAddr,
 	}
 
-	procs := make([]*nginxRun, len(configs))
+	procs := make([]*nginxrun.Nginx, len(configs))
 	for i, cfg := range configs {
-		p, err := startNginxRun(ctx, bin, filepath.Join(dir, fmt.Sprintf("nginx%d", i)), cfg.conf, vars, luaModule)
+		p, err := nginxrun.Start(ctx, nginxrun.Config{
+			Bin:          bin,
+			Dir:          filepath.Join(dir, fmt.Sprintf("nginx%d", i)),
+			Conf:         cfg.conf,
+			Vars:         vars,
+			ReadyTimeout: nginxStart,
+			QuitWait:     nginxQuitWait,
+			LogTail:      nginxLogTail,
+		})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", cfg.name, err)
 		}
-		cl.add(p.stop)
-		defer p.stop()
+		cl.add(p.Stop)
+		defer p.Stop()
 		procs[i] = p
 		// Every config must route to a backend before it is measured.
-		if err := checkRoute(ctx, p.addr); err != nil {
-			return nil, fmt.Errorf("%s: %w\n%s", cfg.name, err, p.logs())
+		if err := checkRoute(ctx, p.Addr); err != nil {
+			return nil, fmt.Errorf("%s: %w\n%s", cfg.name, err, p.Logs())
 		}
 	}
 
@@ -209,9 +206,9 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 	results := make([][]wrkResult, len(configs))
 	for round := range o.rounds {
 		for i, cfg := range configs {
-			r, err := runWrk(ctx, script, procs[i].addr)
+			r, err := runWrk(ctx, script, procs[i].Addr)
 			if err != nil {
-				return nil, fmt.Errorf("%s, round %d: %w\n%s", cfg.name, round+1, err, procs[i].logs())
+				return nil, fmt.Errorf("%s, round %d: %w\n%s", cfg.name, round+1, err, procs[i].Logs())
 			}
 			progress("nginx: round %d: %-26s %8.0f req/s  p50 %s  p99 %s", round+1, cfg.name, r.rps, fmtLatency(r.p50), fmtLatency(r.p99))
 			results[i] = append(results[i], r)
@@ -248,151 +245,6 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 		})
 	}
 	return rows, nil
-}
-
-// nginxPath returns the nginx binary: Debian installs it in /usr/sbin,
-// which is not in every user's PATH.
-func nginxPath() (string, error) {
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p, nil
-	}
-	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
-		return "/usr/sbin/nginx", nil
-	}
-	return "", errors.New("nginx is not installed: apt-get install nginx libnginx-mod-http-lua (or `make bench-deps`)")
-}
-
-var placeholderRE = regexp.MustCompile(`@[A-Z_]+@`)
-
-// nginxRun is one unprivileged nginx (master and worker) in its own process
-// group, run from its own prefix directory.
-type nginxRun struct {
-	addr string
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// startNginxRun writes conf (placeholders filled, LISTEN on a free port)
-// and ringman.lua into a fresh prefix dir and starts nginx from it.
-func startNginxRun(ctx context.Context, bin, dir, conf string, vars map[string]string, luaModule []byte) (*nginxRun, error) {
-	for _, d := range []string{"lua", "logs", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return nil, err
-		}
-	}
-	if err := os.WriteFile(filepath.Join(dir, "lua", "ringman.lua"), luaModule, 0o644); err != nil {
-		return nil, err
-	}
-	var lastErr error
-	for range 3 {
-		port, err := cluster.FreePort()
-		if err != nil {
-			return nil, err
-		}
-		v := map[string]string{"LISTEN": fmt.Sprintf("127.0.0.1:%d", port)}
-		for k, val := range vars {
-			v[k] = val
-		}
-		out := placeholderRE.ReplaceAllStringFunc(conf, func(m string) string {
-			if val, ok := v[m[1:len(m)-1]]; ok {
-				return val
-			}
-			return m
-		})
-		for _, line := range strings.Split(out, "\n") {
-			if code, _, _ := strings.Cut(line, "#"); placeholderRE.MatchString(code) {
-				return nil, fmt.Errorf("placeholder left in nginx.conf: %q", strings.TrimSpace(line))
-			}
-		}
-		if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(out), 0o644); err != nil {
-			return nil, err
-		}
-		p := &nginxRun{addr: v["LISTEN"], dir: dir}
-		if lastErr = p.start(ctx, bin); lastErr == nil {
-			return p, nil
-		}
-		if !strings.Contains(lastErr.Error(), "Address already in use") {
-			break
-		}
-	}
-	return nil, lastErr
-}
-
-func (p *nginxRun) start(ctx context.Context, bin string) error {
-	out, err := os.Create(filepath.Join(p.dir, "logs", "stderr.log"))
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	p.cmd = exec.Command(bin, "-p", p.dir+"/", "-c", filepath.Join(p.dir, "nginx.conf"), "-e", "stderr", "-g", "daemon off;")
-	p.cmd.Stdout, p.cmd.Stderr = out, out
-	p.cmd.SysProcAttr = cluster.SysProcAttr()
-	if err := p.cmd.Start(); err != nil {
-		return err
-	}
-	p.done = make(chan struct{})
-	go func() { p.cmd.Wait(); close(p.done) }()
-	sctx, cancel := context.WithTimeout(ctx, nginxStart)
-	defer cancel()
-	exited := false
-	err = cluster.Poll(sctx, 10*time.Millisecond, "nginx accepts connections on "+p.addr, func() (bool, string) {
-		select {
-		case <-p.done:
-			exited = true
-			return true, ""
-		default:
-		}
-		c, err := net.DialTimeout("tcp", p.addr, time.Second)
-		if err != nil {
-			return false, err.Error()
-		}
-		c.Close()
-		return true, ""
-	})
-	if exited {
-		return fmt.Errorf("nginx exited at start (%s):\n%s", p.cmd.ProcessState, p.logs())
-	}
-	if err != nil {
-		p.stop()
-		return fmt.Errorf("%w\n%s", err, p.logs())
-	}
-	return nil
-}
-
-// stop asks nginx to quit (SIGQUIT) and kills its process group when it is
-// not gone in time, and in any case: a worker of a killed master keeps
-// serving. Safe to call more than once.
-func (p *nginxRun) stop() {
-	if p.cmd == nil || p.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-p.done:
-	default:
-		p.cmd.Process.Signal(syscall.SIGQUIT)
-		t := time.NewTimer(nginxQuitWait)
-		select {
-		case <-p.done:
-		case <-t.C:
-		}
-		t.Stop()
-	}
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
-}
-
-// logs returns nginx's stderr and the end of its error log.
-func (p *nginxRun) logs() string {
-	var b strings.Builder
-	for _, f := range []string{"stderr.log", "error.log"} {
-		raw, _ := os.ReadFile(filepath.Join(p.dir, "logs", f))
-		if len(raw) > 4<<10 {
-			raw = raw[len(raw)-4<<10:]
-		}
-		fmt.Fprintf(&b, "--- nginx %s ---\n%s\n", f, raw)
-	}
-	return b.String()
 }
 
 // checkRoute sends a few requests through nginx and wants the backend's 200.

@@ -667,6 +667,30 @@ func Build(ctx context.Context, dir string) (string, error) {
 	return bin, nil
 }
 
+// BuildOnce gives a test package's TestMain the ringman binary under test,
+// built once per run: $RINGMAN_BIN when it is set, else ./cmd/ringman built
+// (within 5 minutes) into a fresh temporary directory named prefix*.
+//
+// buildErr is why the build failed; the tests report it themselves, so that
+// the failure shows in each one that needs the binary. err means the
+// temporary directory could not be made: the run should stop. cleanup
+// removes the directory; call it after m.Run (it is never nil).
+func BuildOnce(prefix string) (bin string, buildErr error, cleanup func(), err error) {
+	cleanup = func() {}
+	if bin = os.Getenv("RINGMAN_BIN"); bin != "" {
+		return bin, nil, cleanup, nil
+	}
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, cleanup, err
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	bin, buildErr = Build(ctx, dir)
+	return bin, buildErr, cleanup, nil
+}
+
 // ModuleRoot returns the directory of the ringman module's go.mod, looking
 // up from the working directory.
 func ModuleRoot() (string, error) {

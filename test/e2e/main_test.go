@@ -27,17 +27,14 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	if bin = os.Getenv("RINGMAN_BIN"); bin == "" {
-		dir, err := os.MkdirTemp("", "ringman-e2e-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "e2e:", err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		bin, buildErr = cluster.Build(ctx, dir)
-		cancel()
+	var cleanup func()
+	var err error
+	bin, buildErr, cleanup, err = cluster.BuildOnce("ringman-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
 	}
+	defer cleanup()
 	return m.Run()
 }
 

@@ -9,21 +9,17 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"ringman/test/cluster"
+	"ringman/test/nginxrun"
 )
 
 const (
-	modulesDir = "/usr/lib/nginx/modules"
+	modulesDir = nginxrun.ModulesDir
 	// nginxReady bounds nginx's start; it is ready in ~50 ms on an idle machine.
 	nginxReady = 10 * time.Second
 	// nginxQuit is how long Stop waits after SIGQUIT before killing the group.
@@ -31,199 +27,63 @@ const (
 )
 
 // nginxBin returns the nginx binary, or skips the test saying what to install.
-// Debian installs it in /usr/sbin, which is not in every user's PATH.
 func nginxBin(t *testing.T, needLua bool) string {
 	t.Helper()
-	path, err := exec.LookPath("nginx")
+	path, err := nginxrun.Binary()
 	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
-			t.Skip("nginx is not installed: apt-get install nginx libnginx-mod-http-lua (or `make test-deps`)")
-		}
-		path = "/usr/sbin/nginx"
+		t.Skip("nginx is not installed: apt-get install nginx libnginx-mod-http-lua (or `make test-deps`)")
 	}
 	if needLua {
-		for _, m := range []string{"ndk_http_module.so", "ngx_http_lua_module.so"} {
-			if _, err := os.Stat(filepath.Join(modulesDir, m)); err != nil {
-				t.Skipf("nginx's Lua module is not installed (%s missing): apt-get install libnginx-mod-http-lua (or `make test-deps`)", m)
-			}
+		if m := nginxrun.MissingLuaModule(); m != "" {
+			t.Skipf("nginx's Lua module is not installed (%s missing): apt-get install libnginx-mod-http-lua (or `make test-deps`)", m)
 		}
 	}
 	return path
 }
 
-// configDir is the repository's nginx/ directory.
-func configDir(t *testing.T) string {
-	t.Helper()
-	root, err := cluster.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Join(root, "nginx")
-}
-
-var placeholder = regexp.MustCompile(`@[A-Z_]+@`)
-
 // renderConfig returns nginx/<name> with its @PLACEHOLDERS@ replaced; it
 // fails when one is left.
 func renderConfig(t *testing.T, name string, vars map[string]string) []byte {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(configDir(t), name))
+	raw, err := nginxrun.ReadConfig(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := placeholder.ReplaceAllFunc(raw, func(m []byte) []byte {
-		if v, ok := vars[string(m[1:len(m)-1])]; ok {
-			return []byte(v)
-		}
-		return m
-	})
-	// Only look outside comments: the header documents the placeholders.
-	for _, line := range strings.Split(string(out), "\n") {
-		if code, _, _ := strings.Cut(line, "#"); placeholder.MatchString(code) {
-			t.Fatalf("%s: placeholder left after substitution: %q", name, strings.TrimSpace(line))
-		}
+	out, err := nginxrun.Render(raw, vars)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
 	}
-	return out
-}
-
-// nginxProc is one nginx master (and its workers) in its own process group,
-// run from a prefix directory of the test's own.
-type nginxProc struct {
-	Addr string // 127.0.0.1:port it listens on
-	Dir  string
-
-	cmd  *exec.Cmd
-	done chan struct{}
+	return []byte(out)
 }
 
 // startNginx renders nginx/<conf> into a fresh prefix (with ringman.lua in
 // lua/) and starts nginx unprivileged on a free port; it is stopped when the
 // test ends, and its logs are shown when the test failed.
-func startNginx(t *testing.T, conf string, vars map[string]string) *nginxProc {
+func startNginx(t *testing.T, conf string, vars map[string]string) *nginxrun.Nginx {
 	t.Helper()
 	bin := nginxBin(t, strings.Contains(conf, "lua"))
-	dir := t.TempDir()
-	for _, d := range []string{"lua", "logs", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	lua, err := os.ReadFile(filepath.Join(configDir(t), "ringman.lua"))
+	raw, err := nginxrun.ReadConfig(conf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "lua", "ringman.lua"), lua, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		port, err := cluster.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		v := map[string]string{"LISTEN": fmt.Sprintf("127.0.0.1:%d", port)}
-		for k, val := range vars {
-			v[k] = val
-		}
-		if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), renderConfig(t, conf, v), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		p := &nginxProc{Addr: v["LISTEN"], Dir: dir}
-		lastErr = p.start(bin)
-		if lastErr == nil {
-			t.Cleanup(func() {
-				p.Stop()
-				if t.Failed() {
-					t.Logf("nginx (%s) logs:\n%s", conf, p.Logs())
-				}
-			})
-			return p
-		}
-		if !strings.Contains(lastErr.Error(), "Address already in use") {
-			break
-		}
-	}
-	t.Fatalf("start nginx with %s: %v", conf, lastErr)
-	return nil
-}
-
-func (p *nginxProc) start(bin string) error {
-	out, err := os.Create(filepath.Join(p.Dir, "logs", "stderr.log"))
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	p.cmd = exec.Command(bin, "-p", p.Dir+"/", "-c", filepath.Join(p.Dir, "nginx.conf"), "-e", "stderr", "-g", "daemon off;")
-	p.cmd.Stdout, p.cmd.Stderr = out, out
-	p.cmd.SysProcAttr = cluster.SysProcAttr() // own process group, killed with the test binary
-	if err := p.cmd.Start(); err != nil {
-		return err
-	}
-	p.done = make(chan struct{})
-	go func() { p.cmd.Wait(); close(p.done) }()
-	ctx, cancel := context.WithTimeout(context.Background(), nginxReady)
-	defer cancel()
-	var exited bool
-	err = cluster.Poll(ctx, 10*time.Millisecond, "nginx accepts connections on "+p.Addr, func() (bool, string) {
-		select {
-		case <-p.done:
-			exited = true
-			return true, ""
-		default:
-		}
-		c, err := net.DialTimeout("tcp", p.Addr, time.Second)
-		if err != nil {
-			return false, err.Error()
-		}
-		c.Close()
-		return true, ""
+	p, err := nginxrun.Start(context.Background(), nginxrun.Config{
+		Bin:          bin,
+		Dir:          t.TempDir(),
+		Conf:         raw,
+		Vars:         vars,
+		ReadyTimeout: nginxReady,
+		QuitWait:     nginxQuit,
 	})
-	if exited {
-		return fmt.Errorf("nginx exited at start (%s):\n%s", p.cmd.ProcessState, p.Logs())
-	}
 	if err != nil {
+		t.Fatalf("start nginx with %s: %v", conf, err)
+	}
+	t.Cleanup(func() {
 		p.Stop()
-		return fmt.Errorf("%w\n%s", err, p.Logs())
-	}
-	return nil
-}
-
-// Stop asks nginx to finish gracefully (SIGQUIT), and kills its whole process
-// group when the master is not gone in time. The group is killed in any case:
-// a worker whose master was SIGKILLed keeps serving the port.
-func (p *nginxProc) Stop() {
-	if p.cmd == nil || p.cmd.Process == nil {
-		return
-	}
-	pid := p.cmd.Process.Pid
-	p.cmd.Process.Signal(syscall.SIGQUIT)
-	t := time.NewTimer(nginxQuit)
-	defer t.Stop()
-	select {
-	case <-p.done:
-	case <-t.C:
-	}
-	syscall.Kill(-pid, syscall.SIGKILL)
-	<-p.done
-}
-
-// Logs returns nginx's stderr and the end of its error log.
-func (p *nginxProc) Logs() string {
-	var b strings.Builder
-	for _, f := range []string{"stderr.log", "error.log"} {
-		raw, _ := os.ReadFile(filepath.Join(p.Dir, "logs", f))
-		if len(raw) > 16<<10 {
-			raw = raw[len(raw)-16<<10:]
+		if t.Failed() {
+			t.Logf("nginx (%s) logs:\n%s", conf, p.Logs())
 		}
-		fmt.Fprintf(&b, "--- %s ---\n%s\n", f, raw)
-	}
-	return b.String()
-}
-
-// ErrorLog returns nginx's error log.
-func (p *nginxProc) ErrorLog() string {
-	raw, _ := os.ReadFile(filepath.Join(p.Dir, "logs", "error.log"))
-	return string(raw)
+	})
+	return p
 }
 
 // backend is a real HTTP instance: it answers every request with its name
@@ -286,7 +146,7 @@ type fixture struct {
 	nodes    []*cluster.Node
 	backends []*backend
 	byAddr   map[string]*backend
-	nginx    *nginxProc
+	nginx    *nginxrun.Nginx
 	client   *http.Client
 }
 
