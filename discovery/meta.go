@@ -161,7 +161,7 @@ func decodeMeta(b []byte) (meta, error) {
 		if err != nil {
 			return meta{}, fmt.Errorf("metadata service name: %w", err)
 		}
-		if err := validServiceName(name); err != nil {
+		if err := ValidateServiceName(name); err != nil {
 			return meta{}, fmt.Errorf("metadata: %w", err)
 		}
 		ninst, err := r.count()
@@ -173,7 +173,7 @@ func decodeMeta(b []byte) (meta, error) {
 			if err != nil {
 				return meta{}, fmt.Errorf("metadata service %q: %w", name, err)
 			}
-			if err := validInstance(inst); err != nil {
+			if err := ValidateInstance(inst); err != nil {
 				return meta{}, fmt.Errorf("metadata service %q: %w", name, err)
 			}
 			if m.Services == nil {
@@ -188,9 +188,10 @@ func decodeMeta(b []byte) (meta, error) {
 	return m, nil
 }
 
-// validServiceName accepts the names a user can type on the command line:
-// non-empty, printable, no separators used by the CLI or logs.
-func validServiceName(name string) error {
+// ValidateServiceName accepts the names a user can type on the command line:
+// non-empty, printable, no separators used by the CLI or logs. The same rule
+// applies to a node's own --service flags and to what other nodes advertise.
+func ValidateServiceName(name string) error {
 	if name == "" {
 		return errors.New("empty service name")
 	}
@@ -205,9 +206,9 @@ func validServiceName(name string) error {
 	return nil
 }
 
-// validInstance accepts "host:port" with a non-empty host and a port in
-// 1..65535.
-func validInstance(inst string) error {
+// ValidateInstance accepts "host:port" with a non-empty host and a port in
+// 1..65535: an instance as a node advertises it.
+func ValidateInstance(inst string) error {
 	host, port, err := net.SplitHostPort(inst)
 	if err != nil {
 		return fmt.Errorf("instance %q: want host:port: %v", inst, err)

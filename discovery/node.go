@@ -359,11 +359,11 @@ func normalize(cfg Config) (Config, error) {
 	}
 	services := make(map[string][]string, len(cfg.Services))
 	for name, insts := range cfg.Services {
-		if err := validServiceName(name); err != nil {
+		if err := ValidateServiceName(name); err != nil {
 			return cfg, err
 		}
 		for _, inst := range insts {
-			if err := validInstance(inst); err != nil {
+			if err := ValidateInstance(inst); err != nil {
 				return cfg, fmt.Errorf("service %s: %w", name, err)
 			}
 		}

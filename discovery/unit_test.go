@@ -94,11 +94,11 @@ func FuzzDecodeMeta(f *testing.F) {
 			t.Fatalf("round trip changed meta: %+v -> %+v", m, again)
 		}
 		for name, insts := range m.Services {
-			if validServiceName(name) != nil {
+			if ValidateServiceName(name) != nil {
 				t.Fatalf("decoded invalid service name %q", name)
 			}
 			for _, inst := range insts {
-				if validInstance(inst) != nil {
+				if ValidateInstance(inst) != nil {
 					t.Fatalf("decoded invalid instance %q", inst)
 				}
 			}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -155,8 +154,8 @@ func (o serveOptions) parse() (*config, error) {
 	if o.name == "" {
 		return nil, usagef("--name is empty and the hostname is unknown")
 	}
-	if !validName(o.defaultService) {
-		return nil, usagef("--default-service %q: want letters, digits, '-', '_' or '.'", o.defaultService)
+	if err := discovery.ValidateServiceName(o.defaultService); err != nil {
+		return nil, usagef("--default-service: %v", err)
 	}
 	c.services = map[string][]string{}
 	for _, s := range o.services {
@@ -164,10 +163,10 @@ func (o serveOptions) parse() (*config, error) {
 		if !ok {
 			name, inst = o.defaultService, s
 		}
-		if !validName(name) {
-			return nil, usagef("--service %q: service name %q: want letters, digits, '-', '_' or '.'", s, name)
+		if err := discovery.ValidateServiceName(name); err != nil {
+			return nil, usagef("--service %q: %v", s, err)
 		}
-		if err := validHostPort(inst); err != nil {
+		if err := discovery.ValidateInstance(inst); err != nil {
 			return nil, usagef("--service %q: %v", s, err)
 		}
 		c.services[name] = append(c.services[name], inst)
@@ -176,7 +175,7 @@ func (o serveOptions) parse() (*config, error) {
 	for _, d := range o.dbs {
 		num, name, ok := strings.Cut(d, "=")
 		n, err := strconv.Atoi(num)
-		if !ok || err != nil || n < 0 || n > 1<<20 || !validName(name) {
+		if !ok || err != nil || n < 0 || n > 1<<20 || discovery.ValidateServiceName(name) != nil {
 			return nil, usagef("--db %q: want N=SERVICE, e.g. 1=thumbs", d)
 		}
 		c.dbs[n] = name
@@ -208,32 +207,6 @@ func (o serveOptions) parse() (*config, error) {
 		}
 	}
 	return c, nil
-}
-
-func validName(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return false
-		}
-	}
-	return true
-}
-
-func validHostPort(s string) error {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return fmt.Errorf("want HOST:PORT: %v", err)
-	}
-	if host == "" {
-		return errors.New("want HOST:PORT: host is empty")
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
-	}
-	return nil
 }
 
 func newLogger(c *config, w io.Writer) *slog.Logger {
