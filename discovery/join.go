@@ -163,7 +163,7 @@ func (n *Node) join(addrs []string, firstRound bool) (int, error) {
 	if total > 0 {
 		return total, nil
 	}
-	return 0, fmt.Errorf("join: no address answered: %s", strings.Join(errs, "; "))
+	return 0, fmt.Errorf("no address answered: %s", strings.Join(errs, "; "))
 }
 
 // explainJoinError flattens memberlist's multi-line join error into one

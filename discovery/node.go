@@ -533,7 +533,7 @@ func (n *Node) Join(addrs []string) (int, error) {
 		}
 	}
 	if len(targets) == 0 {
-		return 0, errors.New("join: no address given")
+		return 0, errors.New("no address given")
 	}
 	count, err := n.join(targets, false)
 	if count > 0 {
