@@ -54,6 +54,8 @@ type index struct {
 	// wildDepths has bit d set when some wildcard "*.x" has d labels after
 	// the "*.": suffixes of other depths are never probed.
 	wildDepths uint64
+	// gen counts the indexes published by this table (see Live).
+	gen uint64
 }
 
 // filterBitsPerHost sizes the filter: 16 bits a host keep false positives
@@ -391,6 +393,7 @@ func (t *Table) publishLocked() {
 	var prev map[string][]string
 	if old := t.index.Load(); old != nil {
 		prev = old.backends
+		idx.gen = old.gen + 1
 	}
 	for h, e := range t.entries {
 		if e.Backend == "" {

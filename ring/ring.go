@@ -451,3 +451,41 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// Hash names the key hash of the ring ("xxhash64"), as Settings.Fingerprint
+// does: what a router outside ringman must compute to use IndexTable.
+func (r *Ring) Hash() string {
+	if r == nil || r.custom == nil {
+		return "xxhash64"
+	}
+	return fmt.Sprintf("%T", r.custom)
+}
+
+// Width is the number of candidates kept per partition: min(MaxCandidates,
+// Len()), and 0 for an empty ring.
+func (r *Ring) Width() int {
+	if r == nil {
+		return 0
+	}
+	return r.width
+}
+
+// IndexTable returns the placement as indexes into Instances(): row p
+// (entries p*Width() to (p+1)*Width()-1) lists partition p's candidates,
+// owner first, and a key's partition is hash(key) % Partitions(). It is what
+// a router outside ringman (nginx/ringman.lua) needs to answer Owner and
+// Candidates itself. It allocates a new slice on each call.
+func (r *Ring) IndexTable() []uint32 {
+	if r == nil || r.width == 0 {
+		return nil
+	}
+	index := make(map[string]uint32, len(r.instances))
+	for i, inst := range r.instances {
+		index[inst] = uint32(i)
+	}
+	out := make([]uint32, len(r.table))
+	for i, inst := range r.table {
+		out[i] = index[inst]
+	}
+	return out
+}

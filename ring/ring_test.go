@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/buraksezer/consistent"
+	"github.com/cespare/xxhash/v2"
 )
 
 // tableHash is an exact Hasher for rings small enough to place by hand.
@@ -557,4 +558,37 @@ func firstDiff(a, b []string) int {
 		return min(len(a), len(b))
 	}
 	return -1
+}
+
+// TestIndexTable checks that a router outside ringman that hashes a key with
+// xxhash64, takes it modulo Partitions() and reads the key's row of
+// IndexTable() finds exactly Candidates: what nginx/ringman.lua does.
+func TestIndexTable(t *testing.T) {
+	for _, n := range []int{0, 1, 3, 9} {
+		t.Run(fmt.Sprint("instances=", n), func(t *testing.T) {
+			r, err := New(Settings{Partitions: 1021, Load: DefaultLoad, ReplicationFactor: DefaultReplicationFactor}, instanceNames(n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			table, width := r.IndexTable(), r.Width()
+			if r.Hash() != "xxhash64" || width != min(n, MaxCandidates) || len(table) != r.Partitions()*width {
+				t.Fatalf("Hash %q, Width %d, %d table entries for %d partitions; want xxhash64, %d, Partitions×Width",
+					r.Hash(), width, len(table), r.Partitions(), min(n, MaxCandidates))
+			}
+			for i := range 3000 {
+				key := fmt.Sprintf("host%d.example/item/%d", i%7, i)
+				want := r.Candidates(key, MaxCandidates)
+				var got []string
+				if width > 0 {
+					p := int(xxhash.Sum64String(key) % uint64(r.Partitions()))
+					for _, idx := range table[p*width : (p+1)*width] {
+						got = append(got, r.Instances()[idx])
+					}
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("key %q: index table gives %q, Candidates %q", key, got, want)
+				}
+			}
+		})
+	}
 }

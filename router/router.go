@@ -54,6 +54,9 @@ type Router struct {
 	mu       sync.Mutex // serialises Update
 	builders map[string]*ring.Builder
 	sets     map[string][]string // last set per service, sorted
+
+	exportMu sync.Mutex
+	exports  map[string]exported // by service; see Export
 }
 
 // New returns a Router with no instances. defaultService is the service a
