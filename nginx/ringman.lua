@@ -4,6 +4,7 @@
 -- nginx/lua.conf does:
 --
 --   init_by_lua_block   { require("ringman").configure{ addr = "127.0.0.1:6380" } }
+--   init_worker_by_lua_block { require("ringman").init_worker() }
 --   upstream ringman_backend {
 --       server 0.0.0.1;   # never used: balance() picks every peer
 --       balancer_by_lua_block { require("ringman").balance() }
@@ -14,35 +15,55 @@
 --       proxy_pass http://ringman_backend;
 --   }
 --
--- route(key [, opts]) runs in the access phase (set_by_lua cannot use
--- sockets). It asks ringman `RING.LOOKUP <key> <N> [service]` for N candidates,
--- owner first, and keeps them in ngx.ctx. balance() runs in balancer_by_lua:
--- on the first try it allows N-1 more tries (set_more_tries), and on every try
--- it sets the next candidate as the peer, so when the owner refuses
--- connections (or whatever proxy_next_upstream names) nginx moves on to the
--- instance that would own the key without it, with no second lookup.
+-- route(key [, opts]) runs in the access phase and finds up to N candidates
+-- for the key, owner first, and keeps them in ngx.ctx. balance() runs in
+-- balancer_by_lua: on the first try it allows N-1 more tries
+-- (set_more_tries), and on every try it sets the next candidate as the peer,
+-- so when the owner refuses connections (or whatever proxy_next_upstream
+-- names) nginx moves on to the instance that would own the key without it,
+-- with no second lookup.
+--
+-- Two modes (configure{ mode = ... }):
+--   "table" (default): each worker keeps a copy of the service's placement
+--     and of the overrides (RESP `RING.TABLE service epoch`, polled every
+--     `refresh` seconds; an unchanged table costs one nil reply) and answers
+--     each request itself: the override of the key's host if there is one,
+--     else row xxhash64(key) % partitions of the table, exactly as ringman
+--     answers (SPEC §2; router.Export documents the rules). No round trip per
+--     request. A copy is at most `refresh` seconds behind ringman while polls
+--     succeed; when they fail for longer than `max_stale` seconds the copy is
+--     dropped and requests fall back to per-request lookups (so a dead
+--     ringman means 503, as in "lookup" mode). The hash comes from Debian's
+--     libxxhash0 (a dependency of apt, so always installed) through LuaJIT's
+--     FFI; if it cannot be loaded, or ringman does not know RING.TABLE, the
+--     module logs it once and uses "lookup" mode.
+--   "lookup": one `RING.LOOKUP <key> <N> [service]` per request over a
+--     pooled connection.
 --
 -- Status codes:
---   no route (ringman answers nil / an empty array)  -> opts.no_route_status (404)
+--   no route (no override and no live instance)      -> opts.no_route_status (404)
 --   ringman unreachable, too slow, or an error reply -> 503, within the timeouts
+--     (in "table" mode: only before the first table or once it is stale)
 --   every candidate failed (or none is usable)       -> 502 (nginx's own answer
 --                                                       once the tries run out)
 --
 -- Choices:
 --   * It speaks RESP itself over an ngx.socket.tcp cosocket instead of using
---     lua-resty-redis. The one command and its reply shape (an array of bulk
---     strings) take ~60 lines; in return the module does not depend on which
---     name the client library is installed under (Debian ships lua-resty-redis
---     0.27 as `nginx.redis`, OpenResty as `resty.redis`), it gets separate
---     connect/send/read timeouts (nginx.redis 0.27 has set_timeout() only),
---     and it bounds what it reads from the server (array and string sizes).
---     The key is sent as a RESP bulk string, so any byte in it (spaces, CR,
---     LF, NUL) is data, never protocol.
+--     lua-resty-redis. The two commands and their reply shapes (arrays of
+--     bulk strings) take ~60 lines; in return the module does not depend on
+--     which name the client library is installed under (Debian ships
+--     lua-resty-redis 0.27 as `nginx.redis`, OpenResty as `resty.redis`), it
+--     gets separate connect/send/read timeouts (nginx.redis 0.27 has
+--     set_timeout() only), and it bounds what it reads from the server
+--     (array and string sizes). The key is sent as a RESP bulk string, so any
+--     byte in it (spaces, CR, LF, NUL) is data, never protocol.
 --   * Connections are pooled per worker with setkeepalive(); `addr` may be
 --     "host:port" or "unix:/path/ringman.sock". A pooled connection the server
---     has closed (ringman restarted) fails on first use: that one lookup is
+--     has closed (ringman restarted) fails on first use: that one command is
 --     retried once on a fresh connection, so the worst case is twice the
 --     timeouts; a fresh connection is never retried.
+--   * Each worker polls for itself: workers of one nginx may disagree for at
+--     most `refresh` seconds after a change, as nginx boxes of a pool do.
 --   * Hostnames are rejected, not resolved: balancer.set_current_peer takes
 --     an IP literal only, and resolving in the access phase would need
 --     lua-resty-dns (not packaged by Debian) plus a resolver config. A
@@ -57,10 +78,25 @@ local ngx = ngx
 local balancer = require "ngx.balancer"
 
 local tcp = ngx.socket.tcp
-local tonumber = tonumber
-local sub, byte, match = string.sub, string.byte, string.match
+local tonumber, pairs, type = tonumber, pairs, type
+local sub, byte, match, find, lower, gmatch = string.sub, string.byte, string.match, string.find, string.lower, string.gmatch
+local min = math.min
 
-local _M = { _VERSION = "1.0" }
+local ffi = require "ffi"
+
+-- xxh64 is XXH64 from Debian's libxxhash0 (ringman's key hash), or nil.
+-- route() and init_worker() test libxxhash, not xxh64: that keeps the
+-- library handle an upvalue, and so alive. A collected ffi.load handle
+-- unloads the library under the function pointer (the worker crashes).
+local libxxhash, xxh64
+do
+    local ok, lib = pcall(ffi.load, "libxxhash.so.0")
+    if ok and pcall(ffi.cdef, "unsigned long long XXH64(const char *input, size_t length, unsigned long long seed);") then
+        libxxhash, xxh64 = lib, lib.XXH64
+    end
+end
+
+local _M = { _VERSION = "1.1" }
 
 -- Defaults; configure() overrides them, route()'s opts override them per call.
 local conf = {
@@ -74,10 +110,15 @@ local conf = {
     pool_size = 64,           -- idle connections kept per worker
     keepalive_timeout = 60000, -- ms an idle pooled connection is kept (ringman's --idle-timeout is longer)
     no_route_status = 404,
+    mode = "table",           -- "table": answer from a polled copy; "lookup": ask per request
+    refresh = 0.1,            -- s between RING.TABLE polls ("table" mode)
+    max_stale = 30,           -- s a copy is used after its last successful poll
+    table_timeout = 2000,     -- ms to read a whole table (large override tables)
 }
 
-local MAX_ITEMS = 64     -- largest array reply accepted
-local MAX_BULK = 4096    -- largest bulk string accepted ("host:port" is short)
+-- Bounds on what a reply may hold.
+local LOOKUP_LIMITS = { items = 64, bulk = 4096 }          -- "host:port" is short
+local TABLE_LIMITS = { items = 8, bulk = 64 * 1024 * 1024 } -- 2^20 partitions × 8 × 2 bytes fit
 
 local host, port -- parsed from conf.addr
 
@@ -106,6 +147,13 @@ function _M.configure(opts)
         end
         conf[k] = v
     end
+    if conf.mode ~= "table" and conf.mode ~= "lookup" then
+        error("ringman: mode must be \"table\" or \"lookup\", got " .. tostring(conf.mode), 2)
+    end
+    if conf.mode == "table" and not libxxhash then
+        ngx.log(ngx.WARN, "ringman: libxxhash.so.0 cannot be loaded (apt-get install libxxhash0); ",
+            "looking keys up per request")
+    end
     host, port = parse_addr(conf.addr)
 end
 
@@ -123,7 +171,7 @@ local function command(args)
 end
 
 -- read_bulk reads the rest of a bulk string whose header line is line.
-local function read_bulk(sock, line)
+local function read_bulk(sock, line, limits)
     local n = tonumber(sub(line, 2))
     if not n then
         return nil, "bad bulk header " .. line
@@ -131,7 +179,7 @@ local function read_bulk(sock, line)
     if n < 0 then
         return ngx.null
     end
-    if n > MAX_BULK then
+    if n > limits.bulk then
         return nil, "bulk string of " .. n .. " bytes"
     end
     local data, err = sock:receive(n + 2)
@@ -144,7 +192,7 @@ end
 -- read_reply reads one reply: an array of strings (nil items allowed), a
 -- string, ngx.null, or (false, message) for an error reply. Transport
 -- errors return nil, err.
-local function read_reply(sock)
+local function read_reply(sock, limits)
     local line, err = sock:receive() -- one line, CRLF stripped
     if not line then
         return nil, err
@@ -158,7 +206,7 @@ local function read_reply(sock)
         if n < 0 then
             return ngx.null
         end
-        if n > MAX_ITEMS then
+        if n > limits.items then
             return nil, "array of " .. n .. " items"
         end
         local out = {}
@@ -170,7 +218,7 @@ local function read_reply(sock)
             if byte(item) ~= 36 then -- '$'
                 return nil, "array item is not a bulk string: " .. sub(item, 1, 64)
             end
-            local v, berr = read_bulk(sock, item)
+            local v, berr = read_bulk(sock, item, limits)
             if v == nil then
                 return nil, berr
             end
@@ -178,7 +226,7 @@ local function read_reply(sock)
         end
         return out
     elseif t == 36 then -- '$'
-        return read_bulk(sock, line)
+        return read_bulk(sock, line, limits)
     elseif t == 45 then -- '-'
         return false, sub(line, 2)
     elseif t == 43 or t == 58 then -- '+' or ':'
@@ -189,9 +237,9 @@ end
 
 -- ask sends one command and reads its reply on a pooled connection.
 -- It returns the reply, or (false, msg) for an error reply, or nil, err.
-local function ask(args, retry)
+local function ask(args, limits, read_timeout, retry)
     local sock = tcp()
-    sock:settimeouts(conf.connect_timeout, conf.send_timeout, conf.read_timeout)
+    sock:settimeouts(conf.connect_timeout, conf.send_timeout, read_timeout)
     local ok, err
     if port then
         ok, err = sock:connect(host, port)
@@ -204,7 +252,7 @@ local function ask(args, retry)
     local reused = sock:getreusedtimes() > 0
     if not reused and conf.password then
         local _, aerr = sock:send(command({ "AUTH", conf.password }))
-        local res, rerr = read_reply(sock)
+        local res, rerr = read_reply(sock, LOOKUP_LIMITS)
         if aerr or not res then
             sock:close()
             return nil, "AUTH: " .. (aerr or rerr or "refused")
@@ -213,13 +261,13 @@ local function ask(args, retry)
     local _, serr = sock:send(command(args))
     local res, rerr
     if not serr then
-        res, rerr = read_reply(sock)
+        res, rerr = read_reply(sock, limits)
     end
     if serr or res == nil then
         sock:close()
         if reused and not retry then
             -- The server may have closed this idle connection: once more on a new one.
-            return ask(args, true)
+            return ask(args, limits, read_timeout, true)
         end
         return nil, conf.addr .. ": " .. (serr or rerr)
     end
@@ -235,7 +283,7 @@ function _M.lookup(key, service, n)
     if service then
         args[4] = service
     end
-    local res, err = ask(args)
+    local res, err = ask(args, LOOKUP_LIMITS, conf.read_timeout)
     if res == nil then
         return nil, err
     end
@@ -288,23 +336,252 @@ local function peer(backend)
     return { h, p }
 end
 
--- route looks key up and keeps the usable candidates in ngx.ctx for
+-- The "table" mode: a per-worker copy of each service's RING.TABLE.
+
+local tables = {}     -- service ("" = ringman's default) -> copy, see parse_table
+local wanted = {}     -- services whose copies the timer refreshes
+local no_table = {}   -- services that must use lookups (logged once)
+local polling = false -- a refresh is running
+local started = false -- the refresh timer is running in this worker
+local failing = {}    -- service -> true while its polls fail (logged once)
+
+-- parse_table turns a RING.TABLE reply into a copy:
+-- { epoch, parts, width, tbl = raw uint16 table, peers = {peer or false},
+--   names = {instance}, ov = {host -> backend}, nov, wild, ok_at }.
+local function parse_table(res)
+    if type(res) ~= "table" or #res ~= 8 or res[1] ~= "ringman-table/1" then
+        return nil, "unknown RING.TABLE reply format " .. tostring(type(res) == "table" and res[1])
+    end
+    if res[3] ~= "xxhash64" then
+        return nil, "ringman hashes keys with " .. res[3] .. ", which this module cannot compute"
+    end
+    local t = { epoch = res[2], parts = tonumber(res[4]), width = tonumber(res[5]), tbl = res[7],
+                names = {}, peers = {}, ov = {}, nov = 0, wild = false }
+    if not t.parts or not t.width or #t.tbl ~= 2 * t.parts * t.width then
+        return nil, "RING.TABLE: table size does not match its partitions and width"
+    end
+    for inst in gmatch(res[6], "([^\n]+)\n") do
+        t.names[#t.names + 1] = inst
+        t.peers[#t.peers + 1] = peer(inst) or false
+    end
+    for h, b in gmatch(res[8], "([^\t\n]+)\t([^\n]+)\n") do
+        t.ov[h] = b
+        t.nov = t.nov + 1
+        if byte(h) == 42 then -- '*'
+            t.wild = true
+        end
+    end
+    return t
+end
+
+-- fetch refreshes service's copy: one RING.TABLE with the epoch it has.
+local function fetch(service)
+    local t = tables[service]
+    local res, err = ask({ "RING.TABLE", service, t and t.epoch or "" }, TABLE_LIMITS, conf.table_timeout)
+    if res == nil then
+        if not failing[service] then
+            failing[service] = true
+            ngx.log(ngx.ERR, "ringman: RING.TABLE ", service, ": ", err, " (the copy is used for up to ",
+                conf.max_stale, " s more)")
+        end
+        return
+    end
+    if res == false and find(err, "unknown command", 1, true) then -- a ringman before RING.TABLE
+        ngx.log(ngx.ERR, "ringman: RING.TABLE ", service, ": ", err, "; looking keys up per request instead")
+        no_table[service], wanted[service], tables[service] = true, nil, nil
+        return
+    end
+    if res == false then -- NOAUTH, a custom hash, ...: the copy ages like on a failed poll
+        if not failing[service] then
+            failing[service] = true
+            ngx.log(ngx.ERR, "ringman: RING.TABLE ", service, ": ", err)
+        end
+        return
+    end
+    if failing[service] then
+        failing[service] = nil
+        ngx.log(ngx.NOTICE, "ringman: RING.TABLE ", service, " answers again")
+    end
+    if res == ngx.null then -- unchanged
+        if t then
+            t.ok_at = ngx.now()
+        end
+        return
+    end
+    local nt, perr = parse_table(res)
+    if not nt then
+        ngx.log(ngx.ERR, "ringman: ", perr, "; looking keys up per request instead")
+        no_table[service], wanted[service], tables[service] = true, nil, nil
+        return
+    end
+    nt.ok_at = ngx.now()
+    tables[service] = nt
+end
+
+local function refresh(premature)
+    if premature or polling then
+        return
+    end
+    polling = true
+    for service in pairs(wanted) do
+        local ok, err = pcall(fetch, service)
+        if not ok then
+            ngx.log(ngx.ERR, "ringman: refreshing ", service, ": ", err)
+        end
+    end
+    polling = false
+end
+
+-- want makes the worker keep a copy of service from now on.
+local function want(service)
+    if no_table[service] or wanted[service] then
+        return
+    end
+    wanted[service] = true
+    if not started then
+        local ok, err = ngx.timer.every(conf.refresh, refresh)
+        if not ok then
+            ngx.log(ngx.ERR, "ringman: cannot start the refresh timer: ", err)
+            wanted[service], no_table[service] = nil, true
+            return
+        end
+        started = true
+    end
+    ngx.timer.at(0, refresh) -- the first copy now, not a refresh later
+end
+
+-- fresh returns service's copy when it may be used.
+local function fresh(service)
+    local t = tables[service]
+    if t then
+        if ngx.now() - t.ok_at <= conf.max_stale then
+            return t
+        end
+        ngx.log(ngx.ERR, "ringman: the copy of service ", service, " is older than ", conf.max_stale,
+            " s (ringman unreachable?); looking keys up per request until a poll succeeds")
+        tables[service] = nil
+    end
+    want(service)
+    return nil
+end
+
+-- override returns the backend of key's host in copy t (SPEC §2: the text
+-- before the first '/' of a key that does not start with '/', without :port
+-- and one trailing dot, lower-cased; exact host first, then the nearest
+-- "*." wildcard), or nil.
+local function override(t, key)
+    if byte(key) == 47 or key == "" then -- '/'
+        return nil
+    end
+    local host = match(key, "^[^/:]*")
+    if byte(host, -1) == 46 then -- '.'
+        host = sub(host, 1, -2)
+    end
+    if host == "" or #host > 253 then
+        return nil
+    end
+    host = lower(host)
+    local b = t.ov[host]
+    if b or not t.wild then
+        return b
+    end
+    local i = find(host, ".", 2, true)
+    while i do
+        b = t.ov["*" .. sub(host, i)]
+        if b then
+            return b
+        end
+        i = find(host, ".", i + 1, true)
+    end
+    return nil
+end
+
+-- from_table answers key from copy t: up to n candidates, owner first, as
+-- peers ({ip, port}; unusable ones left out) or, with names, as the
+-- instances' "host:port" strings; and whether the key had any candidate.
+local function from_table(t, key, n, names)
+    if t.nov > 0 then
+        local b = override(t, key)
+        if b then
+            if names then
+                return { b }, true
+            end
+            return { peer(b) }, true -- {} for an unusable backend: 502
+        end
+    end
+    if t.width == 0 then
+        return {}, false
+    end
+    local p = tonumber(xxh64(key, #key, 0) % t.parts)
+    local at = p * t.width * 2 + 1
+    local list, from = {}, names and t.names or t.peers
+    for i = 0, min(n, t.width) - 1 do
+        local lo, hi = byte(t.tbl, at + 2 * i, at + 2 * i + 1)
+        local c = from[lo + hi * 256 + 1]
+        if c then
+            list[#list + 1] = c
+        end
+    end
+    return list, true
+end
+
+-- copy returns the copy of the table route() may use, or nil.
+local function copy(opts)
+    if conf.mode == "table" and libxxhash then
+        return fresh(opts.service or conf.service or "")
+    end
+    return nil
+end
+
+-- candidates returns up to N backends ("host:port") for key, owner first, as
+-- route() would pick them, and where they came from ("table" or "lookup");
+-- or nil, err. For logging and debugging from Lua code; opts as route's.
+function _M.candidates(key, opts)
+    opts = opts or {}
+    local n = opts.candidates or conf.candidates
+    local t = copy(opts)
+    if t then
+        return (from_table(t, key, n, true)), "table"
+    end
+    local cands, err = _M.lookup(key, opts.service, n)
+    if not cands then
+        return nil, err
+    end
+    return cands, "lookup"
+end
+
+-- init_worker starts keeping the default service's copy (call it from
+-- init_worker_by_lua*); without it the first request of each service does.
+function _M.init_worker()
+    if conf.mode == "table" and libxxhash then
+        want(conf.service or "")
+    end
+end
+
+-- route finds key's candidates and keeps the usable ones in ngx.ctx for
 -- balance(); it ends the request with 404 (no route), 503 (ringman cannot
 -- answer) or 502 (no usable candidate). opts: service, candidates,
 -- no_route_status.
 function _M.route(key, opts)
     opts = opts or {}
-    local cands, err = _M.lookup(key, opts.service, opts.candidates)
-    if not cands then
-        ngx.log(ngx.ERR, "ringman: lookup failed: ", err)
-        return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
+    local n = opts.candidates or conf.candidates
+    local t = copy(opts)
+    local peers, found
+    if t then
+        peers, found = from_table(t, key, n)
+    else
+        local cands, err = _M.lookup(key, opts.service, n)
+        if not cands then
+            ngx.log(ngx.ERR, "ringman: lookup failed: ", err)
+            return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
+        end
+        peers, found = {}, #cands > 0
+        for i = 1, #cands do
+            peers[#peers + 1] = peer(cands[i])
+        end
     end
-    if #cands == 0 then
+    if not found then
         return ngx.exit(opts.no_route_status or conf.no_route_status)
-    end
-    local peers = {}
-    for i = 1, #cands do
-        peers[#peers + 1] = peer(cands[i])
     end
     if #peers == 0 then
         return ngx.exit(ngx.HTTP_BAD_GATEWAY)

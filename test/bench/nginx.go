@@ -26,7 +26,9 @@ import (
 //   - static: proxy_pass to one backend (upstream keepalive);
 //   - hash: nginx's built-in `hash $request_uri consistent` over the three
 //     backends (upstream keepalive): the peer of the ringman configs;
-//   - lua: ringman's nginx/lua.conf (a RESP lookup per request);
+//   - lua: ringman's nginx/lua.conf (answers from each worker's copy of
+//     RING.TABLE), and the same with mode = "lookup" (a RESP lookup per
+//     request);
 //   - auth_request: ringman's nginx/auth_request.conf (an HTTP subrequest
 //     per request, no backend keepalive).
 //
@@ -165,10 +167,15 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 	for _, b := range backends {
 		fmt.Fprintf(&hashServers, "        server %s;\n", b)
 	}
+	const tableMode = `mode = "table",`
+	if !strings.Contains(luaConf, tableMode) {
+		return nil, fmt.Errorf("nginx/lua.conf has no %q to switch to the lookup mode", tableMode)
+	}
 	configs := []nginxConfig{
 		{"static proxy_pass", strings.Replace(builtinConf, "@UPSTREAM@", "        server "+backends[0]+";", 1)},
 		{"built-in hash", strings.Replace(builtinConf, "@UPSTREAM@", strings.TrimRight(hashServers.String(), "\n"), 1)},
 		{"ringman lua.conf", luaConf},
+		{"ringman lua.conf, mode=lookup", strings.Replace(luaConf, tableMode, `mode = "lookup",`, 1)},
 		{"ringman auth_request.conf", authConf},
 	}
 	vars := map[string]string{

@@ -61,10 +61,23 @@ func renderConfig(t *testing.T, name string, vars map[string]string) []byte {
 // test ends, and its logs are shown when the test failed.
 func startNginx(t *testing.T, conf string, vars map[string]string) *nginxrun.Nginx {
 	t.Helper()
+	return startEditedNginx(t, conf, nil, vars)
+}
+
+// startEditedNginx is startNginx with conf's text passed through edit
+// first (nil: unchanged). An edit that finds nothing to change fails the test.
+func startEditedNginx(t *testing.T, conf string, edit map[string]string, vars map[string]string) *nginxrun.Nginx {
+	t.Helper()
 	bin := nginxBin(t, strings.Contains(conf, "lua"))
 	raw, err := nginxrun.ReadConfig(conf)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for old, repl := range edit {
+		if !strings.Contains(raw, old) {
+			t.Fatalf("%s has no %q to replace", conf, old)
+		}
+		raw = strings.Replace(raw, old, repl, 1)
 	}
 	p, err := nginxrun.Start(context.Background(), nginxrun.Config{
 		Bin:          bin,

@@ -2,6 +2,7 @@ package nginx
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"math"
 	"net"
@@ -113,6 +114,27 @@ func (f *fixture) ringOwners(host string, ps []string) ([]string, error) {
 	return out, nil
 }
 
+// settled returns nginx's answers for every path with Host host and ringman's
+// owners once they agree: nginx's workers answer from a copy of ringman's
+// table that may be one refresh (0.1 s) behind a change.
+func (f *fixture) settled(ctx context.Context, host string, ps []string) (viaNginx, ring []string, err error) {
+	err = cluster.Poll(ctx, 20*time.Millisecond, "nginx follows ringman's ring", func() (bool, string) {
+		if viaNginx, err = f.fetchAll(host, ps); err != nil {
+			return false, err.Error()
+		}
+		if ring, err = f.ringOwners(host, ps); err != nil {
+			return false, err.Error()
+		}
+		for i := range ps {
+			if viaNginx[i] != ring[i] {
+				return false, fmt.Sprintf("%s reached %s; ringman's owner is %s", ps[i], viaNginx[i], ring[i])
+			}
+		}
+		return true, ""
+	})
+	return viaNginx, ring, err
+}
+
 // moved compares two rounds of answers through nginx with ringman's owners
 // at the same moments: nginx must follow ringman exactly, every URL that was
 // on gone must have moved, and nginx must move no URL that ringman did not.
@@ -173,11 +195,7 @@ func TestLuaNodeKilled(t *testing.T) {
 	if err := cluster.WaitInstances(ctx, f.nodes[:2], f.instances(victim)); err != nil {
 		t.Fatal(err)
 	}
-	after, err := f.fetchAll(host, ps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ringAfter, err := f.ringOwners(host, ps)
+	after, ringAfter, err := f.settled(ctx, host, ps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +260,7 @@ func TestLuaDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = cluster.WaitInstances(ctx, f.nodes, f.instances(victim))
-	after, ferr := f.fetchAll(host, ps)
+	after, ringAfter, ferr := f.settled(ctx, host, ps)
 	close(stop)
 	okN, badN, firstBad := wait()
 	if err != nil {
@@ -255,10 +273,6 @@ func TestLuaDrain(t *testing.T) {
 		t.Errorf("%d of %d requests during the drain failed; first: %s", badN, okN+badN, firstBad)
 	}
 	t.Logf("%d requests during the drain, all answered by a backend", okN)
-	ringAfter, err := f.ringOwners(host, ps)
-	if err != nil {
-		t.Fatal(err)
-	}
 	moved(t, ps, before, after, ringBefore, ringAfter, victim.Name)
 
 	for _, n := range f.nodes[:2] {
@@ -269,12 +283,15 @@ func TestLuaDrain(t *testing.T) {
 	if err := cluster.WaitInstances(ctx, f.nodes, nil); err != nil {
 		t.Fatal(err)
 	}
-	r, err := f.get(host, "/no/route")
+	err = cluster.Poll(ctx, 20*time.Millisecond, "nginx answers 404 with every node drained", func() (bool, string) {
+		r, err := f.get(host, "/no/route")
+		if err != nil {
+			return false, err.Error()
+		}
+		return r.Status == http.StatusNotFound && r.Backend == "", fmt.Sprintf("got %+v, want nginx's own 404", r)
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Status != http.StatusNotFound || r.Backend != "" {
-		t.Errorf("every node drained: got %+v, want nginx's own 404", r)
+		t.Error(err)
 	}
 }
 
@@ -332,12 +349,15 @@ func TestLuaOverride(t *testing.T) {
 	if _, err := f.nodes[0].API().SetHost(ctx, named, "app.invalid:8080"); err != nil {
 		t.Fatal(err)
 	}
-	r, err := f.get(named, "/x")
+	err = cluster.Poll(ctx, 20*time.Millisecond, "nginx answers 502 for an override to a hostname", func() (bool, string) {
+		r, err := f.get(named, "/x")
+		if err != nil {
+			return false, err.Error()
+		}
+		return r.Status == http.StatusBadGateway && r.Backend == "", fmt.Sprintf("got %+v, want nginx's 502", r)
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Status != http.StatusBadGateway || r.Backend != "" {
-		t.Errorf("override to a hostname: %+v, want nginx's 502", r)
+		t.Error(err)
 	}
 	if !f.logContains("candidate app.invalid:8080 is a hostname") {
 		t.Errorf("nginx's error log does not say why:\n%s", f.nginx.ErrorLog())
