@@ -338,3 +338,35 @@ func TestCandidatesPredictNewOwner(t *testing.T) {
 		}
 	}
 }
+
+// TestUnboundedLoadMovesOnlyTheLeaversKeys backs the README's advice: with
+// the load bound out of reach (Load = MaxLoad), an instance that leaves
+// takes only its own keys with it, because every partition stays with the
+// first instance clockwise. With the default bound, a few other keys move
+// back to instances whose cap rose (TestKeyMovement bounds how many).
+func TestUnboundedLoadMovesOnlyTheLeaversKeys(t *testing.T) {
+	s := Settings{Partitions: 4093, Load: MaxLoad, ReplicationFactor: DefaultReplicationFactor}
+	for trial := range 20 {
+		names := make([]string, 3+trial%5)
+		for i := range names {
+			names[i] = fmt.Sprintf("10.%d.0.%d:80", trial, i+1)
+		}
+		all, err := New(s, names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gone := names[trial%len(names)]
+		rest, err := New(s, slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == gone }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 20_000 {
+			key := "/segment/" + strconv.Itoa(i)
+			before, _ := all.Owner(key)
+			after, _ := rest.Owner(key)
+			if before != gone && before != after {
+				t.Fatalf("trial %d, %d instances, %s left: key %s moved from %s to %s", trial, len(names), gone, key, before, after)
+			}
+		}
+	}
+}
