@@ -20,8 +20,9 @@
 // Files: node.go (Start, the Node's methods), events.go (memberlist
 // callbacks and the event loop), shared.go (replicated application state),
 // meta.go (the metadata wire format), join.go (seeds, known peers,
-// reconnects), check.go (health check), profile.go (gossip timings),
-// logging.go (memberlist's log lines into slog).
+// reconnects), keys.go (the gossip keyring, changed on every member),
+// check.go (health check), profile.go (gossip timings), logging.go
+// (memberlist's log lines into slog).
 package discovery
 
 import (
@@ -46,6 +47,9 @@ type Config struct {
 	// Keys is the gossip keyring (16, 24 or 32 bytes each); the first one
 	// encrypts. Empty: gossip is not encrypted.
 	Keys [][]byte
+	// KeyStore, when set, saves the keyring after each change made with
+	// Node.Keys (keys.go).
+	KeyStore KeyStore
 	// Services are the instances this node fronts: service -> "host:port"s.
 	// They travel in memberlist's node metadata, which holds 512 bytes:
 	// Start fails with the size when they do not fit (about 30 instances

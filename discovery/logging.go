@@ -24,9 +24,34 @@ func (w slogWriter) Write(p []byte) (int, error) {
 			continue
 		}
 		level, msg := parseLogLine(line)
+		if why := refusalHint(msg); why != "" {
+			w.l.Log(context.Background(), level, "refused gossip from a node of another cluster or with another key",
+				"why", why, "memberlist", msg)
+			continue
+		}
 		w.l.Log(context.Background(), level, msg)
 	}
 	return len(p), nil
+}
+
+// refusalHints explain memberlist's lines about a peer whose messages it
+// cannot read (the node that tries to join says why on its side too: see
+// explainJoinError), so that the cluster's logs say why a node cannot join.
+var refusalHints = []struct{ match, why string }{
+	{"no installed keys could decrypt", "its gossip key is not in this node's keyring: a wrong key, or a node that missed a key rotation"},
+	{"remote state is not encrypted", "it does not encrypt gossip and this node does: start it with the cluster's key"},
+	{"encryption is not configured", "it encrypts gossip and this node has no key"},
+	{"unacceptable label", "its cluster label is not this node's"},
+}
+
+func refusalHint(msg string) string {
+	lower := strings.ToLower(msg)
+	for _, h := range refusalHints {
+		if strings.Contains(lower, h.match) {
+			return h.why
+		}
+	}
+	return ""
 }
 
 // levelTags are the level tags memberlist (and hashicorp's log convention)

@@ -61,6 +61,7 @@ type tunables struct {
 	joinBackoffMin time.Duration
 	joinBackoffMax time.Duration
 	reconnectEvery time.Duration
+	keyTimeout     time.Duration // wait for keyring answers (keys.go)
 	// pushPullInterval, when set, replaces the profile's.
 	pushPullInterval time.Duration
 	// wrapTransport, when set, wraps the gossip transport of the node
@@ -77,6 +78,7 @@ func defaultTunables() tunables {
 		joinBackoffMin: joinBackoffMin,
 		joinBackoffMax: joinBackoffMax,
 		reconnectEvery: reconnectEvery,
+		keyTimeout:     keyTimeout,
 	}
 }
 
@@ -123,6 +125,8 @@ type Node struct {
 	pruneLogged       atomic.Int64
 	stateTooBigLogged atomic.Int64
 	stateLargeLogged  atomic.Int64
+
+	keys keyState // gossip keyring and its cluster-wide changes (keys.go)
 
 	dirty     chan struct{} // capacity 1: "the view changed", coalesced
 	done      chan struct{} // closed by Shutdown
@@ -270,6 +274,7 @@ func start(cfg Config, tun tunables) (*Node, error) {
 		RetransmitMult: mlc.RetransmitMult,
 	}
 	n.big.wake = make(chan struct{}, 1)
+	n.initKeys(keyring)
 
 	d := delegates{n}
 	mlc.Name = cfg.Name
@@ -322,10 +327,11 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	// built when Start returns.
 	n.publish()
 
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.run()
 	go n.reconnectLoop()
 	go n.oversizedLoop()
+	go n.keyLoop()
 	if len(targets) > 0 {
 		n.wg.Add(1)
 		go n.joinLoop(targets)

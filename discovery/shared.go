@@ -18,7 +18,7 @@ import (
 // debug line) the kinds and formats it does not know, as a node of an older
 // release does in a mixed cluster.
 const (
-	msgShared    byte = 1 // then the payload for SharedState.MergeMessage
+	msgShared    byte = 1 // then the payload for SharedState.MergeMessage; 2 and 3: keys.go
 	stateFormat1 byte = 1 // then SharedState.LocalState
 )
 
@@ -359,6 +359,10 @@ func (n *Node) receive(buf []byte) {
 		if s := n.cfg.SharedState; s != nil {
 			s.MergeMessage(buf[1:])
 		}
+	case msgKeyRequest:
+		n.receiveKeyRequest(buf[1:])
+	case msgKeyResponse:
+		n.receiveKeyResponse(buf[1:])
 	default:
 		n.log.Debug("ignored gossip message of unknown kind", "kind", buf[0], "bytes", len(buf))
 	}

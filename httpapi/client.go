@@ -25,6 +25,7 @@ type Client struct {
 type StatusError struct {
 	Status  int
 	Message string
+	Body    []byte // the answer as sent (some carry a result: see KeyOp)
 }
 
 func (e *StatusError) Error() string { return e.Message }
@@ -127,6 +128,32 @@ func (c *Client) DeleteHost(ctx context.Context, host string) (Override, error) 
 	return out, c.do(ctx, http.MethodDelete, entryPath(host), nil, &out)
 }
 
+// Keys lists the gossip keys of every node. When some node did not answer
+// (a *StatusError with status 502) the result of the others comes with it.
+func (c *Client) Keys(ctx context.Context) (KeyringResult, error) {
+	return c.keyring(ctx, http.MethodGet, "/v1/keys", nil)
+}
+
+// KeyOp runs op ("install", "use" or "remove") with key (base64) on every
+// node. When some node did not do it (a *StatusError with status 502) the
+// per-node result comes with the error.
+func (c *Client) KeyOp(ctx context.Context, op, key string) (KeyringResult, error) {
+	return c.keyring(ctx, http.MethodPost, "/v1/keys/"+url.PathEscape(op), KeyRequest{Key: key})
+}
+
+func (c *Client) keyring(ctx context.Context, method, path string, in any) (KeyringResult, error) {
+	var out KeyringResult
+	err := c.do(ctx, method, path, in, &out)
+	var se *StatusError
+	if errors.As(err, &se) && se.Status == http.StatusBadGateway {
+		var partial KeyringResult
+		if json.Unmarshal(se.Body, &partial) == nil && partial.Nodes > 0 {
+			return partial, err
+		}
+	}
+	return out, err
+}
+
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
@@ -160,7 +187,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
 			e.Error = fmt.Sprintf("%s %s: %s", method, path, resp.Status)
 		}
-		return &StatusError{Status: resp.StatusCode, Message: e.Error}
+		return &StatusError{Status: resp.StatusCode, Message: e.Error, Body: raw}
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
 		return fmt.Errorf("unexpected answer from %s%s: %w", c.base, path, err)

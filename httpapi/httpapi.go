@@ -5,6 +5,7 @@
 package httpapi
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -47,6 +48,9 @@ type Config struct {
 	// Token, when set, is required as "Authorization: Bearer <token>" by
 	// every request that changes state.
 	Token string
+	// Keyring changes the gossip keyring of every member (/v1/keys); nil
+	// answers those routes with 501.
+	Keyring Keyring
 	// Leave asks the daemon to leave the cluster gracefully and exit.
 	Leave func()
 	// Ready reports whether the node has joined and published its rings,
@@ -84,7 +88,7 @@ func New(cfg Config) http.Handler {
 
 type route struct {
 	pattern string
-	changes bool // needs the token when one is set
+	changes bool // needs the token when one is set: it changes state or shows secrets
 	doc     string
 	handler http.HandlerFunc
 }
@@ -103,6 +107,10 @@ func (a *api) routes() []route {
 		{"POST /v1/join", true, `{"addrs":["host:port",...]}: join a cluster through these nodes`, a.join},
 		{"POST /v1/leave", true, "leave the cluster gracefully and stop this node", a.leave},
 		{"POST /v1/drain", true, `{"drain":true|false}: take this node's instances out of (or back into) every ring`, a.drain},
+		{"GET /v1/keys", true, "gossip keys of every node: each key (base64) and on how many nodes it is installed and primary", a.keys(discovery.KeyList)},
+		{"POST /v1/keys/install", true, `{"key":"<base64>"}: install a gossip key on every node; 502 lists the nodes that did not`, a.keys(discovery.KeyInstall)},
+		{"POST /v1/keys/use", true, `{"key":"<base64>"}: make an installed key the one that encrypts, on every node (409 unless every node has it)`, a.keys(discovery.KeyUse)},
+		{"POST /v1/keys/remove", true, `{"key":"<base64>"}: remove a gossip key from every node (409 while it is a primary key)`, a.keys(discovery.KeyRemove)},
 		{"GET /healthz", false, "200 while the process serves", a.healthz},
 		{"GET /readyz", false, "200 once joined and serving, else 503", a.readyz},
 	}
@@ -161,10 +169,13 @@ func (a *api) authorized(next http.HandlerFunc) http.HandlerFunc {
 	if a.Token == "" {
 		return next
 	}
-	want := []byte("Bearer " + a.Token)
+	// Digests, so that the time taken says nothing about the token, not
+	// even its length (ConstantTimeCompare returns at once on a length
+	// mismatch).
+	want := sha256.Sum256([]byte("Bearer " + a.Token))
 	return func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ringman"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong API token (send Authorization: Bearer <token>)")
 			return

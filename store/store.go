@@ -6,11 +6,15 @@
 package store
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -26,6 +30,17 @@ const lockTimeout = 100 * time.Millisecond
 var bucketMeta = []byte("meta")
 
 var keyPeers = []byte("peers")
+
+// The gossip keyring: "keys" holds the keys, primary first, as a JSON list
+// of base64 strings (serf's keyring file format); "removed" holds the
+// SHA-256 digests (hex) of the last maxRemovedKeys keys removed from it.
+var (
+	bucketKeyring  = []byte("keyring")
+	keyKeys        = []byte("keys")
+	keyRemovedKeys = []byte("removed")
+)
+
+const maxRemovedKeys = 64
 
 // Store is the open data file.
 type Store struct {
@@ -58,8 +73,12 @@ func Open(dir string) (*Store, error) {
 	}
 	s := &Store{db: db, path: path}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketMeta)
-		return err
+		for _, b := range [][]byte{bucketMeta, bucketKeyring} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
 	}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("initialise data file %s: %w", path, err)
@@ -156,4 +175,111 @@ func (s *Store) SavePeers(addrs []string) error {
 		return fmt.Errorf("save known peers: %w", err)
 	}
 	return nil
+}
+
+// LoadKeys returns the saved gossip keyring, primary first, or nil when
+// none was saved. A saved keyring that cannot be read is an error: the node
+// must not start with other keys than the cluster's.
+func (s *Store) LoadKeys() ([][]byte, error) {
+	var raw []byte
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		raw = slices.Clone(tx.Bucket(bucketKeyring).Get(keyKeys))
+		return nil
+	})
+	if raw == nil {
+		return nil, nil
+	}
+	var encoded []string
+	if err := json.Unmarshal(raw, &encoded); err != nil {
+		return nil, fmt.Errorf("saved gossip keyring in %s is unreadable: %v", s.path, err)
+	}
+	if len(encoded) == 0 {
+		return nil, fmt.Errorf("saved gossip keyring in %s is empty", s.path)
+	}
+	keys := make([][]byte, len(encoded))
+	for i, e := range encoded {
+		k, err := base64.StdEncoding.DecodeString(e)
+		if err == nil && len(k) != 16 && len(k) != 24 && len(k) != 32 {
+			err = fmt.Errorf("%d bytes, want 16, 24 or 32", len(k))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("saved gossip keyring in %s: key %d of %d is unreadable: %v", s.path, i+1, len(encoded), err)
+		}
+		keys[i] = k
+	}
+	return keys, nil
+}
+
+// SaveKeys replaces the saved gossip keyring with keys, primary first
+// (discovery.KeyStore). The saved keys that are not in keys are remembered
+// as removed, by digest (see KeyRemoved); keys in it are forgotten as such.
+func (s *Store) SaveKeys(keys [][]byte) error {
+	if len(keys) == 0 {
+		return errors.New("save gossip keyring: no keys")
+	}
+	encoded := make([]string, len(keys))
+	for i, k := range keys {
+		encoded[i] = base64.StdEncoding.EncodeToString(k)
+	}
+	raw, err := json.Marshal(encoded)
+	if err != nil {
+		return err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketKeyring)
+		var removed, before []string
+		if v := b.Get(keyRemovedKeys); v != nil {
+			_ = json.Unmarshal(v, &removed) // unreadable: start the list again
+		}
+		if v := b.Get(keyKeys); v != nil {
+			_ = json.Unmarshal(v, &before)
+		}
+		for _, e := range before {
+			if k, err := base64.StdEncoding.DecodeString(e); err == nil && !slices.Contains(encoded, e) {
+				if d := keyDigest(k); !slices.Contains(removed, d) {
+					removed = append(removed, d)
+				}
+			}
+		}
+		removed = slices.DeleteFunc(removed, func(d string) bool {
+			return slices.ContainsFunc(keys, func(k []byte) bool { return keyDigest(k) == d })
+		})
+		if len(removed) > maxRemovedKeys {
+			removed = removed[len(removed)-maxRemovedKeys:]
+		}
+		rawRemoved, err := json.Marshal(removed)
+		if err != nil {
+			return err
+		}
+		if err := b.Put(keyRemovedKeys, rawRemoved); err != nil {
+			return err
+		}
+		return b.Put(keyKeys, raw)
+	})
+	if err != nil {
+		return fmt.Errorf("save gossip keyring: %w", err)
+	}
+	return nil
+}
+
+// KeyRemoved reports whether key was in the saved keyring and was removed
+// from it (one of the last 64 removed).
+func (s *Store) KeyRemoved(key []byte) (bool, error) {
+	var removed []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketKeyring).Get(keyRemovedKeys); v != nil {
+			return json.Unmarshal(v, &removed)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("read removed gossip keys: %w", err)
+	}
+	return slices.Contains(removed, keyDigest(key)), nil
+}
+
+// keyDigest identifies a removed key without keeping it.
+func keyDigest(key []byte) string {
+	sum := sha256.Sum256(key)
+	return hex.EncodeToString(sum[:])
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func TestPeersSurviveReopen(t *testing.T) {
@@ -166,5 +168,94 @@ func TestDamagedFreelistIsRefused(t *testing.T) {
 	after, _ := os.ReadFile(path)
 	if !bytes.Equal(after, raw) {
 		t.Error("the file was modified")
+	}
+}
+
+func TestKeyringSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := s.LoadKeys(); err != nil || keys != nil {
+		t.Fatalf("new store: keys %v, err %v; want none", keys, err)
+	}
+	k1, k2 := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 16)
+	if err := s.SaveKeys([][]byte{k2, k1}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	keys, err := s.LoadKeys()
+	if err != nil || len(keys) != 2 || !bytes.Equal(keys[0], k2) || !bytes.Equal(keys[1], k1) {
+		t.Fatalf("after reopen: keys %v, err %v; want k2 (primary), k1", keys, err)
+	}
+	if err := s.SaveKeys(nil); err == nil {
+		t.Error("SaveKeys(nil) succeeded; a keyring has at least its primary key")
+	}
+}
+
+// A key removed from the saved keyring is remembered as removed (by digest),
+// until it is installed again.
+func TestKeyRemovedIsRemembered(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	k1, k2, k3 := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), bytes.Repeat([]byte{3}, 32)
+	removed := func(k []byte) bool {
+		t.Helper()
+		r, err := s.KeyRemoved(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for _, step := range [][][]byte{{k1}, {k1, k2}, {k2, k1}, {k2}} {
+		if err := s.SaveKeys(step); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !removed(k1) || removed(k2) || removed(k3) {
+		t.Errorf("removed: k1 %v, k2 %v, k3 %v; want only k1", removed(k1), removed(k2), removed(k3))
+	}
+	if err := s.SaveKeys([][]byte{k2, k1}); err != nil {
+		t.Fatal(err)
+	}
+	if removed(k1) {
+		t.Error("k1 installed again is still listed as removed")
+	}
+	raw, _ := os.ReadFile(s.Path())
+	if bytes.Contains(raw, []byte(keyDigest(k3))) {
+		t.Error("a key never saved is in the file")
+	}
+}
+
+func TestUnreadableKeyringIsAnError(t *testing.T) {
+	for name, raw := range map[string]string{
+		"not json":  "{",
+		"empty":     "[]",
+		"not b64":   `["!!"]`,
+		"wrong len": `["c2hvcnQ="]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, err := Open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketKeyring).Put(keyKeys, []byte(raw)) }); err != nil {
+				t.Fatal(err)
+			}
+			keys, err := s.LoadKeys()
+			if err == nil || keys != nil || !strings.Contains(err.Error(), "saved gossip keyring in "+s.Path()) {
+				t.Errorf("LoadKeys of %q = %v, %v; want an error naming the file", raw, keys, err)
+			}
+		})
 	}
 }

@@ -78,6 +78,7 @@ Start a node with 'ringman serve'; the other commands talk to a running node.`,
 		newLeaveCmd(),
 		newDrainCmd(),
 		newHostsCmd(),
+		newKeysCmd(),
 		newKeygenCmd(),
 		newVersionCmd(),
 	)

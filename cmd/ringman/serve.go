@@ -232,6 +232,18 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	}
 	defer st.Close()
 
+	var flagKey []byte
+	if len(c.keys) > 0 {
+		flagKey = c.keys[0]
+	}
+	keys, keySource, keyWarning, err := startKeys(st, flagKey)
+	if err != nil {
+		return err
+	}
+	if keyWarning != "" {
+		log.Warn(keyWarning)
+	}
+
 	overrides, err := hostmap.Open(st.DB(), hostmap.Options{Node: c.name, TombstoneTTL: c.tombstoneTTL, Logger: log})
 	if err != nil {
 		return fmt.Errorf("data file %s: %w", st.Path(), err)
@@ -261,7 +273,8 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		AdvertiseAddr: c.advertise,
 		Profile:       c.profile,
 		Label:         c.label,
-		Keys:          c.keys,
+		Keys:          keys,
+		KeyStore:      st,
 		Services:      c.services,
 		Fingerprint:   c.settings.Fingerprint(),
 		Version:       version,
@@ -307,6 +320,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		Cluster:   node,
 		Overrides: overrides,
 		Token:     c.apiToken,
+		Keyring:   node,
 		Leave:     func() { leaveOnce.Do(func() { close(leaveReq) }) },
 		Registry:  reg,
 		Logger:    log,
@@ -334,7 +348,18 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	go func() { serveErr <- resp.Serve() }()
 	go func() { serveErr <- httpSrv.Serve(httpLn) }()
 
-	printBanner(stdout, c, node, resp.Addr(), httpLn.Addr().String(), st.Path())
+	encryption := "no"
+	if node.Encrypted() {
+		encryption = fmt.Sprintf("yes, %d keys from %s", len(keys), keySource)
+		if len(keys) == 1 {
+			encryption = "yes, 1 key from " + keySource
+		}
+	}
+	warnings := protectedMode(httpLn.Addr().String(), resp.Addr(), c.apiToken != "", c.requirepass != "")
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	printBanner(stdout, c, node.Addr(), encryption, resp.Addr(), httpLn.Addr().String(), st.Path(), warnings)
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -374,11 +399,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	return nil
 }
 
-func printBanner(w io.Writer, c *config, node *discovery.Node, respAddr, httpAddr, dataFile string) {
-	encrypted := "no"
-	if node.Encrypted() {
-		encrypted = "yes"
-	}
+func printBanner(w io.Writer, c *config, gossipAddr, encryption, respAddr, httpAddr, dataFile string, warnings []string) {
 	var svc []string
 	for name, insts := range c.services {
 		for _, i := range insts {
@@ -393,12 +414,55 @@ func printBanner(w io.Writer, c *config, node *discovery.Node, respAddr, httpAdd
 	if label == "" {
 		label = "none"
 	}
-	fmt.Fprintf(w, `ringman %s running
+	// One write, so that a reader never sees half a banner.
+	var b strings.Builder
+	fmt.Fprintf(&b, `ringman %s running
   node name:  %s
-  gossip:     %s (bind %s, profile %s, encrypted: %s, label: %s)
+  gossip:     %s (bind %s, profile %s, label: %s)
+  encrypted:  %s
   RESP:       %s (default service %s)
   HTTP API:   http://%s
   services:   %s
   data file:  %s
-`, version, c.name, node.Addr(), c.bind, c.profile, encrypted, label, respAddr, c.defaultService, httpAddr, strings.Join(svc, ", "), dataFile)
+`, version, c.name, gossipAddr, c.bind, c.profile, label, encryption, respAddr, c.defaultService, httpAddr, strings.Join(svc, ", "), dataFile)
+	for _, warning := range warnings {
+		fmt.Fprintf(&b, "  WARNING:    %s\n", warning)
+	}
+	io.WriteString(w, b.String())
+}
+
+// protectedMode returns a warning for each listener that other hosts can
+// reach (not loopback, not a unix socket) and that has no secret: the API
+// without --api-token, RESP without --requirepass. Like Redis's protected
+// mode, but it warns instead of refusing: binding a private address is
+// often meant (nginx on another host), and it is never silent.
+func protectedMode(httpAddr, respAddr string, token, pass bool) []string {
+	var out []string
+	if where, ok := reachable(httpAddr); ok && !token {
+		out = append(out, fmt.Sprintf("the HTTP API on %s is reachable from other hosts and has no --api-token: "+
+			"anyone who can reach it can change overrides and gossip keys, drain or stop this node, and read the gossip keys", where))
+	}
+	if where, ok := reachable(respAddr); ok && !pass {
+		out = append(out, fmt.Sprintf("RESP on %s is reachable from other hosts and has no --requirepass: "+
+			"anyone who can reach it can look up routes and list instances", where))
+	}
+	return out
+}
+
+// reachable reports whether a listener's address (as the listener gives
+// it: an IP, or unix:/path) accepts connections from other hosts, and
+// describes it.
+func reachable(addr string) (string, bool) {
+	if strings.HasPrefix(addr, "unix:") {
+		return addr, false
+	}
+	host, _, err := net.SplitHostPort(addr)
+	ip := net.ParseIP(host)
+	switch {
+	case err != nil || ip == nil:
+		return addr, true // unknown: say so rather than stay silent
+	case ip.IsUnspecified():
+		return addr + " (every interface)", true
+	}
+	return addr, !ip.IsLoopback()
 }
