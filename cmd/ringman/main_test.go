@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -233,8 +234,9 @@ func TestKeygenAndVersion(t *testing.T) {
 		t.Errorf("keygen: exit %d, %q", code, out)
 	}
 	code, out, _ = runCLI("version")
-	if code != 0 || !strings.HasPrefix(out, "ringman ") || !strings.Contains(out, "go1.") {
-		t.Errorf("version: exit %d, %q", code, out)
+	want := fmt.Sprintf("ringman %s (commit %s, %s, %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if code != 0 || out != want {
+		t.Errorf("version: exit %d, %q; want %q", code, out, want)
 	}
 	code, out, _ = runCLI("completion", "bash")
 	if code != 0 || !strings.Contains(out, "ringman") {
