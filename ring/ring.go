@@ -489,3 +489,25 @@ func (r *Ring) IndexTable() []uint32 {
 	}
 	return out
 }
+
+// Moved is the fraction of keys whose owner differs between rings a and b
+// (keys spread evenly over partitions, so it is the fraction of partitions
+// whose owner changed): what an instance joining or leaving cost the
+// services' caches. A ring with no instance owns nothing, so going from or
+// to one moves every key (1), and two empty rings move none (0).
+func Moved(a, b *Ring) float64 {
+	wa, wb := a.Width(), b.Width()
+	switch {
+	case wa == 0 && wb == 0:
+		return 0
+	case wa == 0 || wb == 0 || a.partitions != b.partitions:
+		return 1
+	}
+	moved := 0
+	for p := range a.partitions {
+		if a.table[p*uint64(wa)] != b.table[p*uint64(wb)] {
+			moved++
+		}
+	}
+	return float64(moved) / float64(a.partitions)
+}

@@ -592,3 +592,31 @@ func TestIndexTable(t *testing.T) {
 		})
 	}
 }
+
+func TestMoved(t *testing.T) {
+	s := Settings{Partitions: 1021, Load: DefaultLoad, ReplicationFactor: DefaultReplicationFactor}
+	three, _ := New(s, []string{"a:1", "b:1", "c:1"})
+	two, _ := New(s, []string{"a:1", "b:1"})
+	empty, _ := New(s, nil)
+	keys, moved := 20000, 0
+	for i := range keys {
+		k := strconv.Itoa(i)
+		x, _ := three.Owner(k)
+		y, _ := two.Owner(k)
+		if x != y {
+			moved++
+		}
+	}
+	got, want := Moved(three, two), float64(moved)/float64(keys)
+	if math.Abs(got-want) > 0.02 || got < 0.3 {
+		t.Errorf("Moved(3 instances, 2) = %.3f; keys moved: %.3f", got, want)
+	}
+	for _, c := range []struct {
+		a, b *Ring
+		want float64
+	}{{three, three, 0}, {empty, empty, 0}, {nil, empty, 0}, {empty, three, 1}, {three, nil, 1}} {
+		if got := Moved(c.a, c.b); got != c.want {
+			t.Errorf("Moved(%d instances, %d) = %v, want %v", c.a.Len(), c.b.Len(), got, c.want)
+		}
+	}
+}

@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"ringman/ring"
 )
@@ -89,12 +91,22 @@ func (r *Router) DefaultService() string { return r.defaultService }
 // Settings returns the ring settings every ring is built with.
 func (r *Router) Settings() ring.Settings { return r.settings }
 
+// Change describes what Update did to one service's ring.
+type Change struct {
+	Service        string
+	Added, Removed []string // instances, sorted
+	// Moved is the fraction of the service's keys whose owner changed
+	// (ring.Moved): 1 for a service that appeared or went away.
+	Moved float64
+	Took  time.Duration // the rebuild
+}
+
 // Update makes the rings match instances (service -> live instances) and
 // publishes them in one swap. Services absent from instances get empty rings.
-// Only changed services are rebuilt. It reports which services changed.
+// Only changed services are rebuilt. It reports what changed, by service.
 // On error for one service, that service keeps its previous ring and the
 // others are still published.
-func (r *Router) Update(instances map[string][]string) (changed []string, err error) {
+func (r *Router) Update(instances map[string][]string) (changes []Change, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 
@@ -105,7 +117,8 @@ func (r *Router) Update(instances map[string][]string) (changed []string, err er
 		set := slices.Clone(list)
 		sort.Strings(set)
 		set = slices.Compact(set)
-		if prev, ok := old[service]; ok && slices.Equal(r.sets[service], set) {
+		prev, existed := old[service]
+		if existed && slices.Equal(r.sets[service], set) {
 			next[service] = prev
 			continue
 		}
@@ -116,28 +129,42 @@ func (r *Router) Update(instances map[string][]string) (changed []string, err er
 			}
 			r.builders[service] = b
 		}
+		start := time.Now()
 		rg, err := b.Build(set)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("service %s: %w", service, err))
-			if prev, ok := old[service]; ok {
+			if existed {
 				next[service] = prev
 			}
 			continue
 		}
+		took := time.Since(start)
 		next[service] = rg
+		changes = append(changes, Change{Service: service, Added: minus(set, r.sets[service]),
+			Removed: minus(r.sets[service], set), Moved: ring.Moved(prev, rg), Took: took})
 		r.sets[service] = set
-		changed = append(changed, service)
 	}
-	for service := range old {
+	for service, prev := range old {
 		if _, ok := instances[service]; !ok {
+			changes = append(changes, Change{Service: service, Removed: r.sets[service], Moved: ring.Moved(prev, nil)})
 			delete(r.builders, service)
 			delete(r.sets, service)
-			changed = append(changed, service)
 		}
 	}
-	sort.Strings(changed)
+	slices.SortFunc(changes, func(a, b Change) int { return strings.Compare(a.Service, b.Service) })
 	r.rings.Store(&next)
-	return changed, errors.Join(errs...)
+	return changes, errors.Join(errs...)
+}
+
+// minus returns the elements of sorted a that are not in sorted b.
+func minus(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if _, found := slices.BinarySearch(b, x); !found {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // Ring returns the published ring of service ("" = the default service):

@@ -71,11 +71,11 @@ func expectService(t *testing.T, r *router.Router, service string, instances []s
 
 func update(t *testing.T, r *router.Router, instances map[string][]string, wantChanged ...string) {
 	t.Helper()
-	changed, err := r.Update(instances)
+	changes, err := r.Update(instances)
 	if err != nil {
 		t.Fatalf("Update(%v): %v", instances, err)
 	}
-	if !slices.Equal(changed, wantChanged) {
+	if changed := services(changes); !slices.Equal(changed, wantChanged) {
 		t.Fatalf("Update(%v) changed %q, want %q", instances, changed, wantChanged)
 	}
 }
@@ -187,7 +187,8 @@ func TestUpdateErrors(t *testing.T) {
 
 	// A bad list for a new service: that service gets no ring, the others
 	// are published.
-	changed, err := r.Update(map[string][]string{"web": {web[0], ""}, "api": api[:1]})
+	changes, err := r.Update(map[string][]string{"web": {web[0], ""}, "api": api[:1]})
+	changed := services(changes)
 	if !errors.Is(err, ring.ErrInvalidInstance) || !strings.Contains(err.Error(), "web") {
 		t.Fatalf("Update with an empty instance name: %v; want ErrInvalidInstance naming web", err)
 	}
@@ -201,7 +202,8 @@ func TestUpdateErrors(t *testing.T) {
 	webRing := r.Ring("web")
 
 	// A bad list for a known service: it keeps its previous ring.
-	changed, err = r.Update(map[string][]string{"web": {"", web[2]}, "api": api[:2]})
+	changes, err = r.Update(map[string][]string{"web": {"", web[2]}, "api": api[:2]})
+	changed = services(changes)
 	if !errors.Is(err, ring.ErrInvalidInstance) || !strings.Contains(err.Error(), "web") {
 		t.Fatalf("Update with an empty instance name: %v", err)
 	}
@@ -307,11 +309,11 @@ func TestConcurrentLookups(t *testing.T) {
 		if rng.IntN(3) > 0 {
 			next["api"] = randomSubset(rng, apiAll, 0)
 		}
-		changed, err := r.Update(next)
+		changes, err := r.Update(next)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := changedServices(prev, next); !slices.Equal(changed, want) {
+		if changed, want := services(changes), changedServices(prev, next); !slices.Equal(changed, want) {
 			t.Fatalf("Update from %v to %v: changed %q, want %q", prev, next, changed, want)
 		}
 		prev = next
@@ -337,6 +339,15 @@ func randomSubset(rng *rand.Rand, all []string, least int) []string {
 		out = append(out, out[0])
 	}
 	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// services lists the services of changes, in order.
+func services(changes []router.Change) []string {
+	var out []string
+	for _, c := range changes {
+		out = append(out, c.Service)
+	}
 	return out
 }
 
@@ -413,4 +424,26 @@ func BenchmarkLookup(b *testing.B) {
 		}
 		sink.Add(int64(total))
 	})
+}
+
+// TestUpdateReportsChanges checks what serve logs on each membership change:
+// the instances added and removed, and the fraction of keys that moved.
+func TestUpdateReportsChanges(t *testing.T) {
+	r := newRouter(t)
+	web := names("web", 4)
+	changes, err := r.Update(map[string][]string{"web": web[:3]})
+	if err != nil || len(changes) != 1 {
+		t.Fatalf("first Update: %+v, %v", changes, err)
+	}
+	if c := changes[0]; c.Service != "web" || !slices.Equal(c.Added, web[:3]) || c.Removed != nil || c.Moved != 1 {
+		t.Errorf("a new service: %+v; want web, all added, every key moved (1)", c)
+	}
+	changes, _ = r.Update(map[string][]string{"web": {web[0], web[2], web[3]}})
+	if c := changes[0]; !slices.Equal(c.Added, web[3:]) || !slices.Equal(c.Removed, web[1:2]) || c.Moved < 0.2 || c.Moved > 0.6 {
+		t.Errorf("one instance replaced of three: %+v; want %s added, %s removed, about a third to a half of the keys moved", c, web[3], web[1])
+	}
+	changes, _ = r.Update(map[string][]string{})
+	if c := changes[0]; c.Service != "web" || len(c.Removed) != 3 || c.Moved != 1 {
+		t.Errorf("service gone: %+v; want its 3 instances removed and every key moved", c)
+	}
 }

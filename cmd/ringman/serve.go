@@ -257,13 +257,15 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	rt.SetOverrides(overrides)
 	var published atomic.Bool
 	onChange := func(live map[string][]string) {
-		t := time.Now()
-		changed, err := rt.Update(live)
+		changes, err := rt.Update(live)
 		if err != nil {
 			log.Error("ring rebuild failed; keeping the previous ring", "err", err)
 		}
-		if len(changed) > 0 {
-			log.Info("rings rebuilt", "services", changed, "took", time.Since(t).Round(time.Microsecond))
+		for _, ch := range changes {
+			// One line per ring change, next to discovery's line for the
+			// membership change that caused it.
+			log.Info("ring changed", "service", ch.Service, "added", ch.Added, "removed", ch.Removed,
+				"keys_moved", fmt.Sprintf("%.1f%%", 100*ch.Moved), "took", ch.Took.Round(time.Microsecond))
 		}
 		published.Store(true)
 	}
