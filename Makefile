@@ -14,7 +14,7 @@ RUN_FLAGS ?= --name local --data-dir ./ringman-data --service web=127.0.0.1:8080
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: build run demo demo-stop test test-deps bench bench-deps lint clean
+.PHONY: build run demo demo-stop test test-deps fuzz bench bench-deps lint clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/ringman
@@ -44,6 +44,22 @@ test: test-deps
 	$(GO) test -race -count=1 -timeout 20m ./...
 	@# ring's 1,000-instance checks skip under -race (~15 s per ring there): run them plain.
 	$(GO) test -count=1 ./ring/
+	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+
+# Every fuzz target (a func Fuzz... in a _test.go file) for FUZZTIME each,
+# starting from its seed corpus in testdata/fuzz/. `go test -fuzz` takes one
+# target of one package per run, hence the loops. An input that fails is
+# written to testdata/fuzz/<FuzzName>/: commit it with the fix.
+FUZZTIME ?= 10s
+
+fuzz:
+	@set -e; for file in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
+		pkg=$$(dirname $$file); \
+		for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
+			echo "fuzz $$pkg $$target for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
 
 # Benchmark peers: redis-server and redis-benchmark; wrk, nginx and its Lua
 # module for the nginx section (nginx lives in /usr/sbin).

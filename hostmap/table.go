@@ -268,7 +268,9 @@ func (t *Table) Match(key []byte) []string {
 	if idx.wildDepths == 0 {
 		return nil
 	}
-	labels := 1 + bytes.Count(buf[1:1+n], []byte{'.'})
+	// Labels after the dot at i (from 1: a wildcard stands for at least
+	// one byte), counted without a dot at 0, which the loop skips.
+	labels := 1 + bytes.Count(buf[2:1+n], []byte{'.'})
 	for i := 1; i < n; i++ {
 		if buf[1+i] != '.' {
 			continue

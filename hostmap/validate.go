@@ -7,9 +7,11 @@ import (
 )
 
 // NormalizeHost checks that host is a DNS name, optionally "*."-prefixed,
-// and returns it lower-cased without a trailing dot.
+// and returns it lower-cased without a trailing dot. Only ASCII letters are
+// lower-cased: Unicode case mapping would turn the Kelvin sign "\u212a"
+// into "k" and accept a name no resolver knows.
 func NormalizeHost(host string) (string, error) {
-	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	h := strings.TrimSuffix(lowerASCII(host), ".")
 	if h == "" {
 		return "", &FieldError{"host", "is empty"}
 	}
@@ -18,9 +20,36 @@ func NormalizeHost(host string) (string, error) {
 	}
 	name := strings.TrimPrefix(h, "*.")
 	if err := checkDNSName(name); err != "" {
-		return "", &FieldError{"host", strconv.Quote(host) + " is not a DNS name: " + err}
+		return "", &FieldError{"host", quoteShort(host) + " is not a DNS name: " + err}
 	}
 	return h, nil
+}
+
+// lowerASCII lower-cases the ASCII letters of s and leaves every other byte
+// as it is.
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+// quoteShort quotes s for an error message, cut to its first 64 bytes: a
+// message stays one short line whatever a client sent.
+func quoteShort(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:max]) + "..."
 }
 
 // checkDNSName returns why name is not a DNS name, or "".
@@ -48,17 +77,24 @@ func checkDNSName(name string) string {
 }
 
 // ValidateBackend checks that backend is host:port with a port from 1 to
-// 65535, the host being a DNS name or an IP address.
+// 65535 in decimal digits, the host being a DNS name or an IP address, in
+// the form net.JoinHostPort writes: brackets around IPv6 addresses and
+// nowhere else. nginx, Go's net package and ringman.lua all read that form;
+// "h:+80" or "[10.0.0.5]:80" would pass net.SplitHostPort and strconv.Atoi
+// but fail in some of them.
 func ValidateBackend(backend string) error {
 	host, port, err := net.SplitHostPort(backend)
 	if err != nil {
-		return &FieldError{"backend", strconv.Quote(backend) + " is not host:port"}
+		return &FieldError{"backend", quoteShort(backend) + " is not host:port"}
 	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return &FieldError{"backend", "port " + strconv.Quote(port) + " is not a number from 1 to 65535"}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || len(port) > 5 || strings.Trim(port, "0123456789") != "" {
+		return &FieldError{"backend", "port " + quoteShort(port) + " is not a number from 1 to 65535"}
 	}
 	if host == "" {
 		return &FieldError{"backend", "host is empty"}
+	}
+	if canonical := net.JoinHostPort(host, port); canonical != backend {
+		return &FieldError{"backend", quoteShort(backend) + " is not host:port (brackets go around IPv6 addresses only: " + quoteShort(canonical) + ")"}
 	}
 	if net.ParseIP(host) != nil {
 		return nil
@@ -66,15 +102,17 @@ func ValidateBackend(backend string) error {
 	if len(host) > MaxHostLen {
 		return &FieldError{"backend", "host is longer than 253 bytes"}
 	}
-	if why := checkDNSName(strings.ToLower(host)); why != "" {
-		return &FieldError{"backend", "host " + strconv.Quote(host) + " is not a DNS name or IP address: " + why}
+	if why := checkDNSName(lowerASCII(host)); why != "" {
+		return &FieldError{"backend", "host " + quoteShort(host) + " is not a DNS name or IP address: " + why}
 	}
 	return nil
 }
 
 // hostOf returns the host part of a lookup key (SPEC §2): the text before
 // the first '/' when the key does not start with '/', without a ":port"
-// suffix. It is not lower-cased.
+// suffix and without one trailing dot (a Host header may be the absolute
+// "example.com."; NormalizeHost stores hosts without it). It is not
+// lower-cased.
 func hostOf(key []byte) []byte {
 	if len(key) == 0 || key[0] == '/' {
 		return nil
@@ -87,8 +125,12 @@ func hostOf(key []byte) []byte {
 	}
 	for i, c := range key {
 		if c == ':' {
-			return key[:i]
+			key = key[:i]
+			break
 		}
+	}
+	if n := len(key); n > 0 && key[n-1] == '.' {
+		key = key[:n-1]
 	}
 	return key
 }

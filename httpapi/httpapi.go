@@ -5,12 +5,11 @@
 package httpapi
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"path"
@@ -137,7 +136,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if status == 0 || status == http.StatusOK {
 			status = http.StatusNotFound
 		}
-		writeError(w, status, "%s %s: %s", r.Method, r.URL.Path, strings.ToLower(http.StatusText(status)))
+		writeError(w, status, "%s %s: %s", r.Method, r.URL.EscapedPath(), strings.ToLower(http.StatusText(status)))
 		return
 	}
 	a.mux.ServeHTTP(w, r)
@@ -327,27 +326,18 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, Status{Status: "ready"})
 }
 
-// decode reads a JSON body into v; unknown fields are errors. An empty body
-// is allowed only when emptyOK.
+// decode reads a JSON body into v (exactly one JSON value in UTF-8, see
+// readJSON); unknown fields are errors. An empty body is allowed only when
+// emptyOK.
 func decode(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) bool {
-	dec := json.NewDecoder(r.Body)
+	body, ok := readJSON(w, r, emptyOK)
+	if !ok || body == nil {
+		return ok
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.Is(err, io.EOF) && emptyOK:
-		return true
-	case errors.As(err, &tooBig):
-		writeError(w, http.StatusRequestEntityTooLarge, "request body is over %d bytes", MaxBody)
-		return false
-	case errors.Is(err, io.EOF):
-		writeError(w, http.StatusBadRequest, "request body is empty; expected JSON")
-		return false
-	case err != nil:
+	if err := dec.Decode(v); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid JSON body: %v", err)
-		return false
-	case dec.More():
-		writeError(w, http.StatusBadRequest, "invalid JSON body: more than one value")
 		return false
 	}
 	return true

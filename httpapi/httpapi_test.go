@@ -259,6 +259,8 @@ func TestBadRequests(t *testing.T) {
 		code                     int
 	}{
 		{"invalid JSON", "POST", "/v1/join", `{"addrs":`, 400},
+		{"stray brace", "POST", "/v1/drain", `{"drain":true}}`, 400},
+		{"invalid UTF-8", "POST", "/v1/join", "{\"addrs\":[\"a\xff:1\"]}", 400},
 		{"unknown field", "POST", "/v1/join", `{"addrs":["a:1"],"x":1}`, 400},
 		{"empty body", "POST", "/v1/join", ``, 400},
 		{"no addrs", "POST", "/v1/join", `{"addrs":[]}`, 400},

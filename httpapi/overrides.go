@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"ringman/hostmap"
 )
@@ -35,11 +39,11 @@ func (a *api) setEntries(w http.ResponseWriter, r *http.Request) {
 	if !a.overrides(w) {
 		return
 	}
-	var raw json.RawMessage
-	if !decode(w, r, &raw, false) {
+	body, ok := readJSON(w, r, false)
+	if !ok {
 		return
 	}
-	switch body := bytes.TrimLeft(raw, " \t\r\n"); body[0] {
+	switch body[0] {
 	case '{':
 		a.setEntry(w, body)
 	case '[':
@@ -50,8 +54,8 @@ func (a *api) setEntries(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) setEntry(w http.ResponseWriter, body []byte) {
-	var p hostmap.Pair
-	if err := decodeStrict(body, &p); err != nil {
+	p, err := decodePair(body)
+	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid JSON body: %v", err)
 		return
 	}
@@ -86,10 +90,12 @@ func (a *api) importEntries(w http.ResponseWriter, body []byte) {
 	}
 	pairs := make([]hostmap.Pair, len(elems))
 	for i, el := range elems {
-		if err := decodeStrict(el, &pairs[i]); err != nil {
+		p, err := decodePair(el)
+		if err != nil {
 			writeError(w, http.StatusBadRequest, "entry %d: invalid JSON: %v", i, err)
 			return
 		}
+		pairs[i] = p
 	}
 	entries, err := a.Overrides.SetMany(pairs)
 	if err != nil {
@@ -183,7 +189,8 @@ func (a *api) deleteEntry(w http.ResponseWriter, r *http.Request) {
 func pathHost(w http.ResponseWriter, r *http.Request) (string, bool) {
 	name, ok := strings.CutSuffix(r.PathValue("file"), ".json")
 	if !ok {
-		writeError(w, http.StatusNotFound, "%s %s: not found (the route is /entries/<url-encoded host>.json)", r.Method, r.URL.Path)
+		// The escaped path: the decoded one may hold a line break.
+		writeError(w, http.StatusNotFound, "%s %s: not found (the route is /entries/<url-encoded host>.json)", r.Method, r.URL.EscapedPath())
 		return "", false
 	}
 	host, err := hostmap.NormalizeHost(name)
@@ -194,11 +201,86 @@ func pathHost(w http.ResponseWriter, r *http.Request) (string, bool) {
 	return host, true
 }
 
-// decodeStrict decodes one JSON value, refusing unknown fields.
-func decodeStrict(raw []byte, v any) error {
+// readJSON reads a body that must be exactly one JSON value in UTF-8
+// (RFC 8259) and returns it without the whitespace around it; an empty
+// body is nil, and an error unless emptyOK. It answers 413 past MaxBody,
+// 408 when the body does not arrive within the server's read timeout, and
+// 400 for anything else. encoding/json alone would replace invalid UTF-8
+// with U+FFFD, and Decoder.More lets a stray "}" or "]" after the value
+// pass.
+func readJSON(w http.ResponseWriter, r *http.Request, emptyOK bool) ([]byte, bool) {
+	raw, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, "request body is over %d bytes", MaxBody)
+		return nil, false
+	case errors.As(err, &ne) && ne.Timeout():
+		writeError(w, http.StatusRequestTimeout, "the request body did not arrive within the server's read timeout")
+		return nil, false
+	case err != nil:
+		writeError(w, http.StatusBadRequest, "reading the request body failed: %v", err)
+		return nil, false
+	}
+	body := bytes.Trim(raw, " \t\r\n")
+	if len(body) == 0 && emptyOK {
+		return nil, true
+	}
+	if len(body) == 0 {
+		writeError(w, http.StatusBadRequest, "request body is empty; expected JSON")
+		return nil, false
+	}
+	if !utf8.Valid(body) {
+		writeError(w, http.StatusBadRequest, "invalid JSON body: it is not valid UTF-8")
+		return nil, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var value json.RawMessage
+	if err := dec.Decode(&value); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid JSON body: %v", err)
+		return nil, false
+	}
+	if dec.InputOffset() != int64(len(body)) {
+		writeError(w, http.StatusBadRequest, "invalid JSON body: more than one value, or data after the value")
+		return nil, false
+	}
+	return body, true
+}
+
+// decodePair decodes one {"host","backend"} object. Names must be exactly
+// "host" and "backend", each at most once: encoding/json would match them
+// in any case and keep the last of repeated ones, so that
+// {"host":"a.com","HOST":"b.com"} would silently set b.com.
+func decodePair(raw []byte) (hostmap.Pair, error) {
+	var p hostmap.Pair
 	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return p, errors.New(`want an object {"host":"some.host.com","backend":"10.0.0.5:3000"}`)
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return p, err
+		}
+		name, _ := tok.(string)
+		switch {
+		case name != "host" && name != "backend":
+			return p, fmt.Errorf(`unknown field %q (the fields are "host" and "backend")`, name)
+		case seen[name]:
+			return p, fmt.Errorf("field %q appears more than once", name)
+		}
+		seen[name] = true
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return p, err
+		}
+	}
+	strict := json.NewDecoder(bytes.NewReader(raw))
+	strict.DisallowUnknownFields()
+	err := strict.Decode(&p)
+	return p, err
 }
 
 func entryPath(host string) string {

@@ -1,6 +1,7 @@
 package redisapi
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 
 	"ringman/ring"
@@ -410,7 +411,10 @@ func (c *conn) checkPassword(user, pass []byte) bool {
 	if c.s.requirePass == "" {
 		return true
 	}
-	return subtle.ConstantTimeCompare(pass, []byte(c.s.requirePass)) == 1
+	// Digests, so that not even the password's length shows in the time
+	// the comparison takes (ConstantTimeCompare returns early on lengths).
+	got := sha256.Sum256(pass)
+	return subtle.ConstantTimeCompare(got[:], c.s.passDigest[:]) == 1
 }
 
 func (c *conn) cmdHello(args [][]byte) {

@@ -51,6 +51,7 @@
 package redisapi
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -126,6 +127,7 @@ type Server struct {
 	router      *router.Router
 	dbs         map[int]string
 	requirePass string
+	passDigest  [32]byte // SHA-256 of requirePass
 	idle        time.Duration
 	version     string
 	members     func() int
@@ -169,6 +171,7 @@ func Listen(cfg Config) (*Server, error) {
 		router:      cfg.Router,
 		dbs:         map[int]string{0: cfg.Router.DefaultService()},
 		requirePass: cfg.RequirePass,
+		passDigest:  sha256.Sum256([]byte(cfg.RequirePass)),
 		idle:        cfg.IdleTimeout,
 		version:     cfg.Version,
 		members:     cfg.Members,

@@ -340,10 +340,12 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// From the end of the headers: outlasts ReadTimeout so that the 408
+		// for a body that did not arrive in time can still be written.
+		WriteTimeout:   35 * time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
 	serveErr := make(chan error, 2)
