@@ -14,7 +14,7 @@ RUN_FLAGS ?= --name local --data-dir ./ringman-data --service web=127.0.0.1:8080
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: build run demo demo-stop test test-deps fuzz bench bench-deps lint clean
+.PHONY: build run demo demo-stop test test-deps test-ui fuzz bench bench-deps lint clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/ringman
@@ -33,11 +33,15 @@ demo-stop:
 
 # Test dependencies: redis-cli (wire-compatibility tests), curl (the README's commands),
 # Debian's nginx and its Lua module (test/nginx; they bring ndk, lua-resty-core
-# and lua-resty-lrucache, without which nginx refuses to start). nginx lives in
+# and lua-resty-lrucache, without which nginx refuses to start), and Debian's
+# chromium (test/ui drives it headless for the status page). nginx lives in
 # /usr/sbin, which is not in every user's PATH.
 test-deps:
 	@command -v redis-cli >/dev/null && command -v curl >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) redis-tools curl ca-certificates; }
 	@{ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } && [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || { $(SUDO) apt-get update -qq && $(APT_INSTALL) nginx libnginx-mod-http-lua; }
+	@# ringman.lua hashes keys with XXH64 from libxxhash0 (apt itself depends on it).
+	@ldconfig -p | grep -q 'libxxhash.so.0 ' || { $(SUDO) apt-get update -qq && $(APT_INSTALL) libxxhash0; }
+	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || { $(SUDO) apt-get update -qq && $(APT_INSTALL) chromium; }
 
 test: test-deps
 	$(GO) vet ./...
@@ -45,6 +49,10 @@ test: test-deps
 	@# ring's 1,000-instance checks skip under -race (~15 s per ring there): run them plain.
 	$(GO) test -count=1 ./ring/
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+
+# The status page in headless Chromium; screenshots in ./artifacts.
+test-ui: test-deps
+	RINGMAN_ARTIFACTS=$(CURDIR)/artifacts $(GO) test -race -count=1 -run TestStatusPage -v ./test/ui/
 
 # Every fuzz target (a func Fuzz... in a _test.go file) for FUZZTIME each,
 # starting from its seed corpus in testdata/fuzz/. `go test -fuzz` takes one
@@ -75,4 +83,4 @@ lint:
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin
+	rm -rf bin artifacts

@@ -95,6 +95,8 @@ type route struct {
 func (a *api) routes() []route {
 	return []route{
 		{"GET /{$}", false, "this page", a.index},
+		{"GET /ui", false, "status page (HTML): members, rings, overrides, and a lookup box (?key=K&service=S&n=N, answered without JavaScript too)", a.ui},
+		{"GET /ui/{asset}", false, "the status page's stylesheet and script", a.uiAsset},
 		{"POST /entries.json", true, `{"host":"some.host.com","backend":"10.0.0.5:3000"}: create (201) or replace (200) an override; a JSON array of them imports all or none`, a.setEntries},
 		{"GET /entries.json", false, "every override: [{host, backend, updated_at, node, version}]", a.listEntries},
 		{"GET /entries/{file}", false, "the override of a host (URL-encoded), 404 when none", a.getEntry},
