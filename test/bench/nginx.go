@@ -92,9 +92,61 @@ http {
 }
 `
 
+// luaFloorConf is nginx/lua.conf's shape without ringman: an access_by_lua
+// and a balancer_by_lua that pick one of the backends by the URL's crc32,
+// with the same upstream keepalive. It measures what the Lua module's two
+// phases cost by themselves, so that lua.conf's ratio to it is ringman's
+// own share.
+const luaFloorConf = `worker_processes 1;
+pid logs/nginx.pid;
+error_log logs/error.log notice;
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+events {
+    worker_connections 1024;
+}
+http {
+    access_log logs/access.log;
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+    init_by_lua_block {
+        floor_peers = { @PEERS@ }
+    }
+    upstream backends {
+        server 0.0.0.1;
+        balancer_by_lua_block {
+            local b = require "ngx.balancer"
+            local p = floor_peers[ngx.ctx.floor]
+            b.set_more_tries(2)
+            b.set_current_peer(p[1], p[2])
+        }
+        keepalive 64;
+        keepalive_timeout 60s;
+    }
+    server {
+        listen @LISTEN@;
+        location / {
+            access_by_lua_block {
+                ngx.ctx.floor = ngx.crc32_short(ngx.var.host .. ngx.var.uri) % #floor_peers + 1
+            }
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_connect_timeout 1s;
+            proxy_read_timeout 30s;
+        }
+    }
+}
+`
+
 type nginxConfig struct {
-	name string // row label
-	conf string // nginx.conf with @PLACEHOLDERS@
+	name    string // row label
+	conf    string // nginx.conf with @PLACEHOLDERS@
+	ringman bool   // a ringman config: compared with the built-in hash and the goal
 }
 
 type wrkResult struct {
@@ -172,11 +224,12 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 		return nil, fmt.Errorf("nginx/lua.conf has no %q to switch to the lookup mode", tableMode)
 	}
 	configs := []nginxConfig{
-		{"static proxy_pass", strings.Replace(builtinConf, "@UPSTREAM@", "        server "+backends[0]+";", 1)},
-		{"built-in hash", strings.Replace(builtinConf, "@UPSTREAM@", strings.TrimRight(hashServers.String(), "\n"), 1)},
-		{"ringman lua.conf", luaConf},
-		{"ringman lua.conf, mode=lookup", strings.Replace(luaConf, tableMode, `mode = "lookup",`, 1)},
-		{"ringman auth_request.conf", authConf},
+		{"static proxy_pass", strings.Replace(builtinConf, "@UPSTREAM@", "        server "+backends[0]+";", 1), false},
+		{"built-in hash", strings.Replace(builtinConf, "@UPSTREAM@", strings.TrimRight(hashServers.String(), "\n"), 1), false},
+		{"Lua floor (no lookup)", strings.Replace(luaFloorConf, "@PEERS@", luaPeers(backends), 1), false},
+		{"ringman lua.conf", luaConf, true},
+		{"ringman lua.conf, mode=lookup", strings.Replace(luaConf, tableMode, `mode = "lookup",`, 1), true},
+		{"ringman auth_request.conf", authConf, true},
 	}
 	vars := map[string]string{
 		"RINGMAN_RESP": nodes[0].RESPAddr,
@@ -230,7 +283,7 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 		}
 		med[i] = wrkResult{median(rps), median(p50), median(p99)}
 	}
-	const hash = 1
+	const hash, floor, lua = 1, 2, 3
 	load := fmt.Sprintf("wrk -t%d -c%d -d%v, median of %d", wrkThreads, wrkConnections, wrkDuration, o.rounds)
 	var rows []row
 	for i, cfg := range configs {
@@ -238,7 +291,7 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 			measurement: fmt.Sprintf("nginx %s: req/s (%s)", cfg.name, load),
 			ringman:     fmt.Sprintf("%.0f", med[i].rps),
 		}
-		if i > hash {
+		if cfg.ringman {
 			ratio := med[i].rps / med[hash].rps
 			r.peer = fmt.Sprintf("%.0f (built-in hash)", med[hash].rps)
 			r.ratio = fmt.Sprintf("%.2f×", ratio)
@@ -251,7 +304,25 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 			ringman:     fmtLatency(med[i].p50) + " / " + fmtLatency(med[i].p99),
 		})
 	}
+	// What ringman itself costs in lua.conf, apart from the Lua module's
+	// phases: lua.conf against the same shape with no lookup.
+	rows = append(rows, row{
+		measurement: "nginx ringman lua.conf vs Lua floor: req/s",
+		ringman:     fmt.Sprintf("%.0f", med[lua].rps),
+		peer:        fmt.Sprintf("%.0f (Lua floor)", med[floor].rps),
+		ratio:       fmt.Sprintf("%.2f×", med[lua].rps/med[floor].rps),
+	})
 	return rows, nil
+}
+
+// luaPeers renders backends as a Lua list of {ip, port} pairs.
+func luaPeers(backends []string) string {
+	var out []string
+	for _, b := range backends {
+		host, port, _ := net.SplitHostPort(b)
+		out = append(out, fmt.Sprintf("{%q, %s}", host, port))
+	}
+	return strings.Join(out, ", ")
 }
 
 // checkRoute sends a few requests through nginx and wants the backend's 200.
