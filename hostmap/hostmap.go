@@ -70,6 +70,17 @@ type Options struct {
 	Broadcast func(key string, msg []byte)
 	// Logger may be nil.
 	Logger *slog.Logger
+	// OnCommit, when set, receives the duration of each write transaction
+	// on the data file (a set, a delete, a merge, a tombstone collection),
+	// fsync included. It is called after the commit and must not block.
+	OnCommit func(took time.Duration)
+	// OnReplicated, when set, receives for each change from another node
+	// that this node applied (a broadcast or a full-state exchange) the
+	// time from the write on its origin node, by that node's clock (the
+	// wall-clock part of its Version), to its commit here. Clock skew
+	// between the nodes shows in it, and can make it negative. It is
+	// called from the merge goroutine and must not block.
+	OnReplicated func(delay time.Duration)
 	// now is the clock; tests replace it.
 	now func() time.Time
 }

@@ -37,9 +37,18 @@ type Table struct {
 	state   []byte // cached LocalState; nil when stale
 
 	broadcast atomic.Pointer[func(key string, msg []byte)]
-	messages  chan []byte // broadcasts from other nodes, not merged yet
-	states    chan []byte // full states from other nodes, not merged yet
+	messages  chan *inbound // broadcasts from other nodes, not merged yet
+	states    chan *inbound // full states from other nodes, not merged yet
 	done      chan struct{}
+
+	// pending is what other nodes sent that is not merged yet (queued or
+	// being merged), for PendingSince; failedSince is when the oldest
+	// message that was lost (a full queue, a failed commit) arrived (0:
+	// none), until a full state received after it is merged.
+	pendingMu   sync.Mutex
+	pending     map[*inbound]struct{}
+	failedSince int64
+
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -95,14 +104,15 @@ func Open(db *bolt.DB, opts Options) (*Table, error) {
 		opts:     opts,
 		log:      opts.Logger,
 		entries:  map[string]Entry{},
-		messages: make(chan []byte, messageQueue),
-		states:   make(chan []byte, stateQueue),
+		messages: make(chan *inbound, messageQueue),
+		states:   make(chan *inbound, stateQueue),
+		pending:  map[*inbound]struct{}{},
 		done:     make(chan struct{}),
 	}
 	if opts.Broadcast != nil {
 		t.SetBroadcast(opts.Broadcast)
 	}
-	err := db.Update(func(tx *bolt.Tx) error {
+	err := t.update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketOverrides)
 		if err != nil {
 			return err
@@ -365,7 +375,7 @@ func (t *Table) commitLocked(entries []Entry) error {
 	// bbolt inserts keys in order cheaply and out of order at a cost that
 	// grows with the transaction (it copies nodes): sort first.
 	entries = slices.SortedFunc(slices.Values(entries), func(a, b Entry) int { return strings.Compare(a.Host, b.Host) })
-	err := t.db.Update(func(tx *bolt.Tx) error {
+	err := t.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOverrides)
 		for _, e := range entries {
 			if err := b.Put([]byte(e.Host), encodeValue(e)); err != nil {
@@ -441,21 +451,82 @@ func (t *Table) LocalState() []byte {
 	return t.state
 }
 
+// update runs fn in a write transaction and reports its duration to
+// Options.OnCommit.
+func (t *Table) update(fn func(*bolt.Tx) error) error {
+	start := time.Now()
+	err := t.db.Update(fn)
+	if t.opts.OnCommit != nil {
+		t.opts.OnCommit(time.Since(start))
+	}
+	return err
+}
+
+// inbound is a message or full state from another node, waiting to be merged.
+type inbound struct {
+	buf      []byte
+	state    bool  // a full state, not a broadcast
+	received int64 // UnixNano
+}
+
 // MergeState merges a peer's LocalState. It copies buf and returns at once;
 // the merge happens on the table's own goroutine.
-func (t *Table) MergeState(buf []byte) { t.enqueue(t.states, buf) }
+func (t *Table) MergeState(buf []byte) { t.enqueue(t.states, buf, true) }
 
 // MergeMessage merges a broadcast sent by another node's table. Like
 // MergeState it copies buf and returns at once.
-func (t *Table) MergeMessage(buf []byte) { t.enqueue(t.messages, buf) }
+func (t *Table) MergeMessage(buf []byte) { t.enqueue(t.messages, buf, false) }
 
-func (t *Table) enqueue(q chan []byte, buf []byte) {
+func (t *Table) enqueue(q chan *inbound, buf []byte, state bool) {
+	in := &inbound{buf: slices.Clone(buf), state: state, received: time.Now().UnixNano()}
+	t.pendingMu.Lock()
+	t.pending[in] = struct{}{} // before the send: the merge may be done before we return
+	t.pendingMu.Unlock()
 	select {
-	case q <- slices.Clone(buf):
+	case q <- in:
 	default:
 		// The next full-state exchange brings whatever this drops.
+		t.merged([]*inbound{in}, false)
 		t.log.Warn("override merge queue full; dropping a message until the next state exchange")
 	}
+}
+
+// merged forgets pending work: ins are merged (ok), or lost (a failed
+// commit, a full queue) until a full state received later is merged.
+func (t *Table) merged(ins []*inbound, ok bool) {
+	t.pendingMu.Lock()
+	defer t.pendingMu.Unlock()
+	for _, in := range ins {
+		delete(t.pending, in)
+		switch {
+		case !ok && (t.failedSince == 0 || in.received < t.failedSince):
+			t.failedSince = in.received
+		case ok && in.state && in.received >= t.failedSince:
+			// A full state sent after the loss brings what was lost
+			// (give or take what its sender had not heard of yet,
+			// which a later exchange brings).
+			t.failedSince = 0
+		}
+	}
+}
+
+// PendingSince is when the oldest change received from another node that
+// is not applied here yet arrived: queued, being merged, or lost by a merge
+// that could not commit and not yet repaired by a full-state exchange. It
+// is the zero Time when there is none. For metrics: replication lag.
+func (t *Table) PendingSince() time.Time {
+	t.pendingMu.Lock()
+	oldest := t.failedSince
+	for in := range t.pending {
+		if oldest == 0 || in.received < oldest {
+			oldest = in.received
+		}
+	}
+	t.pendingMu.Unlock()
+	if oldest == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, oldest)
 }
 
 // Queue sizes. Messages come in bursts of up to broadcastMax (one per
@@ -475,39 +546,40 @@ const mergeBatch = messageQueue
 func (t *Table) mergeLoop() {
 	defer t.wg.Done()
 	for {
-		var batch [][]byte
+		var batch []*inbound
 		select {
 		case <-t.done:
 			return
-		case buf := <-t.states:
-			batch = append(batch, buf)
-		case buf := <-t.messages:
-			batch = append(batch, buf)
+		case in := <-t.states:
+			batch = append(batch, in)
+		case in := <-t.messages:
+			batch = append(batch, in)
 		}
 	drain:
 		for len(batch) < mergeBatch {
 			select {
-			case buf := <-t.messages:
-				batch = append(batch, buf)
-			case buf := <-t.states:
-				batch = append(batch, buf)
+			case in := <-t.messages:
+				batch = append(batch, in)
+			case in := <-t.states:
+				batch = append(batch, in)
 			default:
 				break drain
 			}
 		}
-		t.mergeRemote(batch)
+		t.merged(batch, t.mergeRemote(batch))
 	}
 }
 
 // mergeRemote decodes and merges a batch of messages and states, then
-// relays what was new here.
-func (t *Table) mergeRemote(batch [][]byte) {
+// relays what was new here. It reports false when the merge could not be
+// committed.
+func (t *Table) mergeRemote(batch []*inbound) bool {
 	var entries []Entry
-	for _, buf := range batch {
-		if bytes.Equal(buf, t.LocalState()) {
+	for _, in := range batch {
+		if bytes.Equal(in.buf, t.LocalState()) {
 			continue // a peer with the same table: the usual push/pull
 		}
-		decoded, err := decodeEntries(buf)
+		decoded, err := decodeEntries(in.buf)
 		if err != nil {
 			t.log.Warn("ignoring an override message from another node", "err", err)
 			continue
@@ -515,12 +587,18 @@ func (t *Table) mergeRemote(batch [][]byte) {
 		entries = append(entries, decoded...)
 	}
 	if len(entries) == 0 {
-		return
+		return true
 	}
 	newer, err := t.merge(entries)
 	if err != nil {
 		t.log.Error("cannot store overrides from another node", "err", err)
-		return
+		return false
+	}
+	if t.opts.OnReplicated != nil {
+		now := t.opts.now()
+		for _, e := range newer {
+			t.opts.OnReplicated(now.Sub(e.Version.Time()))
+		}
 	}
 	if len(newer) > 0 {
 		t.log.Info("overrides updated from the cluster", "changed", len(newer))
@@ -530,6 +608,7 @@ func (t *Table) mergeRemote(batch [][]byte) {
 		// here is sent, so relaying stops.
 		t.send(newer)
 	}
+	return true
 }
 
 // collectLoop drops tombstones older than TombstoneTTL.
@@ -563,7 +642,7 @@ func (t *Table) collect() (int, error) {
 	if len(old) == 0 {
 		return 0, nil
 	}
-	err := t.db.Update(func(tx *bolt.Tx) error {
+	err := t.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOverrides)
 		for _, h := range old {
 			if err := b.Delete([]byte(h)); err != nil {

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -57,7 +58,34 @@ type Config struct {
 	Ready func() (bool, string)
 	// Registry is served on /metrics; nil serves an empty registry.
 	Registry *prometheus.Registry
-	Logger   *slog.Logger
+	// Lookups counts the lookups of /v1/lookup and /v1/route, for the
+	// caller's metrics; nil: the API counts into one of its own.
+	Lookups *LookupCounters
+	Logger  *slog.Logger
+}
+
+// LookupCounters counts the API's lookups (/v1/lookup and /v1/route) by
+// where the answer came from, and the lookup requests answered with an
+// error (a missing key, a bad n). Its methods are safe for concurrent use.
+type LookupCounters struct {
+	lookups [router.Override + 1]atomic.Uint64 // by router.Source
+	errors  atomic.Uint64
+}
+
+// LookupStats is a snapshot of LookupCounters.
+type LookupStats struct {
+	Lookups [router.Override + 1]uint64 // by router.Source; a miss is a 404 (403 for /v1/route)
+	Errors  uint64                      // 4xx answers other than a miss
+}
+
+// Stats reads the counters.
+func (c *LookupCounters) Stats() LookupStats {
+	var st LookupStats
+	for src := range c.lookups {
+		st.Lookups[src] = c.lookups[src].Load()
+	}
+	st.Errors = c.errors.Load()
+	return st
 }
 
 type api struct {
@@ -72,6 +100,9 @@ func New(cfg Config) http.Handler {
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.Lookups == nil {
+		cfg.Lookups = &LookupCounters{}
 	}
 	a := &api{Config: cfg, mux: http.NewServeMux()}
 	for _, r := range a.routes() {
@@ -228,6 +259,7 @@ func (a *api) lookup(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	key := q.Get("key")
 	if key == "" {
+		a.Lookups.errors.Add(1)
 		writeError(w, http.StatusBadRequest, "key is required (GET /v1/lookup?key=K)")
 		return
 	}
@@ -235,6 +267,7 @@ func (a *api) lookup(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("n"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 1 || v > ring.MaxCandidates {
+			a.Lookups.errors.Add(1)
 			writeError(w, http.StatusBadRequest, "n must be a whole number from 1 to %d, got %q", ring.MaxCandidates, s)
 			return
 		}
@@ -245,6 +278,7 @@ func (a *api) lookup(w http.ResponseWriter, r *http.Request) {
 		service = a.Router.DefaultService()
 	}
 	cands, src := a.Router.Candidates(service, []byte(key), n)
+	a.Lookups.lookups[src].Add(1)
 	if src == router.Miss {
 		writeError(w, http.StatusNotFound, "no backend for key %q: service %q has no live instance", key, service)
 		return

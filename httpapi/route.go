@@ -18,6 +18,7 @@ import (
 func (a *api) route(w http.ResponseWriter, r *http.Request) {
 	key := r.Header.Get(HeaderKey)
 	if key == "" {
+		a.Lookups.errors.Add(1)
 		writeError(w, http.StatusBadRequest, "header %s is required (the lookup key, e.g. $host$uri)", HeaderKey)
 		return
 	}
@@ -25,6 +26,7 @@ func (a *api) route(w http.ResponseWriter, r *http.Request) {
 	if s := r.URL.Query().Get("n"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 1 || v > ring.MaxCandidates {
+			a.Lookups.errors.Add(1)
 			writeError(w, http.StatusBadRequest, "n must be a whole number from 1 to %d, got %q", ring.MaxCandidates, s)
 			return
 		}
@@ -35,6 +37,7 @@ func (a *api) route(w http.ResponseWriter, r *http.Request) {
 		service = a.Router.DefaultService()
 	}
 	cands, src := a.Router.Candidates(service, []byte(key), n)
+	a.Lookups.lookups[src].Add(1)
 	if src == router.Miss {
 		writeError(w, http.StatusForbidden, "no backend for key %q: service %q has no live instance", key, service)
 		return

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 
 	"ringman/ring"
+	"ringman/router"
 )
 
 // command describes one command: how to run it, and what COMMAND and
@@ -14,6 +15,8 @@ type command struct {
 	arity int    // Redis's convention: n exactly n arguments, -n at least n
 	// noAuth commands run before AUTH when a password is required.
 	noAuth bool
+	// lookup commands count their errors as lookup errors (Stats).
+	lookup bool
 	run    func(c *conn, args [][]byte)
 
 	flags             []string
@@ -46,15 +49,15 @@ var (
 func init() {
 	key := argDoc{name: "key", typ: "key"}
 	commandTable = []*command{
-		{name: "get", arity: 2, run: (*conn).cmdGet,
+		{name: "get", arity: 2, lookup: true, run: (*conn).cmdGet,
 			flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: 1, keyStep: 1, acl: []string{"@read", "@fast"},
 			summary: "Returns the instance (host:port) that serves the key, or nil.",
 			since:   "1.0.0", group: "ringman", args: []argDoc{key}},
-		{name: "mget", arity: -2, run: (*conn).cmdMGet,
+		{name: "mget", arity: -2, lookup: true, run: (*conn).cmdMGet,
 			flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: -1, keyStep: 1, acl: []string{"@read", "@fast"},
 			summary: "Returns the instance that serves each key.",
 			since:   "1.0.0", group: "ringman", args: []argDoc{{name: "key", typ: "key", multiple: true}}},
-		{name: "ring.lookup", arity: -2, run: (*conn).cmdRingLookup,
+		{name: "ring.lookup", arity: -2, lookup: true, run: (*conn).cmdRingLookup,
 			flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: 1, keyStep: 1, acl: []string{"@read", "@fast"},
 			summary: "Returns up to count instances for the key in preference order, owner first.",
 			since:   "1.0.0", group: "ringman", args: []argDoc{key,
@@ -182,6 +185,9 @@ func (c *conn) exec(args [][]byte) {
 	defer func() {
 		if p := recover(); p != nil {
 			c.out = append(c.out[:mark], replyInternalError...)
+			if cmd := findCommand(commandsBy, args[0]); cmd != nil && cmd.lookup {
+				c.counters.errors.Add(1)
+			}
 			c.s.recovered(p, "command")
 		}
 	}()
@@ -197,14 +203,23 @@ func (c *conn) exec(args [][]byte) {
 		return
 	}
 	if !arityOK(cmd.arity, len(args)) {
+		c.lookupError(cmd)
 		c.wrongArity(cmd.name)
 		return
 	}
 	if !c.authed && !cmd.noAuth {
+		c.lookupError(cmd)
 		c.out = append(c.out, "-NOAUTH Authentication required.\r\n"...)
 		return
 	}
 	cmd.run(c, args)
+}
+
+// lookupError counts an error answer to cmd when it is a lookup command.
+func (c *conn) lookupError(cmd *command) {
+	if cmd.lookup {
+		c.counters.errors.Add(1)
+	}
 }
 
 // unknownCommand answers like Redis 7: the name as sent and the first
@@ -274,8 +289,8 @@ func appendUpper(b []byte, s string) []byte {
 // --- lookups ---
 
 func (c *conn) cmdGet(args [][]byte) {
-	backend, _ := c.s.router.Lookup(c.service, args[1])
-	c.lookups.Add(1)
+	backend, src := c.s.router.Lookup(c.service, args[1])
+	c.counters.lookups[src].Add(1)
 	if backend == "" {
 		c.out = append(c.out, replyNil...)
 		return
@@ -286,19 +301,26 @@ func (c *conn) cmdGet(args [][]byte) {
 func (c *conn) cmdMGet(args [][]byte) {
 	keys := args[1:]
 	c.out = appendArray(c.out, len(keys))
+	var counts [router.Override + 1]uint64 // by router.Source
 	for _, key := range keys {
-		backend, _ := c.s.router.Lookup(c.service, key)
+		backend, src := c.s.router.Lookup(c.service, key)
+		counts[src]++
 		if backend == "" {
 			c.out = append(c.out, replyNil...)
 		} else {
 			c.out = appendBulkString(c.out, backend)
 		}
 	}
-	c.lookups.Add(uint64(len(keys)))
+	for src, n := range counts {
+		if n > 0 {
+			c.counters.lookups[src].Add(n)
+		}
+	}
 }
 
 func (c *conn) cmdRingLookup(args [][]byte) {
 	if len(args) > 4 {
+		c.counters.errors.Add(1)
 		c.errorReply("ERR syntax error")
 		return
 	}
@@ -306,10 +328,12 @@ func (c *conn) cmdRingLookup(args [][]byte) {
 	if len(args) > 2 {
 		v, ok := parseInt(args[2])
 		if !ok {
+			c.counters.errors.Add(1)
 			c.errorReply("ERR value is not an integer or out of range")
 			return
 		}
 		if v <= 0 {
+			c.counters.errors.Add(1)
 			c.errorReply("ERR value is out of range, must be positive")
 			return
 		}
@@ -319,8 +343,8 @@ func (c *conn) cmdRingLookup(args [][]byte) {
 	if len(args) > 3 {
 		service = string(args[3])
 	}
-	candidates, _ := c.s.router.Candidates(service, args[1], n)
-	c.lookups.Add(1)
+	candidates, src := c.s.router.Candidates(service, args[1], n)
+	c.counters.lookups[src].Add(1)
 	c.out = appendArray(c.out, len(candidates))
 	for _, cand := range candidates {
 		c.out = appendBulkString(c.out, cand)

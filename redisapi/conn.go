@@ -28,8 +28,9 @@ type conn struct {
 	name    string // CLIENT SETNAME
 	quit    bool   // QUIT: close after writing the replies so far
 
-	lookups *atomic.Uint64 // this connection's shard of Server.lookups
-	active  atomic.Int64   // coarse time of the last read
+	counters *counterShard // this connection's shard of Server.counters
+	active   atomic.Int64  // coarse time of the last read
+	limited  atomic.Bool   // counted as closed for a limit (Server.limitClosed)
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -46,7 +47,7 @@ func (c *conn) init(s *Server, nc net.Conn, now int64) {
 	c.buf = make([]byte, initialReadBuffer)
 	c.service = s.dbs[0]
 	c.authed = s.requirePass == ""
-	c.lookups = &s.lookups[id%lookupShards].n
+	c.counters = &s.counters[id%lookupShards]
 	c.active.Store(now)
 }
 
@@ -70,6 +71,7 @@ func (s *Server) serveConn(c *conn) {
 			if err != nil {
 				c.out = appendError(c.out, err.Error())
 				s.log.Debug("redis protocol error", "remote", c.nc.RemoteAddr().String(), "err", err)
+				s.limitClosed(c, closeReasonOf(err))
 				c.closeGracefully()
 				return
 			}
@@ -95,6 +97,7 @@ func (s *Server) serveConn(c *conn) {
 			// Cannot happen: the parser refuses a request before it
 			// outgrows the largest buffer. Refuse it here too, to be safe.
 			c.out = appendError(c.out, errTooBig.Error())
+			s.limitClosed(c, closeRequestTooBig)
 			c.closeGracefully()
 			return
 		}

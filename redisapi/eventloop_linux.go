@@ -455,9 +455,20 @@ func (l *eventLoop) add(fd int) {
 		l.nextSweep = l.now + int64(l.tick)
 	}
 	l.s.mu.Lock()
-	l.s.conns[&lc.conn] = struct{}{}
+	full := l.s.maxClients > 0 && len(l.s.conns) >= l.s.maxClients
+	if !full {
+		l.s.conns[&lc.conn] = struct{}{}
+	}
 	l.s.mu.Unlock()
 	l.s.accepted.Add(1)
+	if full {
+		// Beyond Config.MaxClients: Redis's error, then the graceful
+		// close of a protocol error (bounded by the drain time). The
+		// connection is not in s.conns, so it counts for no limit.
+		l.s.limitClosed(&lc.conn, closeMaxClients)
+		lc.out = append(lc.out, replyMaxClients...)
+		l.closeGracefully(lc)
+	}
 }
 
 // setTCPOptions does what Go's net package does for accepted TCP
@@ -510,6 +521,7 @@ func (l *eventLoop) readRequests(lc *loopConn) {
 		// Cannot happen: the parser refuses a request before it outgrows
 		// the largest buffer. Refuse it here too, to be safe.
 		lc.out = appendError(lc.out, errTooBig.Error())
+		l.s.limitClosed(&lc.conn, closeRequestTooBig)
 		l.closeGracefully(lc)
 		return
 	}
@@ -543,6 +555,7 @@ func (l *eventLoop) process(lc *loopConn) {
 		if err != nil {
 			lc.out = appendError(lc.out, err.Error())
 			l.s.log.Debug("redis protocol error", "remote", lc.remote(), "err", err)
+			l.s.limitClosed(&lc.conn, closeReasonOf(err))
 			l.closeGracefully(lc)
 			return
 		}
@@ -724,6 +737,7 @@ func (l *eventLoop) sweep() {
 			l.close(lc)
 		case lc.active.Load() < cutoff:
 			l.s.log.Debug("closing idle redis connection", "remote", lc.remote(), "idle_timeout", l.s.idle)
+			l.s.limitClosed(&lc.conn, closeIdle)
 			l.close(lc)
 		case lc.mode == modeDraining:
 			next = min(next, lc.deadline)

@@ -81,12 +81,14 @@ func (s *Server) infoServer(b []byte) []byte {
 
 func (s *Server) infoClients(b []byte) []byte {
 	b = append(b, "# Clients\r\n"...)
-	return infoInt(b, "connected_clients", int64(s.connectedClients()))
+	b = infoInt(b, "connected_clients", int64(s.connectedClients()))
+	return infoInt(b, "maxclients", int64(s.maxClients))
 }
 
 func (s *Server) infoStats(b []byte) []byte {
 	b = append(b, "# Stats\r\n"...)
 	b = infoInt(b, "total_connections_received", int64(s.accepted.Load()))
+	b = infoInt(b, "rejected_connections", int64(s.closes[closeMaxClients].Load()))
 	b = infoInt(b, "lookups_served", int64(s.Lookups()))
 	return b
 }

@@ -26,7 +26,17 @@
 // connection's input buffer starts at 4 KiB and never exceeds MaxRequestBytes;
 // its output is written out whenever 64 KiB of replies are pending, and a
 // client that does not read its replies is not read from until it does.
-// Idle connections are closed after Config.IdleTimeout.
+// Idle connections are closed after Config.IdleTimeout. With
+// Config.MaxClients set, a connection beyond that many gets "-ERR max number
+// of clients reached" and is closed, as in Redis.
+//
+// # Counters
+//
+// Stats reports what the server did (lookups by source, lookup errors,
+// connections, closes for limits) for the metrics endpoint, which reads it
+// when scraped. Counting on the lookup path is one atomic add on a counter
+// shard of the connection's own (no lock, no allocation, and connections on
+// different cores do not share a cache line); Stats sums the shards.
 //
 // # Engines
 //
@@ -101,6 +111,9 @@ type Config struct {
 	Version string
 	// Members, when set, reports the cluster's member count for INFO.
 	Members func() int
+	// MaxClients bounds the connections served at once; one more gets
+	// "-ERR max number of clients reached" and is closed. 0: no bound.
+	MaxClients int
 	// Logger receives connection-level problems, never one line per lookup.
 	// nil discards them.
 	Logger *slog.Logger
@@ -113,14 +126,44 @@ const (
 	maxKeptOutput     = 256 << 10 // larger output buffers are dropped after use
 )
 
-// lookupShards spreads the lookup counter over cache lines so that
+// lookupShards spreads the lookup counters over cache lines so that
 // connections on different cores do not contend on one atomic word.
 const lookupShards = 64
 
-type paddedCounter struct {
-	n atomic.Uint64
-	_ [120]byte
+// counterShard is one shard of the lookup counters; each connection counts
+// into the shard of its id. It fills two cache lines (adjacent-line
+// prefetch pulls lines in pairs).
+type counterShard struct {
+	lookups [router.Override + 1]atomic.Uint64 // keys looked up, by router.Source
+	errors  atomic.Uint64                      // lookup commands answered with an error
+	_       [128 - 4*8]byte
 }
+
+// closeReason is why the server closed a connection because of a limit.
+type closeReason uint8
+
+const (
+	closeRequestTooBig closeReason = iota
+	closeTooManyArgs
+	closeProtocolError
+	closeIdle
+	closeMaxClients
+	numCloseReasons
+)
+
+// closeReasonOf maps a protocol error to the limit it broke.
+func closeReasonOf(err error) closeReason {
+	switch err {
+	case errTooBig, errInlineTooBig:
+		return closeRequestTooBig
+	case errTooManyArgs:
+		return closeTooManyArgs
+	}
+	return closeProtocolError
+}
+
+// replyMaxClients is Redis's answer to a connection beyond maxclients.
+var replyMaxClients = []byte("-ERR max number of clients reached\r\n")
 
 // Server is a running RESP listener. Its methods are safe for concurrent use.
 type Server struct {
@@ -131,6 +174,7 @@ type Server struct {
 	idle        time.Duration
 	version     string
 	members     func() int
+	maxClients  int
 	log         *slog.Logger
 
 	ln       net.Listener
@@ -155,7 +199,8 @@ type Server struct {
 	nextID    atomic.Uint64
 	accepted  atomic.Uint64
 	clock     atomic.Int64 // coarse time (UnixNano) for idle tracking
-	lookups   [lookupShards]paddedCounter
+	counters  [lookupShards]counterShard
+	closes    [numCloseReasons]atomic.Uint64 // connections closed for a limit, by closeReason
 	panics    atomic.Uint64
 	lastPanic atomic.Int64 // UnixNano of the last logged panic
 }
@@ -175,6 +220,7 @@ func Listen(cfg Config) (*Server, error) {
 		idle:        cfg.IdleTimeout,
 		version:     cfg.Version,
 		members:     cfg.Members,
+		maxClients:  cfg.MaxClients,
 		log:         cfg.Logger,
 		conns:       map[*conn]struct{}{},
 		done:        make(chan struct{}),
@@ -189,6 +235,9 @@ func Listen(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("redis db %d: empty service name", db)
 		}
 		s.dbs[db] = service
+	}
+	if cfg.MaxClients < 0 {
+		return nil, fmt.Errorf("redis listener: max clients %d is negative (0 means no bound)", cfg.MaxClients)
 	}
 	if s.idle == 0 {
 		s.idle = DefaultIdleTimeout
@@ -266,10 +315,68 @@ func (s *Server) Addr() string { return s.addr }
 // Lookups is the number of keys looked up (GET, MGET keys, RING.LOOKUP) so far.
 func (s *Server) Lookups() uint64 {
 	var n uint64
-	for i := range s.lookups {
-		n += s.lookups[i].n.Load()
+	for i := range s.counters {
+		for j := range s.counters[i].lookups {
+			n += s.counters[i].lookups[j].Load()
+		}
 	}
 	return n
+}
+
+// Stats is a snapshot of a Server's counters, for metrics.
+type Stats struct {
+	// Lookups counts the keys looked up (GET, each key of MGET,
+	// RING.LOOKUP) by where the answer came from, indexed by router.Source.
+	Lookups [router.Override + 1]uint64
+	// LookupErrors counts lookup commands (GET, MGET, RING.LOOKUP)
+	// answered with an error: wrong arity, NOAUTH, bad arguments.
+	LookupErrors uint64
+	// Clients is the number of connections being served now.
+	Clients int
+	// Accepted counts the connections accepted, refused ones included.
+	Accepted uint64
+	// Closed counts the connections the server closed because of a limit.
+	Closed LimitCloses
+}
+
+// LimitCloses counts connections closed because of a limit, by limit.
+type LimitCloses struct {
+	RequestTooBig uint64 // a request over MaxRequestBytes
+	TooManyArgs   uint64 // a request over MaxArgs arguments
+	ProtocolError uint64 // malformed input
+	IdleTimeout   uint64 // nothing received for Config.IdleTimeout
+	MaxClients    uint64 // refused: Config.MaxClients connections were being served
+}
+
+// Stats sums the server's counters. It is meant for a metrics scrape: it
+// takes the connection lock once and reads every counter shard.
+func (s *Server) Stats() Stats {
+	var st Stats
+	for i := range s.counters {
+		sh := &s.counters[i]
+		for src := range sh.lookups {
+			st.Lookups[src] += sh.lookups[src].Load()
+		}
+		st.LookupErrors += sh.errors.Load()
+	}
+	st.Clients = s.connectedClients()
+	st.Accepted = s.accepted.Load()
+	st.Closed = LimitCloses{
+		RequestTooBig: s.closes[closeRequestTooBig].Load(),
+		TooManyArgs:   s.closes[closeTooManyArgs].Load(),
+		ProtocolError: s.closes[closeProtocolError].Load(),
+		IdleTimeout:   s.closes[closeIdle].Load(),
+		MaxClients:    s.closes[closeMaxClients].Load(),
+	}
+	return st
+}
+
+// limitClosed counts c as closed because of a limit, once whatever the
+// paths that close it (the idle sweep can race with a protocol error).
+func (s *Server) limitClosed(c *conn, why closeReason) {
+	if c.limited.CompareAndSwap(false, true) {
+		s.closes[why].Add(1)
+	}
 }
 
 // useEventLoop picks the engine of the servers Listen makes: the event loop
@@ -339,11 +446,31 @@ func (s *Server) accept(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	s.conns[c] = struct{}{}
+	full := s.maxClients > 0 && len(s.conns) >= s.maxClients
+	if !full {
+		s.conns[c] = struct{}{}
+	}
 	s.wg.Add(1)
 	s.mu.Unlock()
 	s.accepted.Add(1)
+	if full {
+		s.limitClosed(c, closeMaxClients)
+		go s.refuse(c)
+		return
+	}
 	go s.serveConn(c)
+}
+
+// refuse answers a connection beyond Config.MaxClients with Redis's error
+// and closes it, gracefully (so that the error is not lost to a reset when
+// the client has already sent a request), within a bounded time: such a
+// connection is not in s.conns, and Close waits for this goroutine.
+func (s *Server) refuse(c *conn) {
+	defer s.wg.Done()
+	defer c.nc.Close()
+	c.nc.SetWriteDeadline(time.Now().Add(drainTime))
+	c.out = append(c.out, replyMaxClients...)
+	c.closeGracefully()
 }
 
 func (s *Server) forget(c *conn) {
@@ -412,6 +539,7 @@ func (s *Server) closeIdle() {
 			for c := range s.conns {
 				if c.active.Load() < cutoff {
 					s.log.Debug("closing idle redis connection", "remote", c.nc.RemoteAddr().String(), "idle_timeout", s.idle)
+					s.limitClosed(c, closeIdle)
 					c.nc.Close()
 				}
 			}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -44,8 +45,9 @@ const maxRemovedKeys = 64
 
 // Store is the open data file.
 type Store struct {
-	db   *bolt.DB
-	path string
+	db       *bolt.DB
+	path     string
+	onCommit atomic.Pointer[func(took time.Duration)]
 }
 
 // Open creates dir (0700) if needed and opens its data file (0600).
@@ -143,6 +145,22 @@ func (s *Store) Path() string { return s.path }
 // DB gives other packages their own buckets in the same file.
 func (s *Store) DB() *bolt.DB { return s.db }
 
+// OnCommit makes fn receive the duration of each of this package's write
+// transactions (known peers, the keyring), fsync included, from then on.
+// It is called after the commit and must not block. Other packages time
+// their own transactions on DB (hostmap.Options.OnCommit).
+func (s *Store) OnCommit(fn func(took time.Duration)) { s.onCommit.Store(&fn) }
+
+// update runs fn in a write transaction and reports its duration.
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	start := time.Now()
+	err := s.db.Update(fn)
+	if hook := s.onCommit.Load(); hook != nil && *hook != nil {
+		(*hook)(time.Since(start))
+	}
+	return err
+}
+
 // Close closes the file.
 func (s *Store) Close() error { return s.db.Close() }
 
@@ -168,7 +186,7 @@ func (s *Store) SavePeers(addrs []string) error {
 	if err != nil {
 		return err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keyPeers, raw)
 	})
 	if err != nil {
@@ -225,7 +243,7 @@ func (s *Store) SaveKeys(keys [][]byte) error {
 	if err != nil {
 		return err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketKeyring)
 		var removed, before []string
 		if v := b.Get(keyRemovedKeys); v != nil {

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +28,7 @@ import (
 	"ringman/discovery"
 	"ringman/hostmap"
 	"ringman/httpapi"
+	"ringman/metrics"
 	"ringman/redisapi"
 	"ringman/ring"
 	"ringman/router"
@@ -47,6 +50,7 @@ type serveOptions struct {
 	redisAddr      string
 	socketMode     string
 	idleTimeout    time.Duration
+	maxClients     int
 	httpAddr       string
 	dataDir        string
 	profile        string
@@ -99,6 +103,7 @@ SIGINT/SIGTERM drain the node, leave the cluster gracefully (bounded by
 	f.StringVar(&o.redisAddr, "redis-addr", "127.0.0.1:6380", "RESP address, host:port or unix:/path/ringman.sock")
 	f.StringVar(&o.socketMode, "socket-mode", "0660", "file mode of the RESP unix socket")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", 5*time.Minute, "close RESP connections idle this long")
+	f.IntVar(&o.maxClients, "max-clients", 10000, "RESP connections served at once; one more gets an error and is closed (0: no bound)")
 	f.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:7380", "HTTP API address")
 	f.StringVar(&o.dataDir, "data-dir", "ringman-data", "directory of the node's data file")
 	f.StringVar(&o.profile, "profile", "lan", "gossip timing profile: lan, wan or fast (one datacenter, ~1 s failure detection)")
@@ -201,6 +206,9 @@ func (o serveOptions) parse() (*config, error) {
 	if o.logFormat != "text" && o.logFormat != "json" {
 		return nil, usagef("--log-format %q: want text or json", o.logFormat)
 	}
+	if o.maxClients < 0 {
+		return nil, usagef("--max-clients must not be negative (0 means no bound), got %d", o.maxClients)
+	}
 	for flag, d := range map[string]time.Duration{"--check-interval": o.checkInterval, "--check-timeout": o.checkTimeout, "--idle-timeout": o.idleTimeout, "--leave-timeout": o.leaveTimeout, "--tombstone-ttl": o.tombstoneTTL} {
 		if d <= 0 {
 			return nil, usagef("%s must be positive, got %v", flag, d)
@@ -231,6 +239,10 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer st.Close()
+	// Metrics that are recorded as they happen (commits, replication,
+	// ring changes) start here; the rest is read when scraped.
+	m := metrics.New()
+	st.OnCommit(m.ObserveCommit)
 
 	var flagKey []byte
 	if len(c.keys) > 0 {
@@ -244,7 +256,8 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		log.Warn(keyWarning)
 	}
 
-	overrides, err := hostmap.Open(st.DB(), hostmap.Options{Node: c.name, TombstoneTTL: c.tombstoneTTL, Logger: log})
+	overrides, err := hostmap.Open(st.DB(), hostmap.Options{Node: c.name, TombstoneTTL: c.tombstoneTTL, Logger: log,
+		OnCommit: m.ObserveCommit, OnReplicated: m.ObserveReplication})
 	if err != nil {
 		return fmt.Errorf("data file %s: %w", st.Path(), err)
 	}
@@ -261,6 +274,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		if err != nil {
 			log.Error("ring rebuild failed; keeping the previous ring", "err", err)
 		}
+		m.RingsChanged(changes, live)
 		for _, ch := range changes {
 			// One line per ring change, next to discovery's line for the
 			// membership change that caused it.
@@ -269,6 +283,9 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		}
 		published.Store(true)
 	}
+	// The peers discovery will rejoin besides the seeds, for /readyz's
+	// reason (discovery loads them again: it owns them).
+	knownPeers, _ := st.LoadPeers()
 	node, err := discovery.Start(discovery.Config{
 		Name:          c.name,
 		BindAddr:      c.bind,
@@ -302,6 +319,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		IdleTimeout: c.idleTimeout,
 		Version:     version,
 		Members:     func() int { return len(node.Members()) },
+		MaxClients:  c.maxClients,
 		Logger:      log,
 	})
 	if err != nil {
@@ -315,6 +333,26 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	httpLookups := &httpapi.LookupCounters{}
+	services := []string{c.defaultService}
+	for _, s := range c.dbs {
+		services = append(services, s)
+	}
+	if err := m.Register(reg, metrics.Sources{
+		Version:    version,
+		Commit:     commit,
+		RESP:       resp.Stats,
+		MaxClients: c.maxClients,
+		HTTP:       httpLookups,
+		Rings:      rt.Rings,
+		Services:   services,
+		Members:    node.Members,
+		Overrides:  overrides,
+	}); err != nil {
+		httpLn.Close()
+		return fmt.Errorf("metrics: %w", err)
+	}
+	ready := &readiness{published: &published, node: node, rt: rt, seeds: c.join, knownPeers: len(knownPeers)}
 	leaveReq := make(chan struct{})
 	var leaveOnce sync.Once
 	api := httpapi.New(httpapi.Config{
@@ -325,16 +363,9 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		Keyring:   node,
 		Leave:     func() { leaveOnce.Do(func() { close(leaveReq) }) },
 		Registry:  reg,
+		Lookups:   httpLookups,
 		Logger:    log,
-		Ready: func() (bool, string) {
-			switch {
-			case !published.Load():
-				return false, "rings not published yet"
-			case !node.Joined():
-				return false, "not joined to any seed or known peer yet"
-			}
-			return true, ""
-		},
+		Ready:     ready.check,
 	})
 	httpSrv := &http.Server{
 		Handler:           api,
@@ -380,6 +411,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	case <-ctx.Done():
 		reason = "context cancelled"
 	}
+	ready.stopping.Store(true)
 	log.Info("shutting down: draining and leaving the cluster", "reason", reason, "timeout", c.leaveTimeout, "uptime", time.Since(started).Round(time.Second))
 	go func() {
 		s := <-sigs
@@ -401,6 +433,71 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	resp.Close()
 	log.Info("stopped")
 	return nil
+}
+
+// readiness is /readyz: a node is ready once it has joined its cluster
+// (a seed or known peer answered, another node joined it, or it has none to
+// join) and its published rings show the cluster as gossip sees it, so
+// that a client told "ready" gets the cluster's answers, not those of a
+// node alone. Once ready it stays ready (members come and go: that is
+// routing, not readiness) until shutdown begins.
+type readiness struct {
+	published  *atomic.Bool // the first rings are built
+	node       *discovery.Node
+	rt         *router.Router
+	seeds      []string
+	knownPeers int
+	ready      atomic.Bool
+	stopping   atomic.Bool
+}
+
+func (r *readiness) check() (bool, string) {
+	switch {
+	case r.stopping.Load():
+		return false, "shutting down: draining and leaving the cluster"
+	case r.ready.Load():
+		return true, ""
+	case !r.published.Load():
+		return false, "rings not published yet"
+	case !r.node.Joined():
+		return false, r.notJoined()
+	}
+	if ok, why := ringsMatch(r.rt.Rings(), r.node.Live()); !ok {
+		return false, why
+	}
+	r.ready.Store(true)
+	return true, ""
+}
+
+func (r *readiness) notJoined() string {
+	var b strings.Builder
+	b.WriteString("not joined yet: no answer from ")
+	switch {
+	case len(r.seeds) > 0 && r.knownPeers > 0:
+		fmt.Fprintf(&b, "the seeds (--join %s) or the %d known peers", strings.Join(r.seeds, ", "), r.knownPeers)
+	case len(r.seeds) > 0:
+		fmt.Fprintf(&b, "the seeds (--join %s)", strings.Join(r.seeds, ", "))
+	default:
+		fmt.Fprintf(&b, "the %d known peers saved in the data file", r.knownPeers)
+	}
+	b.WriteString("; retrying in the background")
+	return b.String()
+}
+
+// ringsMatch reports whether the published rings hold exactly the live
+// instances, and if not, which service differs.
+func ringsMatch(rings map[string]*ring.Ring, live map[string][]string) (bool, string) {
+	for _, service := range slices.Sorted(maps.Keys(live)) {
+		if !slices.Equal(rings[service].Instances(), live[service]) {
+			return false, fmt.Sprintf("the ring of service %s is not rebuilt yet with its %d live instances", service, len(live[service]))
+		}
+	}
+	for service, rg := range rings {
+		if _, ok := live[service]; !ok && rg.Len() > 0 {
+			return false, fmt.Sprintf("the ring of service %s still has instances that are gone", service)
+		}
+	}
+	return true, ""
 }
 
 func printBanner(w io.Writer, c *config, gossipAddr, encryption, respAddr, httpAddr, dataFile string, warnings []string) {
