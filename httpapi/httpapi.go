@@ -13,8 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
-	"sort"
-	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -23,7 +21,6 @@ import (
 
 	"ringman/discovery"
 	"ringman/hostmap"
-	"ringman/ring"
 	"ringman/router"
 )
 
@@ -243,65 +240,21 @@ func (a *api) index(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) members(w http.ResponseWriter, r *http.Request) {
-	ms := a.Cluster.Members()
-	out := make([]Member, 0, len(ms))
-	for _, m := range ms {
-		services := m.Services
-		if services == nil {
-			services = map[string][]string{}
-		}
-		out = append(out, Member{Name: m.Name, Addr: m.Addr, Status: string(m.Status), Services: services, Version: m.Version})
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, a.memberList())
 }
 
 func (a *api) lookup(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	key := q.Get("key")
-	if key == "" {
-		a.Lookups.errors.Add(1)
-		writeError(w, http.StatusBadRequest, "key is required (GET /v1/lookup?key=K)")
+	l, status, err := a.lookupKey(q.Get("key"), q.Get("service"), q.Get("n"))
+	if err != nil {
+		writeError(w, status, "%v", err)
 		return
 	}
-	n := 1
-	if s := q.Get("n"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 || v > ring.MaxCandidates {
-			a.Lookups.errors.Add(1)
-			writeError(w, http.StatusBadRequest, "n must be a whole number from 1 to %d, got %q", ring.MaxCandidates, s)
-			return
-		}
-		n = v
-	}
-	service := q.Get("service")
-	if service == "" {
-		service = a.Router.DefaultService()
-	}
-	cands, src := a.Router.Candidates(service, []byte(key), n)
-	a.Lookups.lookups[src].Add(1)
-	if src == router.Miss {
-		writeError(w, http.StatusNotFound, "no backend for key %q: service %q has no live instance", key, service)
-		return
-	}
-	writeJSON(w, http.StatusOK, Lookup{Key: key, Service: service, Backend: cands[0], Source: src.String(), Candidates: cands})
+	writeJSON(w, http.StatusOK, l)
 }
 
 func (a *api) rings(w http.ResponseWriter, r *http.Request) {
-	out := map[string]Ring{}
-	for service, rg := range a.Router.Rings() {
-		owned := rg.Owned()
-		ri := Ring{Partitions: rg.Partitions(), Instances: []RingInstance{}}
-		for _, inst := range rg.Instances() {
-			share := 0.0
-			if rg.Partitions() > 0 {
-				share = float64(owned[inst]) / float64(rg.Partitions())
-			}
-			ri.Instances = append(ri.Instances, RingInstance{Instance: inst, Partitions: owned[inst], Share: share})
-		}
-		sort.Slice(ri.Instances, func(i, j int) bool { return ri.Instances[i].Instance < ri.Instances[j].Instance })
-		out[service] = ri
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, a.ringList())
 }
 
 func (a *api) join(w http.ResponseWriter, r *http.Request) {

@@ -127,12 +127,7 @@ func (a *api) listEntries(w http.ResponseWriter, r *http.Request) {
 	if !a.overrides(w) {
 		return
 	}
-	entries := a.Overrides.List()
-	out := make([]Override, len(entries))
-	for i, e := range entries {
-		out[i] = overrideOf(e)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, a.overrideList())
 }
 
 // getEntry is GET /entries/{host}.json.

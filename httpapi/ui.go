@@ -201,12 +201,14 @@ func (a *api) ringList() map[string]Ring {
 // why.
 func (a *api) lookupKey(key, service, n string) (Lookup, int, error) {
 	if key == "" {
+		a.Lookups.errors.Add(1)
 		return Lookup{}, http.StatusBadRequest, fmt.Errorf("key is required (GET /v1/lookup?key=K)")
 	}
 	count := 1
 	if n != "" {
 		v, err := strconv.Atoi(n)
 		if err != nil || v < 1 || v > ring.MaxCandidates {
+			a.Lookups.errors.Add(1)
 			return Lookup{}, http.StatusBadRequest, fmt.Errorf("n must be a whole number from 1 to %d, got %q", ring.MaxCandidates, n)
 		}
 		count = v
@@ -215,6 +217,7 @@ func (a *api) lookupKey(key, service, n string) (Lookup, int, error) {
 		service = a.Router.DefaultService()
 	}
 	cands, src := a.Router.Candidates(service, []byte(key), count)
+	a.Lookups.lookups[src].Add(1)
 	if src == router.Miss {
 		return Lookup{}, http.StatusNotFound, fmt.Errorf("no backend for key %q: service %q has no live instance", key, service)
 	}
