@@ -14,7 +14,7 @@ RUN_FLAGS ?= --name local --data-dir ./ringman-data --service web=127.0.0.1:8080
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: build run demo demo-stop test test-deps test-ui fuzz bench bench-deps lint clean
+.PHONY: build run demo demo-stop test test-deps test-ui faults fuzz bench bench-deps lint clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/ringman
@@ -39,8 +39,10 @@ demo-stop:
 test-deps:
 	@command -v redis-cli >/dev/null && command -v curl >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) redis-tools curl ca-certificates; }
 	@{ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } && [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || { $(SUDO) apt-get update -qq && $(APT_INSTALL) nginx libnginx-mod-http-lua; }
+	@# test/faults: network namespaces and nftables (ip and nft live in /usr/sbin).
+	@{ command -v ip || [ -x /usr/sbin/ip ]; } >/dev/null && { command -v nft || [ -x /usr/sbin/nft ]; } >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) iproute2 nftables; }
 	@# ringman.lua hashes keys with XXH64 from libxxhash0 (apt itself depends on it).
-	@ldconfig -p | grep -q 'libxxhash.so.0 ' || { $(SUDO) apt-get update -qq && $(APT_INSTALL) libxxhash0; }
+	@{ ldconfig -p 2>/dev/null || /sbin/ldconfig -p; } | grep -q 'libxxhash.so.0 ' || { $(SUDO) apt-get update -qq && $(APT_INSTALL) libxxhash0; }
 	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || { $(SUDO) apt-get update -qq && $(APT_INSTALL) chromium; }
 
 test: test-deps
@@ -49,6 +51,11 @@ test: test-deps
 	@# ring's 1,000-instance checks skip under -race (~15 s per ring there): run them plain.
 	$(GO) test -count=1 ./ring/
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+
+# The fault suite (test/faults): root only (network namespaces, nftables);
+# regenerates docs/RELIABILITY.md. About 3 minutes; `make test` runs it too.
+faults: test-deps build
+	RINGMAN_BIN=$(CURDIR)/$(BIN) RINGMAN_FAULTS_REPORT=docs/RELIABILITY.md $(GO) test -count=1 -timeout 15m -run 'TestFaults|TestLabSweep' -v ./test/faults/
 
 # The status page in headless Chromium; screenshots in ./artifacts.
 test-ui: test-deps

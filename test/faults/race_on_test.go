@@ -1,0 +1,5 @@
+//go:build race
+
+package faults
+
+const raceNote = "ran with the race detector (-race)"
