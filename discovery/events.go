@@ -70,9 +70,21 @@ func (d delegates) NotifyMerge(peers []*memberlist.Node) error {
 	return nil
 }
 
-// NotifyConflict: two nodes claim one name. memberlist keeps the first and
-// logs the conflict itself.
-func (delegates) NotifyConflict(existing, other *memberlist.Node) {}
+// NotifyConflict: two addresses claim one name. memberlist keeps the first
+// and logs the conflict itself. Usually the member restarted at a new
+// address before the old one was declared dead: memberlist takes the new
+// address only from an alive message that arrives DeadNodeReclaimTime after
+// the old one died, and the restarted node sends its next one with its next
+// push/pull (5-30 s away). reclaimLoop asks it sooner. Must not block.
+func (d delegates) NotifyConflict(existing, other *memberlist.Node) {
+	if existing.Name == d.n.cfg.Name {
+		return // about this node itself: memberlist refutes it
+	}
+	select {
+	case d.n.reclaims <- nodeAddr(other):
+	default: // a burst of conflicts: reconnectLoop and push/pull still heal it
+	}
+}
 
 func (d delegates) NotifyJoin(node *memberlist.Node)   { d.n.observe(node, false) }
 func (d delegates) NotifyUpdate(node *memberlist.Node) { d.n.observe(node, false) }

@@ -64,6 +64,65 @@ func (n *Node) joinLoop(targets []string) {
 	}
 }
 
+// reclaimQueue bounds the addresses reclaimLoop has not taken yet.
+const reclaimQueue = 16
+
+// reclaimEvery is how often reclaimLoop retries one address.
+const reclaimEvery = 500 * time.Millisecond
+
+// reclaimLoop takes back members that restarted under the same name at a
+// new address (NotifyConflict). It joins the new address, a full state
+// exchange in which the restarted node sends its alive message, every
+// reclaimEvery until this node lists the name alive there, or reclaimWait
+// ends. Before DeadNodeReclaimTime has passed since the old address died,
+// memberlist refuses the new one again (another conflict): that is why it
+// retries.
+func (n *Node) reclaimLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(reclaimEvery)
+	defer tick.Stop()
+	trying := map[string]time.Time{} // address -> until when
+	for {
+		select {
+		case <-n.done:
+			return
+		case addr := <-n.reclaims:
+			if _, ok := trying[addr]; !ok && len(trying) < reclaimQueue {
+				n.log.Info("a member restarted at a new address; taking it back", "addr", addr)
+				trying[addr] = time.Now().Add(n.reclaimWait)
+			}
+			continue
+		case <-tick.C:
+		}
+		for addr, until := range trying {
+			if n.aliveAt(addr) {
+				delete(trying, addr)
+				continue
+			}
+			if time.Now().After(until) {
+				n.log.Warn("member at a new address not taken back; push/pull will retry", "addr", addr)
+				delete(trying, addr)
+				continue
+			}
+			if _, err := n.join([]string{addr}, true); err != nil {
+				n.log.Debug("reclaim: no answer", "addr", addr, "err", err)
+			}
+		}
+	}
+}
+
+// aliveAt reports whether some member is alive at gossip address addr.
+func (n *Node) aliveAt(addr string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, m := range n.members {
+		if m.addr == addr && (m.status == StatusAlive || m.status == StatusDraining) {
+			return true
+		}
+	}
+	return false
+}
+
 // reconnectLoop tries, every reconnectEvery, to rejoin one failed member
 // that is still remembered (for forgetAfter). memberlist gossips to dead
 // nodes only for a short while, then never again: after a long partition each

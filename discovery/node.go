@@ -128,6 +128,11 @@ type Node struct {
 
 	keys keyState // gossip keyring and its cluster-wide changes (keys.go)
 
+	// reclaims carries the new addresses of members that restarted
+	// elsewhere under the same name (NotifyConflict; see reclaimLoop).
+	reclaims    chan string
+	reclaimWait time.Duration // how long reclaimLoop keeps trying one address
+
 	dirty     chan struct{} // capacity 1: "the view changed", coalesced
 	done      chan struct{} // closed by Shutdown
 	ctx       context.Context
@@ -205,15 +210,16 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	}
 
 	n := &Node{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		tun:     tun,
-		enc:     keyring != nil,
-		members: make(map[string]*member),
-		refused: make(map[string]refusal),
-		resync:  make(map[string]recovered),
-		dirty:   make(chan struct{}, 1),
-		done:    make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		tun:      tun,
+		enc:      keyring != nil,
+		members:  make(map[string]*member),
+		refused:  make(map[string]refusal),
+		resync:   make(map[string]recovered),
+		dirty:    make(chan struct{}, 1),
+		reclaims: make(chan string, reclaimQueue),
+		done:     make(chan struct{}),
 		local: meta{
 			Fingerprint: cfg.Fingerprint,
 			Version:     cfg.Version,
@@ -327,9 +333,14 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	// built when Start returns.
 	n.publish()
 
-	n.wg.Add(4)
+	// Past the reclaim time and a failure detection or two: by then the
+	// old address is dead everywhere and the new one is taken.
+	n.reclaimWait = mlc.DeadNodeReclaimTime + 10*mlc.ProbeInterval*time.Duration(mlc.SuspicionMult) + 5*time.Second
+
+	n.wg.Add(5)
 	go n.run()
 	go n.reconnectLoop()
+	go n.reclaimLoop()
 	go n.oversizedLoop()
 	go n.keyLoop()
 	if len(targets) > 0 {

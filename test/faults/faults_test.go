@@ -1125,8 +1125,8 @@ func (s *suite) churn(t *testing.T, r *row) {
 // 7. A node restarts with the same name and a new address.
 const mechReaddress = "the old address stops answering probes, so its instance leaves every ring as after a crash; memberlist " +
 	"refuses the new address for the same name (a conflict) until DeadNodeReclaimTime (1 s with the fast profile) after the old one " +
-	"was declared dead, and takes it at the node's next alive message: its next push/pull (every 5 s), which is why the new " +
-	"instance enters the rings 5-10 s after the restart (see Open limitations)."
+	"was declared dead; the conflict makes the other members join the new address every 0.5 s (discovery's reclaimLoop) " +
+	"until one of those exchanges lands after the reclaim time, and gossip spreads the new address from there."
 
 func (s *suite) readdress(t *testing.T, r *row) {
 	v := s.core[3]
