@@ -537,27 +537,43 @@ func (n *Node) closeClients() {
 
 // RingMembers returns RING.MEMBERS of the default service, sorted.
 func (n *Node) RingMembers(ctx context.Context) ([]string, error) {
-	got, err := n.Redis().Do(ctx, "RING.MEMBERS").StringSlice()
+	return RingMembers(ctx, n.Redis())
+}
+
+// Lookups answers GET for every key, pipelined in batches; "" stands for nil.
+func (n *Node) Lookups(ctx context.Context, keys []string) ([]string, error) {
+	out, err := Lookups(ctx, n.Redis(), keys)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", n.Name, err)
+	}
+	return out, nil
+}
+
+// RingMembers returns RING.MEMBERS of the default service from the node
+// rdb talks to, sorted. Runners other than Node's (test/faults) use it.
+func RingMembers(ctx context.Context, rdb *redis.Client) ([]string, error) {
+	got, err := rdb.Do(ctx, "RING.MEMBERS").StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("RING.MEMBERS: %w", err)
 	}
 	slices.Sort(got)
 	return got, nil
 }
 
-// Lookups answers GET for every key, pipelined in batches; "" stands for nil.
-func (n *Node) Lookups(ctx context.Context, keys []string) ([]string, error) {
+// Lookups answers GET for every key through rdb, pipelined in batches; ""
+// stands for nil.
+func Lookups(ctx context.Context, rdb *redis.Client, keys []string) ([]string, error) {
 	const batch = 1000
 	out := make([]string, 0, len(keys))
 	for i := 0; i < len(keys); i += batch {
 		part := keys[i:min(i+batch, len(keys))]
-		pipe := n.Redis().Pipeline()
+		pipe := rdb.Pipeline()
 		cmds := make([]*redis.StringCmd, len(part))
 		for j, k := range part {
 			cmds[j] = pipe.Get(ctx, k)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("%s: pipelined GET: %w", n.Name, err)
+			return nil, fmt.Errorf("pipelined GET: %w", err)
 		}
 		for j, cmd := range cmds {
 			v, err := cmd.Result()
@@ -565,7 +581,7 @@ func (n *Node) Lookups(ctx context.Context, keys []string) ([]string, error) {
 			case errors.Is(err, redis.Nil):
 				v = ""
 			case err != nil:
-				return nil, fmt.Errorf("%s: GET %q: %w", n.Name, part[j], err)
+				return nil, fmt.Errorf("GET %q: %w", part[j], err)
 			}
 			out = append(out, v)
 		}

@@ -2,7 +2,6 @@ package faults
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -439,37 +437,20 @@ func (n *node) close() {
 
 // ringMembers returns RING.MEMBERS of the default service, sorted.
 func (n *node) ringMembers(ctx context.Context) ([]string, error) {
-	got, err := n.redis().Do(ctx, "RING.MEMBERS").StringSlice()
+	got, err := cluster.RingMembers(ctx, n.redis())
 	if err != nil {
-		return nil, fmt.Errorf("%s: RING.MEMBERS: %w", n.name, err)
+		return nil, fmt.Errorf("%s: %w", n.name, err)
 	}
-	slices.Sort(got)
 	return got, nil
 }
 
 // lookups answers GET for every key, pipelined; "" stands for nil.
 func (n *node) lookups(ctx context.Context, keys []string) ([]string, error) {
-	const batch = 1000
-	out := make([]string, 0, len(keys))
-	for i := 0; i < len(keys); i += batch {
-		part := keys[i:min(i+batch, len(keys))]
-		pipe := n.redis().Pipeline()
-		cmds := make([]*redis.StringCmd, len(part))
-		for j, k := range part {
-			cmds[j] = pipe.Get(ctx, k)
-		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("%s: pipelined GET: %w", n.name, err)
-		}
-		for _, cmd := range cmds {
-			v, err := cmd.Result()
-			if err != nil && !errors.Is(err, redis.Nil) {
-				return nil, fmt.Errorf("%s: GET: %w", n.name, err)
-			}
-			out = append(out, v)
-		}
+	got, err := cluster.Lookups(ctx, n.redis(), keys)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", n.name, err)
 	}
-	return out, nil
+	return got, nil
 }
 
 // logSince returns the node's log from byte offset on, and its length.
