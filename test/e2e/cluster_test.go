@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -199,6 +201,21 @@ func TestThreeNodesAgreeSurviveCrashAndRejoin(t *testing.T) {
 		}
 	}
 	t.Logf("keys that moved although their owner survived: %d of %d (%.2f%%)", moved, keyCount-orphaned, 100*float64(moved)/float64(keyCount-orphaned))
+
+	// Each survivor logs the failure once, and the ring change it caused:
+	// the instance removed and the share of keys that moved (issue 6).
+	for _, n := range survivors {
+		err := cluster.Poll(ctx, 20*time.Millisecond, n.Name+" logs the failure and the ring change", func() (bool, string) {
+			log := n.Log()
+			failed := strings.Count(log, `msg="node failed" node=`+victim.Name+" ")
+			ring := regexp.MustCompile(`msg="ring changed" service=web added=\[\] removed=\[` + regexp.QuoteMeta(victim.Instance()) +
+				`\] keys_moved=[0-9.]+%`).FindString(log)
+			return failed == 1 && ring != "", fmt.Sprintf("%d 'node failed' lines for %s, ring change line %q", failed, victim.Name, ring)
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
 
 	victim.Join = nil // rejoin from the peers remembered in the data dir
 	restarted := time.Now()
