@@ -42,14 +42,20 @@ func lowerASCII(s string) string {
 	return s
 }
 
-// quoteShort quotes s for an error message, cut to its first 64 bytes: a
+// quoteShort quotes s for an error message, cut to 64 bytes of quoted text: a
 // message stays one short line whatever a client sent.
 func quoteShort(s string) string {
-	const max = 64
-	if len(s) <= max {
-		return strconv.Quote(s)
+	const max = 64 // bytes of quoted text
+	if q := strconv.Quote(s); len(q) <= max {
+		return q
 	}
-	return strconv.Quote(s[:max]) + "..."
+	// Escapes take up to 4 bytes per input byte (\xb9): cut the input
+	// until its quoted form fits, so that errors stay one short line.
+	n := min(len(s), max)
+	for n > 0 && len(strconv.Quote(s[:n])) > max-3 {
+		n--
+	}
+	return strconv.Quote(s[:n]) + "..."
 }
 
 // checkDNSName returns why name is not a DNS name, or "".

@@ -214,6 +214,11 @@ func (a *api) authorized(next http.HandlerFunc) http.HandlerFunc {
 }
 
 func (a *api) index(w http.ResponseWriter, r *http.Request) {
+	if r.URL.EscapedPath() != "/" {
+		// The mux also routes "/%2f" ("//" decoded) here.
+		writeError(w, http.StatusNotFound, "%s %s: not found", r.Method, r.URL.EscapedPath())
+		return
+	}
 	var b strings.Builder
 	b.WriteString("ringman HTTP API. Every answer is JSON; errors are {\"error\":\"...\"}.\n\n")
 	type line struct{ pattern, doc string }
