@@ -88,9 +88,6 @@ func BenchmarkCandidates(b *testing.B) {
 func BenchmarkRebuild(b *testing.B) {
 	for _, n := range []int{100, 1000} {
 		b.Run(fmt.Sprint("instances=", n), func(b *testing.B) {
-			if n >= 1000 && raceEnabled {
-				b.Skip("too slow under -race")
-			}
 			names := instanceNames(n + 1)
 			without, with := names[:n], names
 			builder, err := NewBuilder(DefaultSettings())
@@ -116,12 +113,9 @@ func BenchmarkRebuild(b *testing.B) {
 	}
 }
 
-// BenchmarkNew builds a 1,000-instance ring from scratch (a cold start, or a
-// change of more than rebuildThreshold instances), for reference.
+// BenchmarkNew builds a 1,000-instance ring from scratch (a cold start), for
+// reference.
 func BenchmarkNew(b *testing.B) {
-	if raceEnabled {
-		b.Skip("too slow under -race")
-	}
 	names := instanceNames(1000)
 	b.ReportAllocs()
 	for b.Loop() {

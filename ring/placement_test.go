@@ -17,7 +17,7 @@ var smallSettings = Settings{Partitions: 257, Load: DefaultLoad, ReplicationFact
 
 // TestOrderIndependence: a Ring depends only on the set of instances, not on
 // the order they are given in, nor on the path a Builder took to reach the set
-// (one by one, in batches, incrementally or past rebuildThreshold).
+// (one by one, in batches of any size).
 func TestOrderIndependence(t *testing.T) {
 	pool := instanceNames(80)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -94,13 +94,13 @@ func TestOrderIndependence(t *testing.T) {
 		b, _ := NewBuilder(smallSettings)
 		steps := [][]string{
 			pool[:8],                         // first build: from scratch
-			pool[:48],                        // +40: past rebuildThreshold
-			pool[:10],                        // -38: past rebuildThreshold
-			pool[:10+rebuildThreshold],       // exactly rebuildThreshold changes: incremental
+			pool[:48],                        // +40
+			pool[:10],                        // -38
+			pool[:42],                        // +32
 			pool[:10],                        // back
-			pool[:10+rebuildThreshold+1],     // one more than rebuildThreshold: rebuild
-			pool[5 : 10+rebuildThreshold+6],  // 5 out, 5 in
-			append(pool[:3], pool[60:70]...), // a mixed rebuild
+			pool[5:48],                       // 5 out, 38 in
+			pool[10:53],                      // 5 out, 5 in
+			append(pool[:3], pool[60:70]...), // most out, 10 in
 			nil,                              // empty
 			pool[20:23],                      // from empty
 		}
@@ -118,7 +118,7 @@ func TestOrderIndependence(t *testing.T) {
 		b, _ := NewBuilder(smallSettings)
 		in := map[string]bool{}
 		for range rounds {
-			k := []int{1, 1, 2, 3, 8, rebuildThreshold, rebuildThreshold + 1, 40}[rng.IntN(8)]
+			k := []int{1, 1, 2, 3, 8, 32, 33, 40}[rng.IntN(8)]
 			for range k {
 				x := pool[rng.IntN(len(pool))]
 				in[x] = !in[x]
@@ -281,10 +281,10 @@ func TestKeyMovement(t *testing.T) {
 		}
 		extra := moved - own
 		t.Logf("leave %s: moved %.2f%% = its own %.2f%% + %.2f%% others", x, pct(moved), pct(own), pct(extra))
-		// Ideal is 1%; FINDINGS measured 1.5% at Load 1.25 (7,919 partitions).
-		// The knock-on from the load bound should stay under one instance's share.
-		if pct(moved) > 2 || pct(extra) > 1 {
-			t.Errorf("leave %s moved %.2f%% of keys (%.2f%% not its own); want <= 2%% and <= 1%%", x, pct(moved), pct(extra))
+		// Ideal is 1%; FINDINGS measured 1.5% with 20 points per instance.
+		// With 256 the load bound rarely binds: measured 0.01% others.
+		if pct(moved) > 1.5 || pct(extra) > 0.25 {
+			t.Errorf("leave %s moved %.2f%% of keys (%.2f%% not its own); want <= 1.5%% and <= 0.25%%", x, pct(moved), pct(extra))
 		}
 	}
 	for x, r := range f.joins {
@@ -300,8 +300,8 @@ func TestKeyMovement(t *testing.T) {
 		}
 		extra := moved - toNew
 		t.Logf("join %s: moved %.2f%% = to it %.2f%% + %.2f%% between others", x, pct(moved), pct(toNew), pct(extra))
-		if pct(moved) > 2 || pct(extra) > 1 {
-			t.Errorf("join %s moved %.2f%% of keys (%.2f%% between others); want <= 2%% and <= 1%%", x, pct(moved), pct(extra))
+		if pct(moved) > 1.5 || pct(extra) > 0.25 {
+			t.Errorf("join %s moved %.2f%% of keys (%.2f%% between others); want <= 1.5%% and <= 0.25%%", x, pct(moved), pct(extra))
 		}
 	}
 }
@@ -366,6 +366,43 @@ func TestUnboundedLoadMovesOnlyTheLeaversKeys(t *testing.T) {
 			after, _ := rest.Owner(key)
 			if before != gone && before != after {
 				t.Fatalf("trial %d, %d instances, %s left: key %s moved from %s to %s", trial, len(names), gone, key, before, after)
+			}
+		}
+	}
+}
+
+// TestSmallRingsMoveOnlyTheLeaversKeys: with the default settings, the load
+// bound stays out of play in rings of a few instances, so an instance that
+// leaves takes only its own keys with it and every other key stays where it
+// was (what the nginx tests check end to end with three nodes).
+func TestSmallRingsMoveOnlyTheLeaversKeys(t *testing.T) {
+	trials := 100
+	if raceEnabled {
+		trials = 25
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for n := 2; n <= 5; n++ {
+		for trial := range trials {
+			names := make([]string, n)
+			for i := range names {
+				// Loopback addresses with random ports, as the tests under test/ get them.
+				names[i] = fmt.Sprintf("127.0.0.1:%d", 1024+rng.IntN(64000))
+			}
+			all, err := New(DefaultSettings(), names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gone := names[rng.IntN(n)]
+			rest, err := New(DefaultSettings(), slices.DeleteFunc(slices.Clone(names), func(x string) bool { return x == gone }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for p := range DefaultPartitions {
+				before, after := all.table[p*all.width], rest.table[p*rest.width]
+				if before != gone && before != after {
+					t.Fatalf("ring %d of %d instances %q, %s left: partition %d moved from %s to %s",
+						trial, n, names, gone, p, before, after)
+				}
 			}
 		}
 	}
