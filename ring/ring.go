@@ -30,17 +30,17 @@ import (
 const Algorithm = "consistent-v1.0.0"
 
 // Defaults. 16,381 is the largest prime below 2^14. At 1,000 instances every
-// instance owns partitions (the fewest measured: 3; 7,919 partitions left about
+// instance owns partitions (the fewest measured: 4; 7,919 partitions left about
 // 2 of 1,000 instances with none, 271 left 729), and one join or leave still
 // rebuilds in milliseconds: every partition is placed again on each change,
 // so the cost grows with the partition count.
 //
 // 256 points per instance keep the load bound out of play in small rings:
 // an instance's natural share then rarely reaches 1.25× the average, so a
-// leaver takes only its own keys with it. Over 1,000 random rings of 3, 4 or
-// 5 instances losing one, no other key moved (with 20 points: 23%, 44% and
-// 60% of the rings moved some, up to 9% of the keys); at 10 instances 2 in
-// 1,000 did, at 20 about 1 in 100. TestSmallRingsMoveOnlyTheLeaversKeys
+// leaver takes only its own keys with it. Of 10,000 random rings of 3 or 4
+// instances losing one, none moved another key, of 5 instances 2 did (with
+// 20 points: 23%, 44% and 60% of 1,000 rings, up to 9% of the keys); at 10
+// instances 2 in 1,000 did, at 20 about 1 in 100. TestSmallRingsMoveOnlyTheLeaversKeys
 // checks 100 seeded rings of each size from 2 to 5.
 const (
 	DefaultPartitions        = 16381
