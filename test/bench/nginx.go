@@ -92,11 +92,11 @@ http {
 }
 `
 
-// luaFloorConf is nginx/lua.conf's shape without ringman: an access_by_lua
-// and a balancer_by_lua that pick one of the backends by the URL's crc32,
-// with the same upstream keepalive. It measures what the Lua module's two
-// phases cost by themselves, so that lua.conf's ratio to it is ringman's
-// own share.
+// luaFloorConf is nginx/lua.conf's fast path without ringman: a
+// balancer_by_lua that picks one of the backends by the crc32 of
+// $ringman_key, with the same upstream keepalive. It measures what the Lua
+// module's balancer phase costs by itself, so that lua.conf's ratio to it
+// is ringman's own share.
 const luaFloorConf = `worker_processes 1;
 pid logs/nginx.pid;
 error_log logs/error.log notice;
@@ -119,7 +119,7 @@ http {
         server 0.0.0.1;
         balancer_by_lua_block {
             local b = require "ngx.balancer"
-            local p = floor_peers[ngx.ctx.floor]
+            local p = floor_peers[ngx.crc32_short(ngx.var.ringman_key) % #floor_peers + 1]
             b.set_more_tries(2)
             b.set_current_peer(p[1], p[2])
         }
@@ -129,9 +129,7 @@ http {
     server {
         listen @LISTEN@;
         location / {
-            access_by_lua_block {
-                ngx.ctx.floor = ngx.crc32_short(ngx.var.host .. ngx.var.uri) % #floor_peers + 1
-            }
+            set $ringman_key $host$uri;
             proxy_pass http://backends;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -223,12 +221,21 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 	if !strings.Contains(luaConf, tableMode) {
 		return nil, fmt.Errorf("nginx/lua.conf has no %q to switch to the lookup mode", tableMode)
 	}
+	// mode=lookup as the README sets it up: every request on the slow path
+	// (route() + balance()), without first trying pick().
+	const fastPath = "proxy_pass http://ringman_backend;"
+	if !strings.Contains(luaConf, fastPath) {
+		return nil, fmt.Errorf("nginx/lua.conf has no %q to switch to the slow path", fastPath)
+	}
+	lookupConf := strings.Replace(strings.Replace(luaConf, tableMode, `mode = "lookup",`, 1), fastPath,
+		`access_by_lua_block { require("ringman").route(ngx.var.ringman_key) }
+            proxy_pass http://ringman_routed;`, 1)
 	configs := []nginxConfig{
 		{"static proxy_pass", strings.Replace(builtinConf, "@UPSTREAM@", "        server "+backends[0]+";", 1), false},
 		{"built-in hash", strings.Replace(builtinConf, "@UPSTREAM@", strings.TrimRight(hashServers.String(), "\n"), 1), false},
 		{"Lua floor (no lookup)", strings.Replace(luaFloorConf, "@PEERS@", luaPeers(backends), 1), false},
 		{"ringman lua.conf", luaConf, true},
-		{"ringman lua.conf, mode=lookup", strings.Replace(luaConf, tableMode, `mode = "lookup",`, 1), true},
+		{"ringman lua.conf, mode=lookup", lookupConf, true},
 		{"ringman auth_request.conf", authConf, true},
 	}
 	vars := map[string]string{

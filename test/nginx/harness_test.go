@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -100,7 +101,8 @@ func startEditedNginx(t *testing.T, conf string, edit map[string]string, vars ma
 }
 
 // backend is a real HTTP instance: it answers every request with its name
-// and records the request URIs it was sent.
+// (and echoes the method and the start of the body in X-Echo), and records
+// the request URIs it was sent.
 type backend struct {
 	Name string
 	Addr string
@@ -131,6 +133,9 @@ func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	b.mu.Unlock()
 	w.Header().Set("X-Backend", b.Name)
+	// What arrived, for tests that send more than a GET.
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1024))
+	w.Header().Set("X-Echo", r.Method+" "+strconv.Quote(string(body)))
 	io.WriteString(w, b.Name)
 }
 

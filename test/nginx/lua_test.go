@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -656,5 +657,72 @@ func TestLuaUnixSocket(t *testing.T) {
 		if r.Status != http.StatusOK || r.Backend != "b1" {
 			t.Fatalf("through unix:%s: %+v, want b1's 200", sock, r)
 		}
+	}
+}
+
+// lua.conf has two paths: pick() answers from the worker's copy of the
+// table in the balancer alone (upstream ringman_backend), and what it
+// cannot answer goes through error_page to @ringman, where route() looks the
+// key up and balance() tries the candidates (upstream ringman_routed). Mode
+// "lookup" sends every request the slow way. Both reach ringman's owner with
+// the method and the body the client sent.
+func TestLuaFastAndSlowPaths(t *testing.T) {
+	for _, tc := range []struct{ mode, upstream string }{{"table", "ringman_backend"}, {"lookup", "ringman_routed"}} {
+		t.Run(tc.mode, func(t *testing.T) {
+			ctx := testContext(t, 60*time.Second)
+			nginxBin(t, true)
+			f := newFixture(t, ctx, "", 3)
+			f.nginx = startEditedNginx(t, "lua.conf", map[string]string{
+				"        location / {": "        add_header X-Ringman-Upstream $proxy_host always;\n\n        location / {",
+				`mode = "table",`:      fmt.Sprintf("mode = %q,", tc.mode),
+			}, map[string]string{"RINGMAN_RESP": f.nodes[0].RESPAddr})
+			post := func(path, body string) (*http.Response, error) {
+				req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+f.nginx.Addr+path, strings.NewReader(body))
+				if err != nil {
+					return nil, err
+				}
+				req.Host = host
+				resp, err := f.client.Do(req)
+				if err != nil {
+					return nil, err
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return resp, nil
+			}
+			// The worker fetches its first table just after it starts.
+			err := cluster.Poll(ctx, 20*time.Millisecond, "a request on the "+tc.upstream+" path", func() (bool, string) {
+				resp, err := post("/warmup", "")
+				if err != nil {
+					return false, err.Error()
+				}
+				got := resp.Header.Get("X-Ringman-Upstream")
+				return got == tc.upstream, "last went through " + got
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ps := paths("paths-"+tc.mode, 60)
+			owners, err := f.ringOwners(host, ps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, p := range ps {
+				body := fmt.Sprintf("payload %d\r\nof %s", i, p)
+				resp, err := post(p, body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := fmt.Sprintf("%d %s %s %s", resp.StatusCode, resp.Header.Get("X-Ringman-Upstream"),
+					resp.Header.Get("X-Backend"), resp.Header.Get("X-Echo"))
+				want := fmt.Sprintf("200 %s %s POST %q", tc.upstream, owners[i], body)
+				if got != want {
+					t.Fatalf("POST %s: got %s, want %s", p, got, want)
+				}
+			}
+			if f.logContains("[error]") {
+				t.Errorf("nginx's error log has errors:\n%s", f.nginx.ErrorLog())
+			}
+		})
 	}
 }
