@@ -603,6 +603,23 @@ function _M.route(key, opts)
     ngx.ctx.ringman = { peers = peers, tried = 0 }
 end
 
+-- try sets peers[i] as the peer of this try; on the first try it also
+-- allows one more try per further candidate.
+local function try(peers, i)
+    if i == 1 and #peers > 1 then
+        local ok, err = balancer.set_more_tries(#peers - 1)
+        if not ok then
+            ngx.log(ngx.ERR, "ringman: set_more_tries: ", err)
+        end
+    end
+    local p = peers[i]
+    local ok, err = balancer.set_current_peer(p[1], p[2])
+    if not ok then
+        ngx.log(ngx.ERR, "ringman: set_current_peer ", p[1], ":", p[2], ": ", err)
+        return ngx.exit(ngx.ERROR)
+    end
+end
+
 -- pick is route() and balance() in one, for balancer_by_lua alone: the
 -- fast path of lua.conf. The key is the nginx variable $ringman_key (set it
 -- in the location); opts: service, candidates. On the first try it answers
@@ -627,22 +644,13 @@ function _M.pick(opts)
     end
     local n = opts and opts.candidates or conf.candidates
     local peers, found = from_table(t, key, n)
-    local first = peers[1]
-    if not found or not first then
+    if not found or not peers[1] then
         return ngx.exit(ngx.ERROR)
     end
     if #peers > 1 then
-        ngx.ctx.ringman = { peers = peers, tried = 1 }
-        local ok, err = balancer.set_more_tries(#peers - 1)
-        if not ok then
-            ngx.log(ngx.ERR, "ringman: set_more_tries: ", err)
-        end
+        ngx.ctx.ringman = { peers = peers, tried = 1 } -- for the retries
     end
-    local ok, err = balancer.set_current_peer(first[1], first[2])
-    if not ok then
-        ngx.log(ngx.ERR, "ringman: set_current_peer ", first[1], ":", first[2], ": ", err)
-        return ngx.exit(ngx.ERROR)
-    end
+    return try(peers, 1)
 end
 
 -- balance sets the next candidate as the peer of this try (balancer_by_lua).
@@ -658,17 +666,7 @@ function _M.balance()
         return ngx.exit(ngx.ERROR) -- no candidate left: nginx answers 502
     end
     st.tried = i
-    if i == 1 and #st.peers > 1 then
-        local ok, err = balancer.set_more_tries(#st.peers - 1)
-        if not ok then
-            ngx.log(ngx.ERR, "ringman: set_more_tries: ", err)
-        end
-    end
-    local ok, err = balancer.set_current_peer(p[1], p[2])
-    if not ok then
-        ngx.log(ngx.ERR, "ringman: set_current_peer ", p[1], ":", p[2], ": ", err)
-        return ngx.exit(ngx.ERROR)
-    end
+    return try(st.peers, i)
 end
 
 return _M
