@@ -525,12 +525,7 @@ func (n *Node) keyLoop() {
 }
 
 func (n *Node) answerKeyRequest(req keyRequest) {
-	n.mu.Lock()
-	var to *memberlist.Node
-	if m := n.members[req.From]; m != nil && m.status != StatusFailed && m.status != StatusLeft {
-		to = memberNode(m)
-	}
-	n.mu.Unlock()
+	to := n.keyRequester(req.From)
 	if to == nil {
 		// Answers go only to members: a request names its sender, and
 		// we do not connect to addresses a message gives us.
@@ -546,6 +541,29 @@ func (n *Node) answerKeyRequest(req keyRequest) {
 	if err := n.ml.SendReliable(to, append([]byte{msgKeyResponse}, body...)); err != nil {
 		n.log.Warn("cannot answer a keyring request", "to", req.From, "op", req.Op, "err", err)
 	}
+}
+
+// keyRequester is the member named from, where answers to its keyring
+// requests go, or nil. Our member table learns of a joiner a moment after
+// memberlist does (events are handed off), and a request may arrive in
+// that moment: memberlist's own view answers then.
+func (n *Node) keyRequester(from string) *memberlist.Node {
+	n.mu.Lock()
+	m := n.members[from]
+	var to *memberlist.Node
+	if m != nil && m.status != StatusFailed && m.status != StatusLeft {
+		to = memberNode(m)
+	}
+	n.mu.Unlock()
+	if to != nil || m != nil {
+		return to
+	}
+	for _, node := range n.ml.Members() {
+		if node.Name == from {
+			return &memberlist.Node{Name: node.Name, Addr: slices.Clone(node.Addr), Port: node.Port}
+		}
+	}
+	return nil
 }
 
 // keyID names a key in logs and messages without revealing it: the first
