@@ -543,21 +543,11 @@ func (n *Node) answerKeyRequest(req keyRequest) {
 	}
 }
 
-// keyRequester is the member named from, where answers to its keyring
-// requests go, or nil. Our member table learns of a joiner a moment after
-// memberlist does (events are handed off), and a request may arrive in
-// that moment: memberlist's own view answers then.
+// keyRequester is the live member named from, where answers to its
+// keyring requests go, or nil. It asks memberlist, not our member table:
+// the table learns of a join or a failure a moment later (events are
+// handed off), and a request may arrive in that moment.
 func (n *Node) keyRequester(from string) *memberlist.Node {
-	n.mu.Lock()
-	m := n.members[from]
-	var to *memberlist.Node
-	if m != nil && m.status != StatusFailed && m.status != StatusLeft {
-		to = memberNode(m)
-	}
-	n.mu.Unlock()
-	if to != nil || m != nil {
-		return to
-	}
 	for _, node := range n.ml.Members() {
 		if node.Name == from {
 			return &memberlist.Node{Name: node.Name, Addr: slices.Clone(node.Addr), Port: node.Port}

@@ -221,8 +221,8 @@ func New(s Settings, instances []string) (*Ring, error) {
 // The placement is consistent's (v1.0.0, bounded loads), partition for
 // partition; TestOwnerMatchesConsistent holds it to the library. It is
 // computed here because the library's New re-sorts every point after each
-// member it adds: 0.8 s at 1,000 instances with 20 points each, 18 s with
-// 200, where this takes milliseconds.
+// member it adds: 0.8 s at 1,000 instances with 20 points each, 18.6 s with
+// 200; this builds 1,000 instances with 256 points in about 150 ms.
 type Builder struct {
 	settings Settings
 	hasher   Hasher
