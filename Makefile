@@ -14,7 +14,7 @@ RUN_FLAGS ?= --name local --data-dir ./ringman-data --service web=127.0.0.1:8080
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: build run demo demo-stop test test-deps test-ui faults fuzz bench bench-deps lint clean
+.PHONY: build run demo demo-stop test test-deps deps-redis-cli deps-curl deps-nginx deps-faults deps-ui deps-systemd test-ui faults fuzz bench bench-deps lint clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/ringman
@@ -24,26 +24,45 @@ run: build
 
 # Three ringman nodes, three demo backends and nginx (nginx/lua.conf) on local
 # ports, state in .demo/; Ctrl-C or `make demo-stop` stops them. Ports: see
-# nginx/demo.sh (DEMO_PORT=8080, ...).
-demo: test-deps build
+# nginx/demo.sh (DEMO_PORT=8080, ...). Installs only nginx, its Lua module,
+# libxxhash0 and curl, when missing.
+demo: deps-nginx deps-curl build
 	./nginx/demo.sh
 
 demo-stop:
 	./nginx/demo.sh stop
 
-# Test dependencies: redis-cli (wire-compatibility tests), curl (the README's commands),
-# Debian's nginx and its Lua module (test/nginx; they bring ndk, lua-resty-core
-# and lua-resty-lrucache, without which nginx refuses to start), and Debian's
-# chromium (test/ui drives it headless for the status page). nginx lives in
-# /usr/sbin, which is not in every user's PATH.
-test-deps:
-	@command -v redis-cli >/dev/null && command -v curl >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) redis-tools curl ca-certificates; }
+# Dependencies, each installed with apt-get when missing; `test-deps` is all
+# of them, what `make test` needs.
+test-deps: deps-redis-cli deps-curl deps-nginx deps-faults deps-ui deps-systemd
+
+# redis-cli: the wire-compatibility tests and the README's commands.
+deps-redis-cli:
+	@command -v redis-cli >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) redis-tools; }
+
+# curl: test/e2e, the demo and the README's commands.
+deps-curl:
+	@command -v curl >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) curl ca-certificates; }
+
+# Debian's nginx and its Lua module (test/nginx, the demo; they bring ndk,
+# lua-resty-core and lua-resty-lrucache, without which nginx refuses to
+# start). nginx lives in /usr/sbin, which is not in every user's PATH.
+# ringman.lua hashes keys with XXH64 from libxxhash0 (apt itself depends on it).
+deps-nginx:
 	@{ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } && [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || { $(SUDO) apt-get update -qq && $(APT_INSTALL) nginx libnginx-mod-http-lua; }
-	@# test/faults: network namespaces and nftables (ip and nft live in /usr/sbin).
-	@{ command -v ip || [ -x /usr/sbin/ip ]; } >/dev/null && { command -v nft || [ -x /usr/sbin/nft ]; } >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) iproute2 nftables; }
-	@# ringman.lua hashes keys with XXH64 from libxxhash0 (apt itself depends on it).
 	@{ ldconfig -p 2>/dev/null || /sbin/ldconfig -p; } | grep -q 'libxxhash.so.0 ' || { $(SUDO) apt-get update -qq && $(APT_INSTALL) libxxhash0; }
+
+# test/faults: network namespaces and nftables (ip and nft live in /usr/sbin).
+deps-faults:
+	@{ command -v ip || [ -x /usr/sbin/ip ]; } >/dev/null && { command -v nft || [ -x /usr/sbin/nft ]; } >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) iproute2 nftables; }
+
+# test/ui drives Debian's chromium headless for the status page.
+deps-ui:
 	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || { $(SUDO) apt-get update -qq && $(APT_INSTALL) chromium; }
+
+# test/dist runs systemd-analyze verify on dist/systemd/ringman.service.
+deps-systemd:
+	@command -v systemd-analyze >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) systemd; }
 
 test: test-deps
 	$(GO) vet ./...
@@ -54,11 +73,11 @@ test: test-deps
 
 # The fault suite (test/faults): root only (network namespaces, nftables);
 # regenerates docs/RELIABILITY.md. About 3 minutes; `make test` runs it too.
-faults: test-deps build
+faults: deps-faults build
 	RINGMAN_BIN=$(CURDIR)/$(BIN) RINGMAN_FAULTS_REPORT=docs/RELIABILITY.md $(GO) test -count=1 -timeout 15m -run 'TestFaults|TestLabSweep' -v ./test/faults/
 
 # The status page in headless Chromium; screenshots in ./artifacts.
-test-ui: test-deps
+test-ui: deps-ui
 	RINGMAN_ARTIFACTS=$(CURDIR)/artifacts $(GO) test -race -count=1 -run TestStatusPage -v ./test/ui/
 
 # Every fuzz target (a func Fuzz... in a _test.go file) for FUZZTIME each,

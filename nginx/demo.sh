@@ -108,12 +108,12 @@ fi
 # ---- starting ------------------------------------------------------------
 
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[ -x "$NGINX" ] || die "nginx not found: apt-get install nginx libnginx-mod-http-lua (or make test-deps)"
+[ -x "$NGINX" ] || die "nginx not found: apt-get install nginx libnginx-mod-http-lua libxxhash0 (or make deps-nginx)"
 for m in ndk_http_module ngx_http_lua_module; do
-	[ -f "/usr/lib/nginx/modules/$m.so" ] || die "/usr/lib/nginx/modules/$m.so missing: apt-get install libnginx-mod-http-lua"
+	[ -f "/usr/lib/nginx/modules/$m.so" ] || die "/usr/lib/nginx/modules/$m.so missing: apt-get install libnginx-mod-http-lua (or make deps-nginx)"
 done
 [ -x "$RINGMAN" ] || die "$RINGMAN missing: run make build (make demo does)"
-command -v curl >/dev/null || die "curl not found: apt-get install curl"
+command -v curl >/dev/null || die "curl not found: apt-get install curl (or make deps-curl)"
 
 if [ -f "$PIDS" ]; then
 	while read -r name pid; do
