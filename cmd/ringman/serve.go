@@ -55,6 +55,7 @@ type serveOptions struct {
 	dataDir        string
 	profile        string
 	encrypt        string
+	encryptSet     bool // --encrypt (or RINGMAN_ENCRYPT) was given, maybe empty
 	label          string
 	requirepass    string
 	apiToken       string
@@ -85,6 +86,7 @@ SIGINT/SIGTERM drain the node, leave the cluster gracefully (bounded by
 			return flagsFromEnv(cmd.Flags())
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.encryptSet = cmd.Flags().Changed("encrypt")
 			return serve(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -147,6 +149,7 @@ type config struct {
 	dbs        map[int]string
 	keys       [][]byte
 	socketMode os.FileMode
+	gossipIP   string // --bind's IP, resolved
 	level      slog.Level
 }
 
@@ -185,6 +188,19 @@ func (o serveOptions) parse() (*config, error) {
 		}
 		c.dbs[n] = name
 	}
+	if err := c.checkAddrs(); err != nil {
+		return nil, err
+	}
+	switch o.profile {
+	case "lan", "wan", "fast":
+	default:
+		return nil, usagef("--profile %s: want lan, wan or fast", cell(o.profile))
+	}
+	if o.encryptSet && o.encrypt == "" {
+		// What --encrypt "$(cat missing-file)" gives: never a reason to
+		// run unencrypted without a word.
+		return nil, usagef("--encrypt is empty (a missing or empty key file?): give a key from 'ringman keygen', or leave --encrypt out to run unencrypted")
+	}
 	if o.encrypt != "" {
 		key, err := base64.StdEncoding.DecodeString(o.encrypt)
 		if err != nil {
@@ -215,6 +231,104 @@ func (o serveOptions) parse() (*config, error) {
 		}
 	}
 	return c, nil
+}
+
+// defaultGossipPort is the port of --bind's default, which a --join
+// address most likely means when it has none.
+const defaultGossipPort = "7946"
+
+// checkAddrs checks every address flag, so that a mistake is a usage error
+// before anything (the data dir, a listener) is created.
+func (c *config) checkAddrs() error {
+	ip, err := checkHostPort("--bind", c.bind, true)
+	if err != nil {
+		return err
+	}
+	c.gossipIP = ip
+	if c.advertise != "" {
+		ip, err := checkHostPort("--advertise", c.advertise, true)
+		if err != nil {
+			return err
+		}
+		if net.ParseIP(ip).IsUnspecified() {
+			return usagef("--advertise %s: must be an address other nodes can reach, not %s", cell(c.advertise), ip)
+		}
+	}
+	for _, j := range c.join {
+		if err := checkJoin(strings.TrimSpace(j)); err != nil {
+			return err
+		}
+	}
+	if path, ok := strings.CutPrefix(c.redisAddr, "unix:"); ok {
+		if path == "" {
+			return usagef("--redis-addr unix: needs a socket path, e.g. unix:/run/ringman/ringman.sock")
+		}
+	} else if _, err := checkHostPort("--redis-addr", c.redisAddr, true); err != nil {
+		return err
+	}
+	if strings.HasPrefix(c.httpAddr, "unix:") {
+		return usagef("--http-addr %s: want host:port (the HTTP API does not listen on unix sockets)", cell(c.httpAddr))
+	}
+	_, err = checkHostPort("--http-addr", c.httpAddr, true)
+	return err
+}
+
+// checkHostPort checks a listening or advertised address: host:port with a
+// port in range (0 where allowZero: the system picks one), and a host that
+// is an IP or a name that resolves. It returns the host's IP (preferring
+// IPv4, as discovery does; an empty host is every interface).
+func checkHostPort(flag, addr string, allowZero bool) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", usagef("%s %s: want host:port", flag, cell(addr))
+	}
+	lowest := uint64(1)
+	if allowZero {
+		lowest = 0
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p < lowest {
+		return "", usagef("%s %s: port must be a number from %d to 65535", flag, cell(addr), lowest)
+	}
+	if host == "" {
+		return "0.0.0.0", nil
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.String(), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil || len(ips) == 0 {
+		return "", usagef("%s %s: cannot resolve %s", flag, cell(addr), cell(host))
+	}
+	for _, ip := range ips {
+		if ip.IP.To4() != nil {
+			return ip.IP.String(), nil
+		}
+	}
+	return ips[0].IP.String(), nil
+}
+
+// checkJoin checks a --join address. Seeds are resolved when joined (and
+// retried), so a name need not resolve now; a missing port would make
+// memberlist use this node's own gossip port, which is rarely what is
+// meant, so it is refused with the address to write instead.
+func checkJoin(addr string) error {
+	if addr == "" {
+		return nil // discovery skips empty seeds
+	}
+	bare := strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
+	if !strings.Contains(addr, ":") || (strings.Contains(bare, ":") && net.ParseIP(bare) != nil) {
+		return usagef("--join %s: no port (the gossip port is %s by default: %s)", cell(addr), defaultGossipPort, net.JoinHostPort(bare, defaultGossipPort))
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return usagef("--join %s: want host:port of a node's gossip address, e.g. 10.0.0.1:%s", cell(addr), defaultGossipPort)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return usagef("--join %s: port must be a number from 1 to 65535", cell(addr))
+	}
+	return nil
 }
 
 func newLogger(c *config, w io.Writer) *slog.Logger {
