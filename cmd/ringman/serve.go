@@ -505,6 +505,13 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		}
 	}
 	warnings := protectedMode(httpLn.Addr().String(), resp.Addr(), c.apiToken != "", c.requirepass != "")
+	// The bound port is --bind's, or the advertised one when the system
+	// picked it (port 0).
+	_, gossipPort, _ := net.SplitHostPort(c.bind)
+	if _, p, err := net.SplitHostPort(node.Addr()); err == nil && gossipPort == "0" {
+		gossipPort = p
+	}
+	warnings = append(warnings, gossipWarning(net.JoinHostPort(c.gossipIP, gossipPort), node.Encrypted())...)
 	for _, w := range warnings {
 		log.Warn(w)
 	}
@@ -680,4 +687,15 @@ func reachable(addr string) (string, bool) {
 		return addr + " (every interface)", true
 	}
 	return addr, !ip.IsLoopback()
+}
+
+// gossipWarning returns a warning when gossip, bound to bindAddr, is
+// reachable from other hosts and not encrypted: anyone who reaches the
+// port can join the cluster and advertise instances that get traffic.
+func gossipWarning(bindAddr string, encrypted bool) []string {
+	if where, ok := reachable(bindAddr); ok && !encrypted {
+		return []string{fmt.Sprintf("gossip on %s is reachable from other hosts and not encrypted (no --encrypt): "+
+			"anyone who can reach it can join the cluster, advertise instances that receive traffic, and change overrides", where)}
+	}
+	return nil
 }
