@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -242,5 +243,34 @@ func TestKeygenAndVersion(t *testing.T) {
 	code, out, _ = runCLI("completion", "bash")
 	if code != 0 || !strings.Contains(out, "ringman") {
 		t.Errorf("completion bash: exit %d", code)
+	}
+}
+
+func TestBuildInfoFillsVersionAndCommit(t *testing.T) {
+	info := func(mainVersion string, kv ...string) *debug.BuildInfo {
+		bi := &debug.BuildInfo{Main: debug.Module{Path: "ringman", Version: mainVersion}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			bi.Settings = append(bi.Settings, debug.BuildSetting{Key: kv[i], Value: kv[i+1]})
+		}
+		return bi
+	}
+	const rev = "0123456789abcdef0123456789abcdef01234567"
+	for _, tc := range []struct {
+		name             string
+		version, commit  string // as the ldflags left them
+		info             *debug.BuildInfo
+		wantVer, wantCom string
+	}{
+		{"ldflags win", "v1.2.0", "abc1234", info("v9.9.9", "vcs.revision", rev), "v1.2.0", "abc1234"},
+		{"go build in a checkout", "dev", "unknown", info("(devel)", "vcs.revision", rev, "vcs.modified", "false"), "dev", "0123456789ab"},
+		{"go build with local changes", "dev", "unknown", info("(devel)", "vcs.revision", rev, "vcs.modified", "true"), "dev", "0123456789ab-dirty"},
+		{"go install module@version", "dev", "unknown", info("v1.3.0", "vcs.revision", rev), "v1.3.0", "0123456789ab"},
+		{"no VCS information", "dev", "unknown", info(""), "dev", "unknown"},
+		{"no build information", "dev", "unknown", nil, "dev", "unknown"},
+	} {
+		v, c := fromBuildInfo(tc.version, tc.commit, tc.info)
+		if v != tc.wantVer || c != tc.wantCom {
+			t.Errorf("%s: version %q, commit %q; want %q, %q", tc.name, v, c, tc.wantVer, tc.wantCom)
+		}
 	}
 }
