@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -41,4 +43,36 @@ func escapeText(s string) string {
 		i += size
 	}
 	return b.String()
+}
+
+// escapeJSON escapes, as \uXXXX, the non-printable runes that encoding/json
+// writes as they are (it escapes only those below U+0020, U+2028, U+2029
+// and <, >, &): DEL, C1 controls, bidirectional and zero-width format
+// characters. Outside strings, JSON from MarshalIndent has only printable
+// ASCII, spaces and newlines, so every rune escaped is inside a string.
+func escapeJSON(raw []byte) []byte {
+	var out []byte
+	for i := 0; i < len(raw); {
+		r, size := utf8.DecodeRune(raw[i:])
+		if r == '\n' || (strconv.IsPrint(r) && r != utf8.RuneError) {
+			if out != nil {
+				out = append(out, raw[i:i+size]...)
+			}
+			i += size
+			continue
+		}
+		if out == nil {
+			out = append(make([]byte, 0, len(raw)+16), raw[:i]...)
+		}
+		if r1, r2 := utf16.EncodeRune(r); r1 != utf8.RuneError {
+			out = fmt.Appendf(out, `\u%04x\u%04x`, r1, r2)
+		} else {
+			out = fmt.Appendf(out, `\u%04x`, r)
+		}
+		i += size
+	}
+	if out == nil {
+		return raw
+	}
+	return out
 }

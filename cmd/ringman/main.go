@@ -96,7 +96,8 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "ringman: %v\n", err)
+	// Errors can carry what a node answered: one line, escaped.
+	fmt.Fprintf(stderr, "ringman: %s\n", escapeText(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage
