@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -237,7 +238,7 @@ func (o serveOptions) parse() (*config, error) {
 // address most likely means when it has none.
 const defaultGossipPort = "7946"
 
-// checkAddrs checks every address flag, so that a mistake is a usage error
+// checkAddrs checks every address flag (and the --check URL), so that a mistake is a usage error
 // before anything (the data dir, a listener) is created.
 func (c *config) checkAddrs() error {
 	ip, err := checkHostPort("--bind", c.bind, true)
@@ -269,8 +270,16 @@ func (c *config) checkAddrs() error {
 	if strings.HasPrefix(c.httpAddr, "unix:") {
 		return usagef("--http-addr %s: want host:port (the HTTP API does not listen on unix sockets)", cell(c.httpAddr))
 	}
-	_, err = checkHostPort("--http-addr", c.httpAddr, true)
-	return err
+	if _, err := checkHostPort("--http-addr", c.httpAddr, true); err != nil {
+		return err
+	}
+	if c.check != "" {
+		u, err := url.Parse(c.check)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return usagef("--check %s: want http://host[:port]/path or https://...", cell(c.check))
+		}
+	}
+	return nil
 }
 
 // checkHostPort checks a listening or advertised address: host:port with a

@@ -50,6 +50,8 @@ func TestServeRejectsBadAddressesBeforeCreatingAnything(t *testing.T) {
 		{[]string{"--join", "::1"}, "[::1]:7946"},
 		{[]string{"--join", "127.0.0.1:0"}, "--join"},
 		{[]string{"--join", "127.0.0.1:7946,127.0.0.1:99999"}, "--join 127.0.0.1:99999"},
+		{[]string{"--check", "ftp://127.0.0.1/health"}, "--check"},
+		{[]string{"--check", "127.0.0.1:8080/health"}, "--check"},
 		{[]string{"--profile", "quick"}, "--profile"},
 		{[]string{"--profile", ""}, "--profile"},
 		{[]string{"--encrypt", ""}, "--encrypt"},
