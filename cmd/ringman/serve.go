@@ -238,16 +238,17 @@ func (o serveOptions) parse() (*config, error) {
 // address most likely means when it has none.
 const defaultGossipPort = "7946"
 
-// checkAddrs checks every address flag (and the --check URL), so that a mistake is a usage error
-// before anything (the data dir, a listener) is created.
+// checkAddrs checks every address flag and the --check URL, so that a
+// mistake is a usage error before anything (the data dir, a listener) is
+// created.
 func (c *config) checkAddrs() error {
-	ip, err := checkHostPort("--bind", c.bind, true)
+	ip, err := checkHostPort("--bind", c.bind)
 	if err != nil {
 		return err
 	}
 	c.gossipIP = ip
 	if c.advertise != "" {
-		ip, err := checkHostPort("--advertise", c.advertise, true)
+		ip, err := checkHostPort("--advertise", c.advertise)
 		if err != nil {
 			return err
 		}
@@ -264,13 +265,13 @@ func (c *config) checkAddrs() error {
 		if path == "" {
 			return usagef("--redis-addr unix: needs a socket path, e.g. unix:/run/ringman/ringman.sock")
 		}
-	} else if _, err := checkHostPort("--redis-addr", c.redisAddr, true); err != nil {
+	} else if _, err := checkHostPort("--redis-addr", c.redisAddr); err != nil {
 		return err
 	}
 	if strings.HasPrefix(c.httpAddr, "unix:") {
 		return usagef("--http-addr %s: want host:port (the HTTP API does not listen on unix sockets)", cell(c.httpAddr))
 	}
-	if _, err := checkHostPort("--http-addr", c.httpAddr, true); err != nil {
+	if _, err := checkHostPort("--http-addr", c.httpAddr); err != nil {
 		return err
 	}
 	if c.check != "" {
@@ -283,20 +284,16 @@ func (c *config) checkAddrs() error {
 }
 
 // checkHostPort checks a listening or advertised address: host:port with a
-// port in range (0 where allowZero: the system picks one), and a host that
-// is an IP or a name that resolves. It returns the host's IP (preferring
-// IPv4, as discovery does; an empty host is every interface).
-func checkHostPort(flag, addr string, allowZero bool) (string, error) {
+// port from 0 (the system picks one) to 65535, and a host that is an IP or
+// a name that resolves. It returns the host's IP (preferring IPv4, as
+// discovery does; an empty host is every interface).
+func checkHostPort(flag, addr string) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "", usagef("%s %s: want host:port", flag, cell(addr))
 	}
-	lowest := uint64(1)
-	if allowZero {
-		lowest = 0
-	}
-	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p < lowest {
-		return "", usagef("%s %s: port must be a number from %d to 65535", flag, cell(addr), lowest)
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return "", usagef("%s %s: port must be a number from 0 to 65535", flag, cell(addr))
 	}
 	if host == "" {
 		return "0.0.0.0", nil
