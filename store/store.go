@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -59,11 +60,11 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
-	if err := checkReadable(path); err != nil {
-		return nil, err
-	}
 	db, err := openBolt(path)
+	var refused refusedError
 	switch {
+	case errors.As(err, &refused):
+		return nil, refused.err
 	case errors.Is(err, boltErrors.ErrTimeout):
 		return nil, fmt.Errorf("data dir %s is in use by another ringman process (could not lock %s)", dir, path)
 	case err != nil:
@@ -96,28 +97,92 @@ func openBolt(path string) (db *bolt.DB, err error) {
 			db, err = nil, fmt.Errorf("damaged page: %v", p)
 		}
 	}()
-	return bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	return bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, OpenFile: openDataFile})
 }
 
-// checkReadable refuses an existing empty file, which bbolt would otherwise
-// initialise (write to) as a new database.
-func checkReadable(path string) error {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+// refusedError is openDataFile's refusal, passed through bbolt as it is.
+type refusedError struct{ err error }
+
+func (e refusedError) Error() string { return e.err.Error() }
+
+// openDataFile opens the data file for bbolt (which asks for O_CREATE),
+// refusing, with nothing created or written, anything but a regular file
+// with content or a missing file: a FIFO would block the open forever, a
+// device or directory is no database, an existing empty file would be
+// initialised as a new database, and a dangling symlink would create a
+// fresh one at its target. A symlink to a regular file is followed, so
+// that the file can live on another volume. The checks are made on the
+// opened descriptor, so the file cannot be swapped between check and use.
+func openDataFile(path string, flag int, perm os.FileMode) (*os.File, error) {
+	// O_NONBLOCK: opening a FIFO must not wait for a writer.
+	f, err := os.OpenFile(path, flag&^os.O_CREATE|syscall.O_NONBLOCK, perm)
+	created := false
+	if errors.Is(err, os.ErrNotExist) && flag&os.O_CREATE != 0 {
+		// O_EXCL does not follow a (dangling) symlink: it fails instead.
+		f, err = os.OpenFile(path, flag|os.O_EXCL|syscall.O_NONBLOCK, perm)
+		created = err == nil
 	}
 	if err != nil {
-		return fmt.Errorf("open data file: %w", err)
+		if what := describe(path); what != "a regular file" && what != "" {
+			return nil, refusedError{notRegular(path, what)}
+		}
+		return nil, refusedError{fmt.Errorf("open data file %s: %w (nothing was created or changed)", path, err)}
 	}
-	defer f.Close()
 	st, err := f.Stat()
+	switch {
+	case err != nil:
+		f.Close()
+		return nil, refusedError{fmt.Errorf("open data file %s: %w (nothing was created or changed)", path, err)}
+	case !st.Mode().IsRegular():
+		f.Close()
+		return nil, refusedError{notRegular(path, describe(path))}
+	case st.Size() == 0 && !created:
+		f.Close()
+		return nil, refusedError{fmt.Errorf("data file %s is empty; move it away to start fresh (the file was left untouched)", path)}
+	}
+	return f, nil
+}
+
+func notRegular(path, what string) error {
+	return fmt.Errorf("data file %s is %s: not a regular file; move it away or use another data dir (nothing was created or changed)", path, what)
+}
+
+// describe says what is at path, following a symlink, for an error.
+func describe(path string) string {
+	fi, err := os.Lstat(path)
 	if err != nil {
-		return fmt.Errorf("open data file: %w", err)
+		return ""
 	}
-	if st.Size() == 0 {
-		return fmt.Errorf("data file %s is empty; move it away to start fresh (the file was left untouched)", path)
+	if fi.Mode()&os.ModeSymlink == 0 {
+		return fileKind(fi.Mode())
 	}
-	return nil
+	target, _ := os.Readlink(path)
+	ti, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Sprintf("a symlink to %s, which does not exist", target)
+	}
+	if err != nil {
+		return fmt.Sprintf("a symlink to %s, which cannot be read (%v)", target, err)
+	}
+	return fmt.Sprintf("a symlink to %s, which is %s", target, fileKind(ti.Mode()))
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "a regular file"
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	}
+	return "of type " + m.Type().String()
 }
 
 // check walks every page once: bbolt trusts its pages and can panic on a

@@ -49,9 +49,12 @@ func checkFormat(format string) error {
 }
 
 func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	raw, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(escapeJSON(raw), '\n'))
+	return err
 }
 
 func newMembersCmd() *cobra.Command {
@@ -88,7 +91,7 @@ func newMembersCmd() *cobra.Command {
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			for _, m := range kept {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.Addr, m.Status, formatServices(m.Services))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cell(m.Name), cell(m.Addr), cell(m.Status), formatServices(m.Services))
 			}
 			return tw.Flush()
 		},
@@ -99,12 +102,13 @@ func newMembersCmd() *cobra.Command {
 	return cmd
 }
 
-// formatServices prints services like the --service flag takes them.
+// formatServices prints services like the --service flag takes them, each
+// escaped (peers advertise them).
 func formatServices(services map[string][]string) string {
 	var parts []string
 	for name, insts := range services {
 		for _, inst := range insts {
-			parts = append(parts, name+"="+inst)
+			parts = append(parts, cell(name+"="+inst))
 		}
 	}
 	sort.Strings(parts)

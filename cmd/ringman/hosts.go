@@ -57,7 +57,7 @@ func newHostsListCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "HOST\tBACKEND\tUPDATED\tNODE")
 			for _, h := range hosts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", h.Host, h.Backend, h.UpdatedAt.UTC().Format(time.RFC3339), h.Node)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cell(h.Host), cell(h.Backend), h.UpdatedAt.UTC().Format(time.RFC3339), cell(h.Node))
 			}
 			return tw.Flush()
 		},
@@ -87,7 +87,7 @@ func newHostsSetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s -> %s\n", o.Host, o.Backend)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s -> %s\n", cell(o.Host), cell(o.Backend))
 			return nil
 		},
 	}
@@ -115,7 +115,7 @@ func newHostsRmCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s (was %s)\n", o.Host, o.Backend)
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s (was %s)\n", cell(o.Host), cell(o.Backend))
 			return nil
 		},
 	}

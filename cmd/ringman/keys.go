@@ -73,7 +73,7 @@ func newKeysListCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tINSTALLED\tPRIMARY")
 			for _, k := range res.Keys {
-				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%d\n", k.Key, k.Installed, res.Answered, k.Primary, res.Answered)
+				fmt.Fprintf(tw, "%s\t%d/%d\t%d/%d\n", cell(k.Key), k.Installed, res.Answered, k.Primary, res.Answered)
 			}
 			tw.Flush()
 			fmt.Fprintf(w, "%d of %d nodes answered\n", res.Answered, res.Nodes)
@@ -130,7 +130,7 @@ func newKeyOpCmd(op, short, done string) *cobra.Command {
 // printKeyFailures prints one line per node that did not answer or failed.
 func printKeyFailures(w io.Writer, res httpapi.KeyringResult) {
 	for _, f := range res.Failed {
-		fmt.Fprintf(w, "failed: %s (%s): %s\n", f.Node, f.Addr, f.Error)
+		fmt.Fprintf(w, "failed: %s (%s): %s\n", cell(f.Node), cell(f.Addr), escapeText(f.Error))
 	}
 }
 

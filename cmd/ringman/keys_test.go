@@ -362,6 +362,10 @@ func TestServeProtectedMode(t *testing.T) {
 			[]string{"RESP on ", "(every interface) is reachable from other hosts and has no --requirepass"}},
 		{"loopback", []string{"--http-addr", "127.0.0.1:0", "--redis-addr", "127.0.0.1:0"}, nil},
 		{"unix socket", []string{"--http-addr", "127.0.0.1:0", "--redis-addr", "unix:" + sock}, nil},
+		{"gossip on every interface", []string{"--bind", "0.0.0.0:0", "--http-addr", "127.0.0.1:0", "--redis-addr", "127.0.0.1:0"},
+			[]string{"gossip on 0.0.0.0:", "(every interface) is reachable from other hosts and not encrypted (no --encrypt)"}},
+		{"gossip on every interface, encrypted", []string{"--bind", "0.0.0.0:0", "--encrypt", newGossipKey(t),
+			"--http-addr", "127.0.0.1:0", "--redis-addr", "127.0.0.1:0"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := startServe(t, append([]string{"--name", "p", "--data-dir", t.TempDir()}, tc.args...)...)
@@ -407,6 +411,13 @@ func TestProtectedModeAddresses(t *testing.T) {
 		}
 		if w := protectedMode(tc.addr, tc.addr, true, true); len(w) != 0 {
 			t.Errorf("%s with a token and a password: warnings %q", tc.addr, w)
+		}
+		w = gossipWarning(tc.addr, false)
+		if (tc.warn == "") != (len(w) == 0) || (len(w) > 0 && !strings.Contains(w[0], tc.warn)) {
+			t.Errorf("unencrypted gossip on %s: warnings %q, want one with %q", tc.addr, w, tc.warn)
+		}
+		if w := gossipWarning(tc.addr, true); len(w) != 0 {
+			t.Errorf("encrypted gossip on %s: warnings %q", tc.addr, w)
 		}
 	}
 }

@@ -4,19 +4,63 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
 
-// Set at build time by the Makefile (-ldflags -X).
+// Set at build time by the Makefile (-ldflags -X); otherwise (go build,
+// go install) filled in from the build information the go command embeds.
 var (
 	version = "dev"
 	commit  = "unknown"
 )
+
+func init() {
+	info, _ := debug.ReadBuildInfo()
+	version, commit = fromBuildInfo(version, commit, info)
+}
+
+// fromBuildInfo fills the version and commit that the ldflags did not set
+// from info: the module version of `go install ringman@v1.2.3`, and the
+// VCS revision (with -dirty for local changes) that `go build` records in
+// a checkout.
+func fromBuildInfo(version, commit string, info *debug.BuildInfo) (string, string) {
+	if info == nil {
+		return version, commit
+	}
+	if v := info.Main.Version; version == "dev" && v != "" && v != "(devel)" {
+		version = v
+	}
+	if commit != "unknown" {
+		return version, commit
+	}
+	var rev string
+	var dirty bool
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return version, commit
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return version, rev
+}
 
 // Exit codes (SPEC §5).
 const (
@@ -39,15 +83,21 @@ func main() {
 
 // run executes the command line and returns the process exit code.
 func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdout, stderr)
+}
+
+// runContext is run with a context that stops `serve` when it ends.
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd()
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "ringman: %v\n", err)
+	// Errors can carry what a node answered: one line, escaped.
+	fmt.Fprintf(stderr, "ringman: %s\n", escapeText(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage

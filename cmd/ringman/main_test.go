@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -213,7 +214,8 @@ func TestServeFlagsFromEnvironment(t *testing.T) {
 }
 
 func TestParseServices(t *testing.T) {
-	o := serveOptions{name: "n", defaultService: "web", services: []string{"10.0.0.1:80", "thumbs=10.0.0.2:81", "web=[::1]:82"},
+	o := serveOptions{name: "n", bind: "127.0.0.1:0", redisAddr: "unix:/tmp/r.sock", httpAddr: ":0", profile: "lan",
+		defaultService: "web", services: []string{"10.0.0.1:80", "thumbs=10.0.0.2:81", "web=[::1]:82"},
 		dbs: []string{"1=thumbs"}, partitions: 7, load: 1.5, replication: 3, socketMode: "0660",
 		logLevel: "debug", logFormat: "json", checkInterval: time.Second, checkTimeout: time.Second, idleTimeout: time.Second, leaveTimeout: time.Second, tombstoneTTL: time.Hour}
 	c, err := o.parse()
@@ -241,5 +243,34 @@ func TestKeygenAndVersion(t *testing.T) {
 	code, out, _ = runCLI("completion", "bash")
 	if code != 0 || !strings.Contains(out, "ringman") {
 		t.Errorf("completion bash: exit %d", code)
+	}
+}
+
+func TestBuildInfoFillsVersionAndCommit(t *testing.T) {
+	info := func(mainVersion string, kv ...string) *debug.BuildInfo {
+		bi := &debug.BuildInfo{Main: debug.Module{Path: "ringman", Version: mainVersion}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			bi.Settings = append(bi.Settings, debug.BuildSetting{Key: kv[i], Value: kv[i+1]})
+		}
+		return bi
+	}
+	const rev = "0123456789abcdef0123456789abcdef01234567"
+	for _, tc := range []struct {
+		name             string
+		version, commit  string // as the ldflags left them
+		info             *debug.BuildInfo
+		wantVer, wantCom string
+	}{
+		{"ldflags win", "v1.2.0", "abc1234", info("v9.9.9", "vcs.revision", rev), "v1.2.0", "abc1234"},
+		{"go build in a checkout", "dev", "unknown", info("(devel)", "vcs.revision", rev, "vcs.modified", "false"), "dev", "0123456789ab"},
+		{"go build with local changes", "dev", "unknown", info("(devel)", "vcs.revision", rev, "vcs.modified", "true"), "dev", "0123456789ab-dirty"},
+		{"go install module@version", "dev", "unknown", info("v1.3.0", "vcs.revision", rev), "v1.3.0", "0123456789ab"},
+		{"no VCS information", "dev", "unknown", info(""), "dev", "unknown"},
+		{"no build information", "dev", "unknown", nil, "dev", "unknown"},
+	} {
+		v, c := fromBuildInfo(tc.version, tc.commit, tc.info)
+		if v != tc.wantVer || c != tc.wantCom {
+			t.Errorf("%s: version %q, commit %q; want %q, %q", tc.name, v, c, tc.wantVer, tc.wantCom)
+		}
 	}
 }

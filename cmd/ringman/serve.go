@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -55,6 +56,7 @@ type serveOptions struct {
 	dataDir        string
 	profile        string
 	encrypt        string
+	encryptSet     bool // --encrypt (or RINGMAN_ENCRYPT) was given, maybe empty
 	label          string
 	requirepass    string
 	apiToken       string
@@ -85,6 +87,7 @@ SIGINT/SIGTERM drain the node, leave the cluster gracefully (bounded by
 			return flagsFromEnv(cmd.Flags())
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.encryptSet = cmd.Flags().Changed("encrypt")
 			return serve(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -147,6 +150,7 @@ type config struct {
 	dbs        map[int]string
 	keys       [][]byte
 	socketMode os.FileMode
+	gossipIP   string // --bind's IP, resolved
 	level      slog.Level
 }
 
@@ -185,6 +189,19 @@ func (o serveOptions) parse() (*config, error) {
 		}
 		c.dbs[n] = name
 	}
+	if err := c.checkAddrs(); err != nil {
+		return nil, err
+	}
+	switch o.profile {
+	case "lan", "wan", "fast":
+	default:
+		return nil, usagef("--profile %s: want lan, wan or fast", cell(o.profile))
+	}
+	if o.encryptSet && o.encrypt == "" {
+		// What --encrypt "$(cat missing-file)" gives: never a reason to
+		// run unencrypted without a word.
+		return nil, usagef("--encrypt is empty (a missing or empty key file?): give a key from 'ringman keygen', or leave --encrypt out to run unencrypted")
+	}
 	if o.encrypt != "" {
 		key, err := base64.StdEncoding.DecodeString(o.encrypt)
 		if err != nil {
@@ -215,6 +232,109 @@ func (o serveOptions) parse() (*config, error) {
 		}
 	}
 	return c, nil
+}
+
+// defaultGossipPort is the port of --bind's default, which a --join
+// address most likely means when it has none.
+const defaultGossipPort = "7946"
+
+// checkAddrs checks every address flag and the --check URL, so that a
+// mistake is a usage error before anything (the data dir, a listener) is
+// created.
+func (c *config) checkAddrs() error {
+	ip, err := checkHostPort("--bind", c.bind)
+	if err != nil {
+		return err
+	}
+	c.gossipIP = ip
+	if c.advertise != "" {
+		ip, err := checkHostPort("--advertise", c.advertise)
+		if err != nil {
+			return err
+		}
+		if net.ParseIP(ip).IsUnspecified() {
+			return usagef("--advertise %s: must be an address other nodes can reach, not %s", cell(c.advertise), ip)
+		}
+	}
+	for _, j := range c.join {
+		if err := checkJoin(strings.TrimSpace(j)); err != nil {
+			return err
+		}
+	}
+	if path, ok := strings.CutPrefix(c.redisAddr, "unix:"); ok {
+		if path == "" {
+			return usagef("--redis-addr unix: needs a socket path, e.g. unix:/run/ringman/ringman.sock")
+		}
+	} else if _, err := checkHostPort("--redis-addr", c.redisAddr); err != nil {
+		return err
+	}
+	if strings.HasPrefix(c.httpAddr, "unix:") {
+		return usagef("--http-addr %s: want host:port (the HTTP API does not listen on unix sockets)", cell(c.httpAddr))
+	}
+	if _, err := checkHostPort("--http-addr", c.httpAddr); err != nil {
+		return err
+	}
+	if c.check != "" {
+		u, err := url.Parse(c.check)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return usagef("--check %s: want http://host[:port]/path or https://...", cell(c.check))
+		}
+	}
+	return nil
+}
+
+// checkHostPort checks a listening or advertised address: host:port with a
+// port from 0 (the system picks one) to 65535, and a host that is an IP or
+// a name that resolves. It returns the host's IP (preferring IPv4, as
+// discovery does; an empty host is every interface).
+func checkHostPort(flag, addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", usagef("%s %s: want host:port", flag, cell(addr))
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return "", usagef("%s %s: port must be a number from 0 to 65535", flag, cell(addr))
+	}
+	if host == "" {
+		return "0.0.0.0", nil
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.String(), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil || len(ips) == 0 {
+		return "", usagef("%s %s: cannot resolve %s", flag, cell(addr), cell(host))
+	}
+	for _, ip := range ips {
+		if ip.IP.To4() != nil {
+			return ip.IP.String(), nil
+		}
+	}
+	return ips[0].IP.String(), nil
+}
+
+// checkJoin checks a --join address. Seeds are resolved when joined (and
+// retried), so a name need not resolve now; a missing port would make
+// memberlist use this node's own gossip port, which is rarely what is
+// meant, so it is refused with the address to write instead.
+func checkJoin(addr string) error {
+	if addr == "" {
+		return nil // discovery skips empty seeds
+	}
+	bare := strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
+	if !strings.Contains(addr, ":") || (strings.Contains(bare, ":") && net.ParseIP(bare) != nil) {
+		return usagef("--join %s: no port (the gossip port is %s by default: %s)", cell(addr), defaultGossipPort, net.JoinHostPort(bare, defaultGossipPort))
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return usagef("--join %s: want host:port of a node's gossip address, e.g. 10.0.0.1:%s", cell(addr), defaultGossipPort)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return usagef("--join %s: port must be a number from 1 to 65535", cell(addr))
+	}
+	return nil
 }
 
 func newLogger(c *config, w io.Writer) *slog.Logger {
@@ -391,6 +511,13 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		}
 	}
 	warnings := protectedMode(httpLn.Addr().String(), resp.Addr(), c.apiToken != "", c.requirepass != "")
+	// The bound port is --bind's, or the advertised one when the system
+	// picked it (port 0).
+	_, gossipPort, _ := net.SplitHostPort(c.bind)
+	if _, p, err := net.SplitHostPort(node.Addr()); err == nil && gossipPort == "0" {
+		gossipPort = p
+	}
+	warnings = append(warnings, gossipWarning(net.JoinHostPort(c.gossipIP, gossipPort), node.Encrypted())...)
 	for _, w := range warnings {
 		log.Warn(w)
 	}
@@ -566,4 +693,15 @@ func reachable(addr string) (string, bool) {
 		return addr + " (every interface)", true
 	}
 	return addr, !ip.IsLoopback()
+}
+
+// gossipWarning returns a warning when gossip, bound to bindAddr, is
+// reachable from other hosts and not encrypted: anyone who reaches the
+// port can join the cluster and advertise instances that get traffic.
+func gossipWarning(bindAddr string, encrypted bool) []string {
+	if where, ok := reachable(bindAddr); ok && !encrypted {
+		return []string{fmt.Sprintf("gossip on %s is reachable from other hosts and not encrypted (no --encrypt): "+
+			"anyone who can reach it can join the cluster, advertise instances that receive traffic, and change overrides", where)}
+	}
+	return nil
 }
