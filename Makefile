@@ -8,9 +8,9 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 # Flags for `make run`: a single node with one example instance, data in
-# ./ringman-data, gossip on loopback only (7947: not the default 7946 of
-# `make demo`'s first node).
-RUN_FLAGS ?= --name local --data-dir ./ringman-data --bind 127.0.0.1:7947 --service web=127.0.0.1:8080
+# ./ringman-data, gossip on loopback only (7945: clear of make demo's and the
+# README's three nodes, 7946-7948).
+RUN_FLAGS ?= --name local --data-dir ./ringman-data --bind 127.0.0.1:7945 --service web=127.0.0.1:8080
 
 # apt-get as root, or through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
