@@ -41,7 +41,7 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 
 // Version orders the writes of one host across the cluster.
 type Version struct {
-	Clock uint64 // hybrid logical clock: Unix milliseconds << 16 | counter
+	Clock uint64 // hybrid logical clock: Unix milliseconds << 16 | 1/65,536ths of the millisecond (see physical)
 	Node  string // the writer; breaks ties between equal clocks
 }
 

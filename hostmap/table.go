@@ -354,16 +354,46 @@ func wins(a, b Entry) bool {
 	return a.Backend > b.Backend
 }
 
-// nextVersionLocked issues the next hybrid-logical-clock version: wall-clock
-// milliseconds, but never at or below anything this node issued or saw.
+// nextVersionLocked issues the next hybrid-logical-clock version: the wall
+// clock, but never at or below anything this node issued or saw.
 func (t *Table) nextVersionLocked() Version {
-	wall := uint64(t.opts.now().UnixMilli()) << 16
-	t.clock = max(wall, t.clock+1)
+	t.clock = max(physical(t.opts.now()), t.clock+1)
 	return Version{Clock: t.clock, Node: t.opts.Node}
 }
 
-// Time is when the version was written, by the writer's clock.
-func (v Version) Time() time.Time { return time.UnixMilli(int64(v.Clock >> 16)).UTC() }
+// maxMillis is the largest millisecond a Clock holds (48 bits, year 10889).
+const maxMillis = 1<<48 - 1
+
+// physical is the Clock reading of wall-clock time w: Unix milliseconds in
+// the high 48 bits, the fraction of the millisecond in 1/65,536ths (~15 ns)
+// in the low 16. The fraction orders two writes of one millisecond made
+// through different nodes by when they were made, where a counter starting
+// at 0 each millisecond would make them equal and leave the order to the
+// node names. Versions written with a counter compare alike: the layout is
+// the same.
+func physical(w time.Time) uint64 {
+	ms := w.UnixMilli()
+	if ms <= 0 {
+		return 0
+	}
+	if ms > maxMillis {
+		return maxMillis<<16 | 0xffff
+	}
+	frac := uint64(w.Nanosecond()%1e6) << 16 / 1e6
+	return uint64(ms)<<16 | frac
+}
+
+// lastJSONMillis is 9999-12-31T23:59:59.999Z, the last millisecond that
+// encoding/json can write.
+const lastJSONMillis = 253402300799999
+
+// Time is when the version was written, by the writer's clock, to the
+// millisecond. A version past year 9999, which only a broken or hostile
+// node writes, reads as the last millisecond of 9999, so that it can still
+// be shown.
+func (v Version) Time() time.Time {
+	return time.UnixMilli(min(int64(v.Clock>>16), lastJSONMillis)).UTC()
+}
 
 func (t *Table) expired(e Entry) bool {
 	return t.opts.now().Sub(e.Version.Time()) > t.opts.TombstoneTTL
