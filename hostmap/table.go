@@ -313,11 +313,17 @@ func (t *Table) merge(entries []Entry) ([]Entry, error) {
 	var newer []Entry
 	for _, e := range entries {
 		t.clock = max(t.clock, e.Version.Clock) // causality: later local writes win
-		if cur, ok := t.entries[e.Host]; ok && !wins(e, cur) {
+		cur, ok := t.entries[e.Host]
+		if ok && !wins(e, cur) {
 			continue
 		}
-		if e.Backend == "" && t.expired(e) {
-			continue // a tombstone we would collect at once
+		// A tombstone for a host we hold nothing of deletes nothing, and
+		// one we would collect at once need not be stored. A tombstone
+		// newer than what we hold always applies, however old our clock
+		// says it is: a node whose clock is ahead by more than the TTL
+		// would otherwise keep the deleted entry forever.
+		if !ok && e.Backend == "" && t.expired(e) {
+			continue
 		}
 		newer = append(newer, e)
 	}

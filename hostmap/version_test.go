@@ -97,3 +97,42 @@ func TestLaterWriteWinsOnRealClock(t *testing.T) {
 		t.Errorf("the later write lost in %d of %d rounds; first: %s", lost, rounds, first)
 	}
 }
+
+// A node whose clock is ahead by more than the tombstone TTL still applies
+// a delete made elsewhere: a tombstone newer than what it holds always
+// replaces it; expiry only decides when it is collected.
+func TestTombstoneAppliesOnNodeAheadByMoreThanTTL(t *testing.T) {
+	now := time.Now()
+	ahead := &fakeClock{t: now.Add(3 * time.Hour)}
+	skewed, _ := openTable(t, "skewed", func(o *Options) { o.TombstoneTTL = time.Hour; o.now = ahead.now })
+	peer, _ := openTable(t, "peer", func(o *Options) { o.TombstoneTTL = time.Hour })
+
+	set, err := peer.Set("a.com", "h:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := skewed.Merge([]Entry{set}); n != 1 || err != nil {
+		t.Fatalf("merge of the set = %d, %v; want 1", n, err)
+	}
+	tomb, err := peer.Delete("a.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := skewed.Merge([]Entry{tomb}); n != 1 || err != nil {
+		t.Errorf("merge of the tombstone = %d, %v; want 1", n, err)
+	}
+	if e, ok := skewed.Get("a.com"); ok {
+		t.Errorf("the deleted override is still live on the node whose clock is ahead: %+v", e)
+	}
+	// By its clock the tombstone is old: it is collected, and arriving
+	// again (the peer still has it) it is not stored again.
+	if n, err := skewed.collect(); n != 1 || err != nil {
+		t.Errorf("collect = %d, %v; want 1", n, err)
+	}
+	if n, _ := skewed.Merge([]Entry{tomb}); n != 0 || len(tombstones(skewed)) != 0 {
+		t.Errorf("an expired tombstone for a host without an entry was stored again (merged %d)", n)
+	}
+	if _, ok := skewed.Get("a.com"); ok {
+		t.Error("the override came back")
+	}
+}
