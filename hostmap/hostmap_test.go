@@ -253,8 +253,9 @@ func TestMergeLastWriterWins(t *testing.T) {
 			t.Fatalf("step %d: backend %q, want %q", i, got.Backend, s.want)
 		}
 	}
-	// A local write after seeing a far-future version still wins (HLC).
-	future := Entry{"b.com", "h:1", Version{Clock: uint64(time.Now().Add(time.Hour).UnixMilli()) << 16, Node: "skewed"}}
+	// A local write after seeing a version from a clock ahead of ours (within
+	// MaxClockOffset) still wins (HLC).
+	future := Entry{"b.com", "h:1", Version{Clock: uint64(time.Now().Add(30*time.Second).UnixMilli()) << 16, Node: "skewed"}}
 	tb.Merge([]Entry{future})
 	if e, _ := tb.Set("b.com", "h:2"); !wins(e, future) {
 		t.Errorf("local write %v lost to the future write it saw %v", e.Version, future.Version)

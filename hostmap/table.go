@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -48,6 +49,9 @@ type Table struct {
 	pendingMu   sync.Mutex
 	pending     map[*inbound]struct{}
 	failedSince int64
+
+	refused       atomic.Uint64 // entries from other nodes refused for their version
+	refusedLogged atomic.Int64  // UnixNano of the last log line about them
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -93,6 +97,9 @@ func Open(db *bolt.DB, opts Options) (*Table, error) {
 	if opts.TombstoneTTL <= 0 {
 		opts.TombstoneTTL = DefaultTombstoneTTL
 	}
+	if opts.MaxClockOffset <= 0 {
+		opts.MaxClockOffset = DefaultMaxClockOffset
+	}
 	if opts.now == nil {
 		opts.now = time.Now
 	}
@@ -112,6 +119,8 @@ func Open(db *bolt.DB, opts Options) (*Table, error) {
 	if opts.Broadcast != nil {
 		t.SetBroadcast(opts.Broadcast)
 	}
+	limit := t.clockLimit()
+	var ahead []Entry
 	err := t.update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketOverrides)
 		if err != nil {
@@ -123,12 +132,24 @@ func Open(db *bolt.DB, opts Options) (*Table, error) {
 				return fmt.Errorf("stored override %q: %w", k, err)
 			}
 			t.entries[e.Host] = e
-			t.clock = max(t.clock, e.Version.Clock)
+			if e.Version.Clock > limit {
+				// Stored before versions were bounded: keep the
+				// entry, but do not let it date every later write.
+				ahead = append(ahead, e)
+			} else {
+				t.clock = max(t.clock, e.Version.Clock)
+			}
 			return nil
 		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load overrides: %w", err)
+	}
+	if len(ahead) > 0 {
+		e := ahead[0]
+		t.log.Warn("stored overrides have versions too far ahead of this node's clock: kept, but later writes are not dated after them; other nodes refuse them, and a write of the host replaces one on this node",
+			"count", len(ahead), "host", e.Host, "node", e.Version.Node, "version_time", e.Version.Time(),
+			"max_clock_offset", opts.MaxClockOffset)
 	}
 	t.publishLocked()
 	t.wg.Add(2)
@@ -310,8 +331,13 @@ func (t *Table) Merge(entries []Entry) (int, error) {
 func (t *Table) merge(entries []Entry) ([]Entry, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var newer []Entry
+	var newer, refused []Entry
+	limit := t.clockLimit()
 	for _, e := range entries {
+		if e.Version.Clock > limit {
+			refused = append(refused, e)
+			continue
+		}
 		t.clock = max(t.clock, e.Version.Clock) // causality: later local writes win
 		cur, ok := t.entries[e.Host]
 		if ok && !wins(e, cur) {
@@ -326,6 +352,9 @@ func (t *Table) merge(entries []Entry) ([]Entry, error) {
 			continue
 		}
 		newer = append(newer, e)
+	}
+	if len(refused) > 0 {
+		t.refusedLocked(refused)
 	}
 	if len(newer) == 0 {
 		return nil, nil
@@ -363,9 +392,40 @@ func wins(a, b Entry) bool {
 // nextVersionLocked issues the next hybrid-logical-clock version: the wall
 // clock, but never at or below anything this node issued or saw.
 func (t *Table) nextVersionLocked() Version {
-	t.clock = max(physical(t.opts.now()), t.clock+1)
+	// Saturating: the clock cannot reach the top (clockLimit), but if it
+	// did, a repeated version beats one that wraps to 0.
+	t.clock = max(physical(t.opts.now()), min(t.clock, math.MaxUint64-1)+1)
 	return Version{Clock: t.clock, Node: t.opts.Node}
 }
+
+// clockLimit is the greatest version accepted from another node: this
+// node's clock plus MaxClockOffset. Anything beyond would become the clock
+// of every later write here (HLC), and a version near 2^64 would leave no
+// room for a later one.
+func (t *Table) clockLimit() uint64 {
+	return physical(t.opts.now().Add(t.opts.MaxClockOffset))
+}
+
+// refusedLocked counts and reports entries refused for their version, with
+// at most one log line a minute.
+func (t *Table) refusedLocked(refused []Entry) {
+	t.refused.Add(uint64(len(refused)))
+	now := time.Now().UnixNano()
+	if last := t.refusedLogged.Load(); last != 0 && now-last < int64(time.Minute) {
+		return
+	}
+	t.refusedLogged.Store(now)
+	e := refused[0]
+	t.log.Warn("refused overrides from another node: their versions are too far ahead of this node's clock (accepted again once it catches up, by a later full-state exchange)",
+		"node", e.Version.Node, "host", e.Host, "version_time", e.Version.Time(),
+		"ahead", e.Version.Time().Sub(t.opts.now()).Round(time.Millisecond),
+		"max_clock_offset", t.opts.MaxClockOffset, "refused", len(refused))
+}
+
+// RefusedVersions counts the entries from other nodes that were not merged
+// because their version was more than Options.MaxClockOffset ahead of this
+// node's clock.
+func (t *Table) RefusedVersions() uint64 { return t.refused.Load() }
 
 // maxMillis is the largest millisecond a Clock holds (48 bits, year 10889).
 const maxMillis = 1<<48 - 1
