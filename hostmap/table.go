@@ -20,9 +20,15 @@ import (
 
 var bucketOverrides = []byte("overrides")
 
-// broadcastMax is the largest change broadcast entry by entry; larger ones
-// (bulk imports) reach the other nodes with the next full-state exchange.
-const broadcastMax = 256
+// broadcastMax is the largest change broadcast entry by entry. A larger
+// local change (a bulk import) is sent in chunks of at most bulkChunk
+// entries, each in one message that the gossip layer sends to every member
+// over TCP (a chunk of over broadcastMax entries never fits in a gossip
+// packet).
+const (
+	broadcastMax = 256
+	bulkChunk    = 4096 // ~300 KB of typical entries, 3.2 MB at most
+)
 
 // Table is the override table of one node.
 type Table struct {
@@ -518,18 +524,48 @@ func (t *Table) publishLocked() {
 	t.state = nil
 }
 
-// send broadcasts local changes to the other nodes.
+// send broadcasts local changes to the other nodes: a small change entry by
+// entry (a newer message of a host replaces an older one still queued; the
+// receivers relay what is new to them), a bulk change in direct chunks.
 func (t *Table) send(entries []Entry) {
 	fn := t.broadcast.Load()
 	if fn == nil || *fn == nil {
 		return
 	}
-	if len(entries) > broadcastMax {
-		t.log.Info("bulk override change spreads with the next full-state exchange", "entries", len(entries))
+	if len(entries) <= broadcastMax {
+		t.gossip(*fn, entries)
 		return
 	}
+	// Chunks of equal size, so that none is small enough to be gossiped
+	// (to a few members, without relay). The empty key: a chunk replaces
+	// no other.
+	chunks := (len(entries) + bulkChunk - 1) / bulkChunk
+	for chunk := range slices.Chunk(entries, (len(entries)+chunks-1)/chunks) {
+		(*fn)("", encodeFormat(nil, formatDirect, chunk))
+	}
+	t.log.Debug("bulk override change sent to every member", "entries", len(entries), "messages", chunks)
+}
+
+// relay passes on what other nodes sent that was new here, as serf does with
+// its events: memberlist gossips a broadcast only from the node that queued
+// it, to a few members, so in a large cluster news spreads by relay. Only
+// what was new here is sent, so relaying stops. A change too large to be
+// gossiped entry by entry is left to the full-state exchanges.
+func (t *Table) relay(entries []Entry) {
+	fn := t.broadcast.Load()
+	if fn == nil || *fn == nil || len(entries) == 0 {
+		return
+	}
+	if len(entries) > broadcastMax {
+		t.log.Info("override changes from the cluster spread on with the next full-state exchange", "entries", len(entries))
+		return
+	}
+	t.gossip(*fn, entries)
+}
+
+func (t *Table) gossip(fn func(key string, msg []byte), entries []Entry) {
 	for _, e := range entries {
-		(*fn)("override:"+e.Host, encodeEntries(nil, []Entry{e}))
+		fn("override:"+e.Host, encodeEntries(nil, []Entry{e}))
 	}
 }
 
@@ -671,14 +707,23 @@ func (t *Table) mergeLoop() {
 // committed.
 func (t *Table) mergeRemote(batch []*inbound) bool {
 	var entries []Entry
+	var direct map[Entry]bool // entries that came in messages not to relay
 	for _, in := range batch {
-		if bytes.Equal(in.buf, t.LocalState()) {
+		if in.state && bytes.Equal(in.buf, t.LocalState()) {
 			continue // a peer with the same table: the usual push/pull
 		}
 		decoded, err := decodeEntries(in.buf)
 		if err != nil {
 			t.log.Warn("ignoring an override message from another node", "err", err)
 			continue
+		}
+		if !in.state && in.buf[0] == formatDirect {
+			if direct == nil {
+				direct = make(map[Entry]bool, len(decoded))
+			}
+			for _, e := range decoded {
+				direct[e] = true
+			}
 		}
 		entries = append(entries, decoded...)
 	}
@@ -698,11 +743,12 @@ func (t *Table) mergeRemote(batch []*inbound) bool {
 	}
 	if len(newer) > 0 {
 		t.log.Info("overrides updated from the cluster", "changed", len(newer))
-		// Pass news on, as serf does with its events: memberlist sends a
-		// broadcast only from the node that queued it, to a few members,
-		// so in a large cluster news spreads by relay. Only what was new
-		// here is sent, so relaying stops.
-		t.send(newer)
+		if direct != nil {
+			// Its writer sent it to every member: relaying it would
+			// make every receiver send it to every member again.
+			newer = slices.DeleteFunc(newer, func(e Entry) bool { return direct[e] })
+		}
+		t.relay(newer)
 	}
 	return true
 }
