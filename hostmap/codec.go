@@ -9,12 +9,22 @@ import (
 // Wire and disk formats. Both are versioned by a leading byte.
 const (
 	formatEntries = 1 // count, then entries: host, backend, clock, node
-	maxNodeLen    = 255
+	// formatDirect is formatEntries sent by the writer to every member
+	// itself (a bulk change): a receiver does not relay it. Nodes of older
+	// releases ignore it, with a warning, and get the change from the next
+	// full-state exchange.
+	formatDirect = 2
+	maxNodeLen   = 255
 )
 
 // encodeEntries encodes entries for a broadcast or a full-state exchange.
 func encodeEntries(dst []byte, entries []Entry) []byte {
-	dst = append(dst, formatEntries)
+	return encodeFormat(dst, formatEntries, entries)
+}
+
+// encodeFormat encodes entries in format formatEntries or formatDirect.
+func encodeFormat(dst []byte, format byte, entries []Entry) []byte {
+	dst = append(dst, format)
 	dst = binary.AppendUvarint(dst, uint64(len(entries)))
 	for _, e := range entries {
 		dst = appendString(dst, e.Host)
@@ -33,7 +43,7 @@ func appendString(dst []byte, s string) []byte {
 // decodeEntries decodes what encodeEntries wrote, validating every field:
 // what another node sends is untrusted input.
 func decodeEntries(buf []byte) ([]Entry, error) {
-	if len(buf) == 0 || buf[0] != formatEntries {
+	if len(buf) == 0 || (buf[0] != formatEntries && buf[0] != formatDirect) {
 		return nil, errors.New("unknown override message format")
 	}
 	d := decoder{buf: buf[1:]}

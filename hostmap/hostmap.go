@@ -25,6 +25,14 @@ import (
 // delete.
 const DefaultTombstoneTTL = 7 * 24 * time.Hour
 
+// DefaultMaxClockOffset bounds how far ahead of this node's clock a version
+// from another node may be. NTP keeps clocks far closer than a minute; a
+// version further ahead is from a broken clock or a hostile member, and
+// adopting it would let it win over every later write. A refused entry from
+// a peer that is merely skewed comes again with a later full-state exchange
+// and is accepted once this node's clock is within the bound.
+const DefaultMaxClockOffset = time.Minute
+
 // MaxHostLen is the longest host name (DNS: 253 bytes).
 const MaxHostLen = 253
 
@@ -41,7 +49,7 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 
 // Version orders the writes of one host across the cluster.
 type Version struct {
-	Clock uint64 // hybrid logical clock: Unix milliseconds << 16 | counter
+	Clock uint64 // hybrid logical clock: Unix milliseconds << 16 | 1/65,536ths of the millisecond (see physical)
 	Node  string // the writer; breaks ties between equal clocks
 }
 
@@ -64,6 +72,11 @@ type Options struct {
 	Node string
 	// TombstoneTTL is how long deletes are remembered (default DefaultTombstoneTTL).
 	TombstoneTTL time.Duration
+	// MaxClockOffset is how far ahead of this node's clock a version from
+	// another node may be (default DefaultMaxClockOffset). An entry with a
+	// version further ahead is not merged (Table.RefusedVersions counts
+	// it) and does not move this node's clock.
+	MaxClockOffset time.Duration
 	// Broadcast, when set, sends a change to the other nodes. key names what
 	// the message is about: a newer message with the same key replaces an
 	// older one still queued. It must not block.

@@ -253,8 +253,9 @@ func TestMergeLastWriterWins(t *testing.T) {
 			t.Fatalf("step %d: backend %q, want %q", i, got.Backend, s.want)
 		}
 	}
-	// A local write after seeing a far-future version still wins (HLC).
-	future := Entry{"b.com", "h:1", Version{Clock: uint64(time.Now().Add(time.Hour).UnixMilli()) << 16, Node: "skewed"}}
+	// A local write after seeing a version from a clock ahead of ours (within
+	// MaxClockOffset) still wins (HLC).
+	future := Entry{"b.com", "h:1", Version{Clock: uint64(time.Now().Add(30*time.Second).UnixMilli()) << 16, Node: "skewed"}}
 	tb.Merge([]Entry{future})
 	if e, _ := tb.Set("b.com", "h:2"); !wins(e, future) {
 		t.Errorf("local write %v lost to the future write it saw %v", e.Version, future.Version)
@@ -363,19 +364,77 @@ func TestStateExchange(t *testing.T) {
 	waitFor(t, 5*time.Second, same)
 }
 
-func TestBulkIsNotBroadcastPerEntry(t *testing.T) {
-	tb, _ := openTable(t, "a", nil)
-	n := 0
-	tb.SetBroadcast(func(string, []byte) { n++ })
-	pairs := make([]Pair, broadcastMax+1)
-	for i := range pairs {
-		pairs[i] = Pair{fmt.Sprintf("h%d.com", i), "h:1"}
+// A bulk change is sent in a few large direct messages that hold it all; a
+// receiver merges them and relays nothing. A small change is gossiped entry
+// by entry and relayed by the receivers it is new to.
+func TestBulkIsSentInDirectChunks(t *testing.T) {
+	type msg struct {
+		key string
+		buf []byte
 	}
-	if _, err := tb.SetMany(pairs); err != nil {
-		t.Fatal(err)
+	capture := func(tb *Table) func() []msg {
+		var mu sync.Mutex
+		var sent []msg
+		tb.SetBroadcast(func(key string, buf []byte) { mu.Lock(); sent = append(sent, msg{key, buf}); mu.Unlock() })
+		return func() []msg { mu.Lock(); defer mu.Unlock(); return slices.Clone(sent) }
 	}
-	if n != 0 || tb.Len() != len(pairs) {
-		t.Errorf("%d broadcasts for a bulk import of %d (want 0, spread by state exchange)", n, len(pairs))
+	for _, tc := range []struct {
+		entries, messages int
+	}{
+		{broadcastMax + 1, 1},
+		{bulkChunk, 1},
+		{bulkChunk + 1, 2},
+		{16500, 5},
+	} {
+		t.Run(fmt.Sprint(tc.entries), func(t *testing.T) {
+			a, _ := openTable(t, "a", nil)
+			b, _ := openTable(t, "b", nil)
+			sentA, sentB := capture(a), capture(b)
+			pairs := make([]Pair, tc.entries)
+			for i := range pairs {
+				pairs[i] = Pair{fmt.Sprintf("h%d.com", i), "h:1"}
+			}
+			if _, err := a.SetMany(pairs); err != nil {
+				t.Fatal(err)
+			}
+			msgs := sentA()
+			if len(msgs) != tc.messages {
+				t.Fatalf("%d messages for %d entries, want %d", len(msgs), tc.entries, tc.messages)
+			}
+			total := 0
+			for i, m := range msgs {
+				got, err := decodeEntries(m.buf)
+				if err != nil || m.buf[0] != formatDirect || m.key != "" {
+					t.Fatalf("message %d: format %d, key %q, %v; want format %d, no key", i, m.buf[0], m.key, err, formatDirect)
+				}
+				// Too large for a gossip packet (1,400 bytes at most), so
+				// the gossip layer sends it to every member.
+				if len(got) <= broadcastMax || len(m.buf) < 1400 {
+					t.Errorf("message %d: %d entries in %d bytes: small enough to be gossiped", i, len(got), len(m.buf))
+				}
+				total += len(got)
+				b.MergeMessage(m.buf)
+			}
+			if total != tc.entries {
+				t.Errorf("the messages hold %d entries, want %d", total, tc.entries)
+			}
+			waitFor(t, 10*time.Second, func() (bool, string) {
+				return b.Len() == tc.entries, fmt.Sprintf("b has %d of %d entries", b.Len(), tc.entries)
+			})
+			if n := len(sentB()); n != 0 {
+				t.Errorf("b relayed %d messages of a direct bulk change", n)
+			}
+			// A small change in the old format is still merged, and
+			// relayed.
+			e := Entry{"small.com", "h:2", Version{physical(time.Now()), "c"}}
+			b.MergeMessage(encodeEntries(nil, []Entry{e}))
+			waitFor(t, 10*time.Second, func() (bool, string) {
+				return len(sentB()) == 1, fmt.Sprintf("b relayed %d messages, want 1", len(sentB()))
+			})
+			if m := sentB()[0]; m.key != "override:small.com" || m.buf[0] != formatEntries {
+				t.Errorf("relay: key %q, format %d", m.key, m.buf[0])
+			}
+		})
 	}
 }
 

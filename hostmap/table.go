@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -19,9 +20,15 @@ import (
 
 var bucketOverrides = []byte("overrides")
 
-// broadcastMax is the largest change broadcast entry by entry; larger ones
-// (bulk imports) reach the other nodes with the next full-state exchange.
-const broadcastMax = 256
+// broadcastMax is the largest change broadcast entry by entry. A larger
+// local change (a bulk import) is sent in chunks of at most bulkChunk
+// entries, each in one message that the gossip layer sends to every member
+// over TCP (a chunk of over broadcastMax entries never fits in a gossip
+// packet).
+const (
+	broadcastMax = 256
+	bulkChunk    = 4096 // ~300 KB of typical entries, 3.2 MB at most
+)
 
 // Table is the override table of one node.
 type Table struct {
@@ -48,6 +55,9 @@ type Table struct {
 	pendingMu   sync.Mutex
 	pending     map[*inbound]struct{}
 	failedSince int64
+
+	refused       atomic.Uint64 // entries from other nodes refused for their version
+	refusedLogged atomic.Int64  // UnixNano of the last log line about them
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -93,6 +103,9 @@ func Open(db *bolt.DB, opts Options) (*Table, error) {
 	if opts.TombstoneTTL <= 0 {
 		opts.TombstoneTTL = DefaultTombstoneTTL
 	}
+	if opts.MaxClockOffset <= 0 {
+		opts.MaxClockOffset = DefaultMaxClockOffset
+	}
 	if opts.now == nil {
 		opts.now = time.Now
 	}
@@ -112,6 +125,8 @@ func Open(db *bolt.DB, opts Options) (*Table, error) {
 	if opts.Broadcast != nil {
 		t.SetBroadcast(opts.Broadcast)
 	}
+	limit := t.clockLimit()
+	var ahead []Entry
 	err := t.update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketOverrides)
 		if err != nil {
@@ -123,12 +138,24 @@ func Open(db *bolt.DB, opts Options) (*Table, error) {
 				return fmt.Errorf("stored override %q: %w", k, err)
 			}
 			t.entries[e.Host] = e
-			t.clock = max(t.clock, e.Version.Clock)
+			if e.Version.Clock > limit {
+				// Stored before versions were bounded: keep the
+				// entry, but do not let it date every later write.
+				ahead = append(ahead, e)
+			} else {
+				t.clock = max(t.clock, e.Version.Clock)
+			}
 			return nil
 		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load overrides: %w", err)
+	}
+	if len(ahead) > 0 {
+		e := ahead[0]
+		t.log.Warn("stored overrides have versions too far ahead of this node's clock: kept, but later writes are not dated after them; other nodes refuse them, and a write of the host replaces one on this node",
+			"count", len(ahead), "host", e.Host, "node", e.Version.Node, "version_time", e.Version.Time(),
+			"max_clock_offset", opts.MaxClockOffset)
 	}
 	t.publishLocked()
 	t.wg.Add(2)
@@ -310,16 +337,30 @@ func (t *Table) Merge(entries []Entry) (int, error) {
 func (t *Table) merge(entries []Entry) ([]Entry, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var newer []Entry
+	var newer, refused []Entry
+	limit := t.clockLimit()
 	for _, e := range entries {
-		t.clock = max(t.clock, e.Version.Clock) // causality: later local writes win
-		if cur, ok := t.entries[e.Host]; ok && !wins(e, cur) {
+		if e.Version.Clock > limit {
+			refused = append(refused, e)
 			continue
 		}
-		if e.Backend == "" && t.expired(e) {
-			continue // a tombstone we would collect at once
+		t.clock = max(t.clock, e.Version.Clock) // causality: later local writes win
+		cur, ok := t.entries[e.Host]
+		if ok && !wins(e, cur) {
+			continue
+		}
+		// A tombstone for a host we hold nothing of deletes nothing, and
+		// one we would collect at once need not be stored. A tombstone
+		// newer than what we hold always applies, however old our clock
+		// says it is: a node whose clock is ahead by more than the TTL
+		// would otherwise keep the deleted entry forever.
+		if !ok && e.Backend == "" && t.expired(e) {
+			continue
 		}
 		newer = append(newer, e)
+	}
+	if len(refused) > 0 {
+		t.refusedLocked(refused)
 	}
 	if len(newer) == 0 {
 		return nil, nil
@@ -354,16 +395,77 @@ func wins(a, b Entry) bool {
 	return a.Backend > b.Backend
 }
 
-// nextVersionLocked issues the next hybrid-logical-clock version: wall-clock
-// milliseconds, but never at or below anything this node issued or saw.
+// nextVersionLocked issues the next hybrid-logical-clock version: the wall
+// clock, but never at or below anything this node issued or saw.
 func (t *Table) nextVersionLocked() Version {
-	wall := uint64(t.opts.now().UnixMilli()) << 16
-	t.clock = max(wall, t.clock+1)
+	// Saturating: the clock cannot reach the top (clockLimit), but if it
+	// did, a repeated version beats one that wraps to 0.
+	t.clock = max(physical(t.opts.now()), min(t.clock, math.MaxUint64-1)+1)
 	return Version{Clock: t.clock, Node: t.opts.Node}
 }
 
-// Time is when the version was written, by the writer's clock.
-func (v Version) Time() time.Time { return time.UnixMilli(int64(v.Clock >> 16)).UTC() }
+// clockLimit is the greatest version accepted from another node: this
+// node's clock plus MaxClockOffset. Anything beyond would become the clock
+// of every later write here (HLC), and a version near 2^64 would leave no
+// room for a later one.
+func (t *Table) clockLimit() uint64 {
+	return physical(t.opts.now().Add(t.opts.MaxClockOffset))
+}
+
+// refusedLocked counts and reports entries refused for their version, with
+// at most one log line a minute.
+func (t *Table) refusedLocked(refused []Entry) {
+	t.refused.Add(uint64(len(refused)))
+	now := time.Now().UnixNano()
+	if last := t.refusedLogged.Load(); last != 0 && now-last < int64(time.Minute) {
+		return
+	}
+	t.refusedLogged.Store(now)
+	e := refused[0]
+	t.log.Warn("refused overrides from another node: their versions are too far ahead of this node's clock (accepted again once it catches up, by a later full-state exchange)",
+		"node", e.Version.Node, "host", e.Host, "version_time", e.Version.Time(),
+		"ahead", e.Version.Time().Sub(t.opts.now()).Round(time.Millisecond),
+		"max_clock_offset", t.opts.MaxClockOffset, "refused", len(refused))
+}
+
+// RefusedVersions counts the entries from other nodes that were not merged
+// because their version was more than Options.MaxClockOffset ahead of this
+// node's clock.
+func (t *Table) RefusedVersions() uint64 { return t.refused.Load() }
+
+// maxMillis is the largest millisecond a Clock holds (48 bits, year 10889).
+const maxMillis = 1<<48 - 1
+
+// physical is the Clock reading of wall-clock time w: Unix milliseconds in
+// the high 48 bits, the fraction of the millisecond in 1/65,536ths (~15 ns)
+// in the low 16. The fraction orders two writes of one millisecond made
+// through different nodes by when they were made, where a counter starting
+// at 0 each millisecond would make them equal and leave the order to the
+// node names. Versions written with a counter compare alike: the layout is
+// the same.
+func physical(w time.Time) uint64 {
+	ms := w.UnixMilli()
+	if ms <= 0 {
+		return 0
+	}
+	if ms > maxMillis {
+		return maxMillis<<16 | 0xffff
+	}
+	frac := uint64(w.Nanosecond()%1e6) << 16 / 1e6
+	return uint64(ms)<<16 | frac
+}
+
+// lastJSONMillis is 9999-12-31T23:59:59.999Z, the last millisecond that
+// encoding/json can write.
+const lastJSONMillis = 253402300799999
+
+// Time is when the version was written, by the writer's clock, to the
+// millisecond. A version past year 9999, which only a broken or hostile
+// node writes, reads as the last millisecond of 9999, so that it can still
+// be shown.
+func (v Version) Time() time.Time {
+	return time.UnixMilli(min(int64(v.Clock>>16), lastJSONMillis)).UTC()
+}
 
 func (t *Table) expired(e Entry) bool {
 	return t.opts.now().Sub(e.Version.Time()) > t.opts.TombstoneTTL
@@ -422,18 +524,48 @@ func (t *Table) publishLocked() {
 	t.state = nil
 }
 
-// send broadcasts local changes to the other nodes.
+// send broadcasts local changes to the other nodes: a small change entry by
+// entry (a newer message of a host replaces an older one still queued; the
+// receivers relay what is new to them), a bulk change in direct chunks.
 func (t *Table) send(entries []Entry) {
 	fn := t.broadcast.Load()
 	if fn == nil || *fn == nil {
 		return
 	}
-	if len(entries) > broadcastMax {
-		t.log.Info("bulk override change spreads with the next full-state exchange", "entries", len(entries))
+	if len(entries) <= broadcastMax {
+		t.gossip(*fn, entries)
 		return
 	}
+	// Chunks of equal size, so that none is small enough to be gossiped
+	// (to a few members, without relay). The empty key: a chunk replaces
+	// no other.
+	chunks := (len(entries) + bulkChunk - 1) / bulkChunk
+	for chunk := range slices.Chunk(entries, (len(entries)+chunks-1)/chunks) {
+		(*fn)("", encodeFormat(nil, formatDirect, chunk))
+	}
+	t.log.Debug("bulk override change sent to every member", "entries", len(entries), "messages", chunks)
+}
+
+// relay passes on what other nodes sent that was new here, as serf does with
+// its events: memberlist gossips a broadcast only from the node that queued
+// it, to a few members, so in a large cluster news spreads by relay. Only
+// what was new here is sent, so relaying stops. A change too large to be
+// gossiped entry by entry is left to the full-state exchanges.
+func (t *Table) relay(entries []Entry) {
+	fn := t.broadcast.Load()
+	if fn == nil || *fn == nil || len(entries) == 0 {
+		return
+	}
+	if len(entries) > broadcastMax {
+		t.log.Info("override changes from the cluster spread on with the next full-state exchange", "entries", len(entries))
+		return
+	}
+	t.gossip(*fn, entries)
+}
+
+func (t *Table) gossip(fn func(key string, msg []byte), entries []Entry) {
 	for _, e := range entries {
-		(*fn)("override:"+e.Host, encodeEntries(nil, []Entry{e}))
+		fn("override:"+e.Host, encodeEntries(nil, []Entry{e}))
 	}
 }
 
@@ -575,14 +707,23 @@ func (t *Table) mergeLoop() {
 // committed.
 func (t *Table) mergeRemote(batch []*inbound) bool {
 	var entries []Entry
+	var direct map[Entry]bool // entries that came in messages not to relay
 	for _, in := range batch {
-		if bytes.Equal(in.buf, t.LocalState()) {
+		if in.state && bytes.Equal(in.buf, t.LocalState()) {
 			continue // a peer with the same table: the usual push/pull
 		}
 		decoded, err := decodeEntries(in.buf)
 		if err != nil {
 			t.log.Warn("ignoring an override message from another node", "err", err)
 			continue
+		}
+		if !in.state && in.buf[0] == formatDirect {
+			if direct == nil {
+				direct = make(map[Entry]bool, len(decoded))
+			}
+			for _, e := range decoded {
+				direct[e] = true
+			}
 		}
 		entries = append(entries, decoded...)
 	}
@@ -602,11 +743,12 @@ func (t *Table) mergeRemote(batch []*inbound) bool {
 	}
 	if len(newer) > 0 {
 		t.log.Info("overrides updated from the cluster", "changed", len(newer))
-		// Pass news on, as serf does with its events: memberlist sends a
-		// broadcast only from the node that queued it, to a few members,
-		// so in a large cluster news spreads by relay. Only what was new
-		// here is sent, so relaying stops.
-		t.send(newer)
+		if direct != nil {
+			// Its writer sent it to every member: relaying it would
+			// make every receiver send it to every member again.
+			newer = slices.DeleteFunc(newer, func(e Entry) bool { return direct[e] })
+		}
+		t.relay(newer)
 	}
 	return true
 }

@@ -337,12 +337,21 @@ func decode(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) bool {
 	return true
 }
 
+// writeJSON answers status and v. It encodes v before writing the status:
+// a value that cannot be encoded is a 500 with a JSON error, not the
+// intended status with an empty body.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		buf.Reset()
+		status = http.StatusInternalServerError
+		enc.Encode(Error{Error: "cannot encode the answer: " + err.Error()})
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	w.Write(buf.Bytes())
 }
 
 func writeError(w http.ResponseWriter, status int, format string, args ...any) {

@@ -161,6 +161,9 @@ var (
 		[]string{"state"}, nil)
 	descOverrides = prometheus.NewDesc("ringman_overrides",
 		"Live host overrides (tombstones of deleted ones not included).", nil, nil)
+	descRefused = prometheus.NewDesc("ringman_override_versions_refused_total",
+		"Override changes from other nodes not applied because their version was more than --max-clock-offset ahead of this node's clock (a broken or skewed clock, or a hostile member). A change from a merely skewed node is applied by a later full-state exchange once this node's clock is within the bound.",
+		nil, nil)
 	descPending = prometheus.NewDesc("ringman_override_pending_oldest_seconds",
 		"Age of the oldest override change received from another node and not applied here yet (queued, being merged, or lost to a full queue or a failed commit until a later full-state exchange); 0 when there is none.",
 		nil, nil)
@@ -177,7 +180,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuildInfo, descLookups, descLookupErrors, descRESPConns, descRESPMaxClients,
-		descRESPAccepted, descRESPLimits, descInstances, descMembers, descOverrides, descPending} {
+		descRESPAccepted, descRESPLimits, descInstances, descMembers, descOverrides, descRefused, descPending} {
 		ch <- d
 	}
 }
@@ -235,6 +238,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.Overrides != nil {
 		gauge(descOverrides, float64(c.src.Overrides.Len()))
+		counter(descRefused, c.src.Overrides.RefusedVersions())
 		age := 0.0
 		if since := c.src.Overrides.PendingSince(); !since.IsZero() {
 			age = max(time.Since(since).Seconds(), 0)

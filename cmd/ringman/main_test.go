@@ -191,6 +191,7 @@ func TestUsageErrors(t *testing.T) {
 		{"serve", "--log-format", "xml"},
 		{"serve", "--socket-mode", "999"},
 		{"serve", "--leave-timeout", "0s"},
+		{"serve", "--max-clock-offset", "0s"},
 		{"serve", "extra-arg"},
 	} {
 		code, out, errOut := runCLI(args...)
@@ -217,7 +218,7 @@ func TestParseServices(t *testing.T) {
 	o := serveOptions{name: "n", bind: "127.0.0.1:0", redisAddr: "unix:/tmp/r.sock", httpAddr: ":0", profile: "lan",
 		defaultService: "web", services: []string{"10.0.0.1:80", "thumbs=10.0.0.2:81", "web=[::1]:82"},
 		dbs: []string{"1=thumbs"}, partitions: 7, load: 1.5, replication: 3, socketMode: "0660",
-		logLevel: "debug", logFormat: "json", checkInterval: time.Second, checkTimeout: time.Second, idleTimeout: time.Second, leaveTimeout: time.Second, tombstoneTTL: time.Hour}
+		logLevel: "debug", logFormat: "json", checkInterval: time.Second, checkTimeout: time.Second, idleTimeout: time.Second, leaveTimeout: time.Second, tombstoneTTL: time.Hour, maxClockOffset: time.Minute}
 	c, err := o.parse()
 	if err != nil {
 		t.Fatal(err)

@@ -67,6 +67,7 @@ type serveOptions struct {
 	replication    int
 	leaveTimeout   time.Duration
 	tombstoneTTL   time.Duration
+	maxClockOffset time.Duration
 }
 
 func newServeCmd() *cobra.Command {
@@ -121,6 +122,7 @@ SIGINT/SIGTERM drain the node, leave the cluster gracefully (bounded by
 	f.IntVar(&o.replication, "replication-factor", ring.DefaultReplicationFactor, "virtual points per instance (must agree across the cluster)")
 	f.DurationVar(&o.leaveTimeout, "leave-timeout", 5*time.Second, "how long a graceful leave may take")
 	f.DurationVar(&o.tombstoneTTL, "tombstone-ttl", hostmap.DefaultTombstoneTTL, "how long deleted overrides are remembered (longer than any outage after which a node should still learn of a delete)")
+	f.DurationVar(&o.maxClockOffset, "max-clock-offset", hostmap.DefaultMaxClockOffset, "refuse override versions from other nodes more than this far ahead of the local clock (a merely skewed node's change is applied by a later full-state sync once the clock is within it)")
 	return cmd
 }
 
@@ -226,7 +228,7 @@ func (o serveOptions) parse() (*config, error) {
 	if o.maxClients < 0 {
 		return nil, usagef("--max-clients must not be negative (0 means no bound), got %d", o.maxClients)
 	}
-	for flag, d := range map[string]time.Duration{"--check-interval": o.checkInterval, "--check-timeout": o.checkTimeout, "--idle-timeout": o.idleTimeout, "--leave-timeout": o.leaveTimeout, "--tombstone-ttl": o.tombstoneTTL} {
+	for flag, d := range map[string]time.Duration{"--check-interval": o.checkInterval, "--check-timeout": o.checkTimeout, "--idle-timeout": o.idleTimeout, "--leave-timeout": o.leaveTimeout, "--tombstone-ttl": o.tombstoneTTL, "--max-clock-offset": o.maxClockOffset} {
 		if d <= 0 {
 			return nil, usagef("%s must be positive, got %v", flag, d)
 		}
@@ -376,7 +378,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		log.Warn(keyWarning)
 	}
 
-	overrides, err := hostmap.Open(st.DB(), hostmap.Options{Node: c.name, TombstoneTTL: c.tombstoneTTL, Logger: log,
+	overrides, err := hostmap.Open(st.DB(), hostmap.Options{Node: c.name, TombstoneTTL: c.tombstoneTTL, MaxClockOffset: c.maxClockOffset, Logger: log,
 		OnCommit: m.ObserveCommit, OnReplicated: m.ObserveReplication})
 	if err != nil {
 		return fmt.Errorf("data file %s: %w", st.Path(), err)
