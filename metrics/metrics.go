@@ -143,7 +143,7 @@ var (
 		"Keys looked up, by protocol (resp: GET, each key of MGET, RING.LOOKUP; http: /v1/lookup, /v1/route) and by where the answer came from (override, ring, or miss: no override and an empty ring).",
 		[]string{"protocol", "source"}, nil)
 	descLookupErrors = prometheus.NewDesc("ringman_lookup_errors_total",
-		"Lookup requests answered with an error, by protocol: wrong arguments, NOAUTH (resp); a missing key, a bad n (http). A miss is not an error.",
+		"Lookup requests answered with an error, by protocol: wrong arguments, NOAUTH, an unknown service (resp); a missing key, a bad n, an unknown service (http). A miss is not an error.",
 		[]string{"protocol"}, nil)
 	descRESPConns = prometheus.NewDesc("ringman_resp_connections",
 		"RESP connections being served now.", nil, nil)
