@@ -166,3 +166,33 @@ func TestAuthFailuresLogCountsSinceLastLine(t *testing.T) {
 		t.Errorf("lines count %d failures, Stats %d", sum, got)
 	}
 }
+
+// The count rule and the known-service check keep RING.LOOKUP free of
+// allocations, refusals included.
+func TestRingLookupDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's instrumentation allocates")
+	}
+	s := newFuzzServer(t)
+	c := newConn(s, &memConn{})
+	c.out = make([]byte, 0, 4096)
+	for _, req := range []string{
+		request("RING.LOOKUP", "/a", "3"),
+		request("RING.LOOKUP", "/a", "3", "thumbs"),
+		request("RING.LOOKUP", "/a", "1", "nosuch"),
+		request("RING.LOOKUP", "/a", "9"),
+		request("RING.MEMBERS", "nosuch"),
+	} {
+		in := []byte(req)
+		if allocs := testing.AllocsPerRun(1000, func() {
+			_, args, err := c.p.parse(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.exec(args)
+			c.out = c.out[:0]
+		}); allocs != 0 {
+			t.Errorf("%q: %v allocations", req, allocs)
+		}
+	}
+}
