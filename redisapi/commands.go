@@ -58,7 +58,7 @@ func init() {
 			since:   "1.0.0", group: "ringman", args: []argDoc{{name: "key", typ: "key", multiple: true}}},
 		{name: "ring.lookup", arity: -2, lookup: true, run: (*conn).cmdRingLookup,
 			flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: 1, keyStep: 1, acl: []string{"@read", "@fast"},
-			summary: "Returns up to count instances for the key in preference order, owner first.",
+			summary: "Returns up to count (1 to 8, default 1) instances for the key in preference order, owner first.",
 			since:   "1.0.0", group: "ringman", args: []argDoc{key,
 				{name: "count", typ: "integer", optional: true}, {name: "service", typ: "string", optional: true}}},
 		{name: "ring.members", arity: -1, run: (*conn).cmdRingMembers,
