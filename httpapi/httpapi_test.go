@@ -38,6 +38,8 @@ func newFixture(t *testing.T, token string) *fixture {
 		t.Fatal(err)
 	}
 	f.router = rt
+	// thumbs is known but has no live instance, as a --db mapping makes it.
+	rt.Know("thumbs")
 	st, err := store.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +152,11 @@ func TestLookup(t *testing.T) {
 		{"?key=/a/b&n=0", 400, "n must be"},
 		{"?key=/a/b&n=x", 400, "n must be"},
 		{"?key=/a/b&n=9", 400, "n must be"},
+		{"?key=/a/b&n=100", 400, `n must be a whole number from 1 to 8, got "100"`},
+		{"?key=/a/b&n=-1", 400, "n must be a whole number from 1 to 8"},
 		{"?key=/a/b&service=thumbs", 404, `service "thumbs" has no live instance`},
+		{"?key=/a/b&service=nosuch", 404, `unknown service "nosuch"`},
+		{"?key=/a/b&service=nosuch&n=3", 404, `unknown service "nosuch"`},
 	}
 	for _, tt := range tests {
 		code, hdr, body := f.do(t, "GET", "/v1/lookup"+tt.query, "")

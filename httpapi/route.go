@@ -2,10 +2,8 @@ package httpapi
 
 import (
 	"net/http"
-	"strconv"
 	"strings"
 
-	"ringman/ring"
 	"ringman/router"
 )
 
@@ -22,19 +20,22 @@ func (a *api) route(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "header %s is required (the lookup key, e.g. $host$uri)", HeaderKey)
 		return
 	}
-	n := 1
-	if s := r.URL.Query().Get("n"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 || v > ring.MaxCandidates {
-			a.Lookups.errors.Add(1)
-			writeError(w, http.StatusBadRequest, "n must be a whole number from 1 to %d, got %q", ring.MaxCandidates, s)
-			return
-		}
-		n = v
+	n, err := parseN(r.URL.Query().Get("n"))
+	if err != nil {
+		a.Lookups.errors.Add(1)
+		writeError(w, http.StatusBadRequest, "%v", err)
+		return
 	}
 	service := r.Header.Get(HeaderService)
 	if service == "" {
 		service = a.Router.DefaultService()
+	}
+	if !a.Router.Known(service) {
+		// 403 like any other no-route answer: auth_request turns every
+		// status but 2xx, 401 and 403 into 500.
+		a.Lookups.errors.Add(1)
+		writeError(w, http.StatusForbidden, "%v", unknownService(service))
+		return
 	}
 	cands, src := a.Router.Candidates(service, []byte(key), n)
 	a.Lookups.lookups[src].Add(1)

@@ -33,6 +33,7 @@ func TestRoute(t *testing.T) {
 		{"override", "GET", "?n=3", []string{HeaderKey, "Pinned.Example.com:8080/x"}, 200, "10.9.9.9:3000", "override", "10.9.9.9:3000", ""},
 		{"HEAD", "HEAD", "", []string{HeaderKey, "shop.example.com/a/b"}, 200, owner, "ring", owner, ""},
 		{"no route", "GET", "", []string{HeaderKey, "/a", HeaderService, "thumbs"}, 403, "", "", "", `service "thumbs" has no live instance`},
+		{"unknown service", "GET", "", []string{HeaderKey, "/a", HeaderService, "nosuch"}, 403, "", "", "", `unknown service "nosuch"`},
 		{"no key", "GET", "", nil, 400, "", "", "", "X-Ringman-Key is required"},
 		{"key in query only", "GET", "?key=/a", nil, 400, "", "", "", "X-Ringman-Key is required"},
 		{"bad n", "GET", "?n=9", []string{HeaderKey, "/a"}, 400, "", "", "", "n must be"},

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"ringman/ring"
 	"ringman/router"
 )
 
@@ -95,7 +94,7 @@ func (a *api) ui(w http.ResponseWriter, r *http.Request) {
 		Rendered:       time.Now(),
 		Members:        a.memberList(),
 		DefaultService: a.Router.DefaultService(),
-		MaxCandidates:  ring.MaxCandidates,
+		MaxCandidates:  router.MaxCandidates,
 		Form:           uiForm{Key: q.Get("key"), Service: q.Get("service"), N: q.Get("n")},
 	}
 	rings := a.ringList()
@@ -197,24 +196,24 @@ func (a *api) ringList() map[string]Ring {
 
 // lookupKey answers a lookup of key as GET /v1/lookup does, from its
 // parameters as given ("" service: the default one; "" n: 1). Without an
-// answer it returns the status to send (400 malformed, 404 no backend) and
-// why.
+// answer it returns the status to send (400 malformed, 404 unknown service
+// or no backend) and why.
 func (a *api) lookupKey(key, service, n string) (Lookup, int, error) {
 	if key == "" {
 		a.Lookups.errors.Add(1)
 		return Lookup{}, http.StatusBadRequest, fmt.Errorf("key is required (GET /v1/lookup?key=K)")
 	}
-	count := 1
-	if n != "" {
-		v, err := strconv.Atoi(n)
-		if err != nil || v < 1 || v > ring.MaxCandidates {
-			a.Lookups.errors.Add(1)
-			return Lookup{}, http.StatusBadRequest, fmt.Errorf("n must be a whole number from 1 to %d, got %q", ring.MaxCandidates, n)
-		}
-		count = v
+	count, err := parseN(n)
+	if err != nil {
+		a.Lookups.errors.Add(1)
+		return Lookup{}, http.StatusBadRequest, err
 	}
 	if service == "" {
 		service = a.Router.DefaultService()
+	}
+	if !a.Router.Known(service) {
+		a.Lookups.errors.Add(1)
+		return Lookup{}, http.StatusNotFound, unknownService(service)
 	}
 	cands, src := a.Router.Candidates(service, []byte(key), count)
 	a.Lookups.lookups[src].Add(1)
@@ -222,6 +221,24 @@ func (a *api) lookupKey(key, service, n string) (Lookup, int, error) {
 		return Lookup{}, http.StatusNotFound, fmt.Errorf("no backend for key %q: service %q has no live instance", key, service)
 	}
 	return Lookup{Key: key, Service: service, Backend: cands[0], Source: src.String(), Candidates: cands}, http.StatusOK, nil
+}
+
+// parseN reads the n of /v1/lookup and /v1/route: absent or empty is 1.
+func parseN(n string) (int, error) {
+	if n == "" {
+		return 1, nil
+	}
+	count, ok := router.ParseCandidates(n)
+	if !ok {
+		return 0, fmt.Errorf("n must be %s, got %q", router.CandidatesRule, n)
+	}
+	return count, nil
+}
+
+// unknownService is the error of a lookup on a service the router does not
+// know (router.Known), told apart from one with no live instance.
+func unknownService(service string) error {
+	return fmt.Errorf("unknown service %q: it is not the default service, no --db maps to it, and no member has advertised it since this node started", service)
 }
 
 // overrideList is every override as GET /entries.json answers it. The

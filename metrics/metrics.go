@@ -143,7 +143,7 @@ var (
 		"Keys looked up, by protocol (resp: GET, each key of MGET, RING.LOOKUP; http: /v1/lookup, /v1/route) and by where the answer came from (override, ring, or miss: no override and an empty ring).",
 		[]string{"protocol", "source"}, nil)
 	descLookupErrors = prometheus.NewDesc("ringman_lookup_errors_total",
-		"Lookup requests answered with an error, by protocol: wrong arguments, NOAUTH (resp); a missing key, a bad n (http). A miss is not an error.",
+		"Lookup requests answered with an error, by protocol: wrong arguments, NOAUTH, an unknown service (resp); a missing key, a bad n, an unknown service (http). A miss is not an error.",
 		[]string{"protocol"}, nil)
 	descRESPConns = prometheus.NewDesc("ringman_resp_connections",
 		"RESP connections being served now.", nil, nil)
@@ -154,6 +154,9 @@ var (
 	descRESPLimits = prometheus.NewDesc("ringman_resp_limit_disconnects_total",
 		"RESP connections the server closed because of a limit, by reason: request_too_big (over 64 KiB), too_many_arguments (over 1,024), protocol_error (malformed input), idle_timeout (--idle-timeout), max_clients (refused at once: --max-clients were being served). Connections closed by their clients are not counted.",
 		[]string{"reason"}, nil)
+	descRESPAuthFailures = prometheus.NewDesc("ringman_resp_auth_failures_total",
+		"RESP AUTH (and HELLO ... AUTH) attempts refused for a wrong password or user (--requirepass). The log has a line about them at most every 10 s.",
+		nil, nil)
 	descInstances = prometheus.NewDesc("ringman_ring_instances",
 		"Live instances on the service's published ring.", []string{"service"}, nil)
 	descMembers = prometheus.NewDesc("ringman_members",
@@ -180,7 +183,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuildInfo, descLookups, descLookupErrors, descRESPConns, descRESPMaxClients,
-		descRESPAccepted, descRESPLimits, descInstances, descMembers, descOverrides, descRefused, descPending} {
+		descRESPAccepted, descRESPLimits, descRESPAuthFailures, descInstances, descMembers, descOverrides, descRefused, descPending} {
 		ch <- d
 	}
 }
@@ -205,6 +208,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descRESPConns, float64(st.Clients))
 		gauge(descRESPMaxClients, float64(c.src.MaxClients))
 		counter(descRESPAccepted, st.Accepted)
+		counter(descRESPAuthFailures, st.AuthFailures)
 		for _, r := range []struct {
 			reason string
 			n      uint64

@@ -117,7 +117,7 @@ local conf = {
     addr = "127.0.0.1:6380",  -- ringman --redis-addr ("host:port" or "unix:/path")
     password = nil,           -- ringman --requirepass
     service = nil,            -- nil: ringman's default service
-    candidates = 3,           -- N of RING.LOOKUP: fail-over depth (ringman caps it at 8)
+    candidates = 3,           -- N of RING.LOOKUP: fail-over depth, 1 to MAX_CANDIDATES
     connect_timeout = 100,    -- ms
     send_timeout = 100,       -- ms
     read_timeout = 250,       -- ms
@@ -135,6 +135,22 @@ local LOOKUP_LIMITS = { items = 64, bulk = 4096 }          -- "host:port" is sho
 local TABLE_LIMITS = { items = 8, bulk = 64 * 1024 * 1024 } -- 2^20 partitions × 8 × 2 bytes fit
 
 local host, port -- parsed from conf.addr
+
+-- MAX_CANDIDATES is ringman's bound on N (router.MaxCandidates). ringman
+-- refuses any other N instead of clamping it, so a bad one is refused here
+-- too, where it is configured, rather than turning every lookup into a 503.
+local MAX_CANDIDATES = 8
+
+local function valid_candidates(n)
+    return type(n) == "number" and n % 1 == 0 and n >= 1 and n <= MAX_CANDIDATES
+end
+
+local function check_candidates(n, level)
+    if not valid_candidates(n) then
+        error("ringman: candidates must be a whole number from 1 to " .. MAX_CANDIDATES .. ", got " .. tostring(n), level + 1)
+    end
+    return n
+end
 
 local function parse_addr(addr)
     if sub(addr, 1, 5) == "unix:" then
@@ -161,6 +177,7 @@ function _M.configure(opts)
         end
         conf[k] = v
     end
+    check_candidates(conf.candidates, 2)
     if conf.mode ~= "table" and conf.mode ~= "lookup" then
         error("ringman: mode must be \"table\" or \"lookup\", got " .. tostring(conf.mode), 2)
     end
@@ -292,7 +309,11 @@ end
 -- lookup returns ringman's candidates for key (owner first), an empty
 -- table when there is no route, or nil, err when ringman cannot answer.
 function _M.lookup(key, service, n)
-    local args = { "RING.LOOKUP", key, tostring(n or conf.candidates) }
+    n = n or conf.candidates
+    if not valid_candidates(n) then
+        return nil, "candidates must be a whole number from 1 to " .. MAX_CANDIDATES .. ", got " .. tostring(n)
+    end
+    local args = { "RING.LOOKUP", key, tostring(n) }
     service = service or conf.service
     if service then
         args[4] = service
@@ -552,7 +573,7 @@ end
 -- or nil, err. For logging and debugging from Lua code; opts as route's.
 function _M.candidates(key, opts)
     opts = opts or {}
-    local n = opts.candidates or conf.candidates
+    local n = check_candidates(opts.candidates or conf.candidates, 2)
     local t = copy(opts)
     if t then
         return (from_table(t, key, n, true)), "table"
@@ -578,7 +599,7 @@ end
 -- no_route_status.
 function _M.route(key, opts)
     opts = opts or {}
-    local n = opts.candidates or conf.candidates
+    local n = check_candidates(opts.candidates or conf.candidates, 2)
     local t = copy(opts)
     local peers, found
     if t then
@@ -642,7 +663,7 @@ function _M.pick(opts)
         end
         return ngx.exit(ngx.ERROR)
     end
-    local n = opts and opts.candidates or conf.candidates
+    local n = check_candidates(opts and opts.candidates or conf.candidates, 2)
     local peers, found = from_table(t, key, n)
     if not found or not peers[1] then
         return ngx.exit(ngx.ERROR)

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 
-	"ringman/ring"
 	"ringman/router"
 )
 
@@ -59,7 +58,7 @@ func init() {
 			since:   "1.0.0", group: "ringman", args: []argDoc{{name: "key", typ: "key", multiple: true}}},
 		{name: "ring.lookup", arity: -2, lookup: true, run: (*conn).cmdRingLookup,
 			flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: 1, keyStep: 1, acl: []string{"@read", "@fast"},
-			summary: "Returns up to count instances for the key in preference order, owner first.",
+			summary: "Returns up to count (1 to 8, default 1) instances for the key in preference order, owner first.",
 			since:   "1.0.0", group: "ringman", args: []argDoc{key,
 				{name: "count", typ: "integer", optional: true}, {name: "service", typ: "string", optional: true}}},
 		{name: "ring.members", arity: -1, run: (*conn).cmdRingMembers,
@@ -326,21 +325,27 @@ func (c *conn) cmdRingLookup(args [][]byte) {
 	}
 	n := 1
 	if len(args) > 2 {
-		v, ok := parseInt(args[2])
+		v, ok := router.ParseCandidates(args[2])
 		if !ok {
 			c.counters.errors.Add(1)
-			c.errorReply("ERR value is not an integer or out of range")
+			b := append(c.out, "-ERR count must be "...)
+			b = append(b, router.CandidatesRule...)
+			b = append(b, ", got '"...)
+			b = appendSanitized(b, truncate(args[2], 32))
+			c.out = append(b, "'\r\n"...)
 			return
 		}
-		if v <= 0 {
-			c.counters.errors.Add(1)
-			c.errorReply("ERR value is out of range, must be positive")
-			return
-		}
-		n = int(min(v, ring.MaxCandidates))
+		n = v
 	}
 	service := c.service
 	if len(args) > 3 {
+		// The selected db's service is known (Listen made it so); a named
+		// one may not be.
+		if !c.s.router.Known(string(args[3])) {
+			c.counters.errors.Add(1)
+			c.unknownService(args[3])
+			return
+		}
 		service = string(args[3])
 	}
 	candidates, src := c.s.router.Candidates(service, args[1], n)
@@ -351,6 +356,15 @@ func (c *conn) cmdRingLookup(args [][]byte) {
 	}
 }
 
+// unknownService answers a command naming a service the router does not
+// know (router.Known) with an error of its own prefix, so that a client can
+// tell it from an empty answer (a known service with no live instance).
+func (c *conn) unknownService(name []byte) {
+	b := append(c.out, "-NOSERVICE unknown service '"...)
+	b = appendSanitized(b, truncate(name, 128))
+	c.out = append(b, "'\r\n"...)
+}
+
 func (c *conn) cmdRingMembers(args [][]byte) {
 	if len(args) > 2 {
 		c.errorReply("ERR syntax error")
@@ -358,6 +372,10 @@ func (c *conn) cmdRingMembers(args [][]byte) {
 	}
 	service := c.service
 	if len(args) > 1 {
+		if !c.s.router.Known(string(args[1])) {
+			c.unknownService(args[1])
+			return
+		}
 		service = string(args[1])
 	}
 	instances := c.s.router.Ring(service).Instances()
@@ -418,6 +436,7 @@ func (c *conn) cmdAuth(args [][]byte) {
 		user, pass = args[1], args[2]
 	}
 	if !c.checkPassword(user, pass) {
+		c.s.authFailed(c)
 		c.errorReply("WRONGPASS invalid username-password pair or user is disabled.")
 		return
 	}
@@ -481,6 +500,7 @@ func (c *conn) cmdHello(args [][]byte) {
 	}
 	if user != nil {
 		if !c.checkPassword(user, pass) {
+			c.s.authFailed(c)
 			c.errorReply("WRONGPASS invalid username-password pair or user is disabled.")
 			return
 		}

@@ -28,6 +28,10 @@ type conn struct {
 	name    string // CLIENT SETNAME
 	quit    bool   // QUIT: close after writing the replies so far
 
+	// peer returns the client's address when nc is nil (the event loop's
+	// connections).
+	peer func() string
+
 	counters *counterShard // this connection's shard of Server.counters
 	active   atomic.Int64  // coarse time of the last read
 	limited  atomic.Bool   // counted as closed for a limit (Server.limitClosed)
@@ -49,6 +53,17 @@ func (c *conn) init(s *Server, nc net.Conn, now int64) {
 	c.authed = s.requirePass == ""
 	c.counters = &s.counters[id%lookupShards]
 	c.active.Store(now)
+}
+
+// remoteAddr is the client's address, for log lines.
+func (c *conn) remoteAddr() string {
+	switch {
+	case c.nc != nil:
+		return c.nc.RemoteAddr().String()
+	case c.peer != nil:
+		return c.peer()
+	}
+	return ""
 }
 
 // serveConn is the goroutine engine (see Server.Serve): it reads requests,

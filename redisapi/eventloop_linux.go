@@ -444,6 +444,7 @@ func (l *eventLoop) add(fd int) {
 	}
 	lc := &loopConn{fd: fd, interest: unix.EPOLLIN, readLimit: int(l.s.testReadLimit.Load())}
 	lc.init(l.s, nil, l.now)
+	lc.peer = lc.remote
 	if fd >= len(l.conns) {
 		grown := make([]*loopConn, max(2*len(l.conns), fd+1, 64))
 		copy(grown, l.conns)

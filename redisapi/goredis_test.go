@@ -109,8 +109,8 @@ func TestGoRedis(t *testing.T) {
 			if cands, err := c.Do(ctx, "RING.LOOKUP", "k1", 5, "thumbs").StringSlice(); err != nil || len(cands) != 1 || cands[0] != "10.0.1.1:8080" {
 				t.Errorf("RING.LOOKUP thumbs = %v, %v", cands, err)
 			}
-			if cands, err := c.Do(ctx, "ring.lookup", "k1", 2, "nosuch").StringSlice(); err != nil || len(cands) != 0 {
-				t.Errorf("RING.LOOKUP on an unknown service = %v, %v; want an empty array", cands, err)
+			if cands, err := c.Do(ctx, "ring.lookup", "k1", 2, "nosuch").StringSlice(); err == nil || !strings.HasPrefix(err.Error(), "NOSERVICE ") {
+				t.Errorf("RING.LOOKUP on an unknown service = %v, %v; want a NOSERVICE error", cands, err)
 			}
 			if _, err := c.Do(ctx, "ring.lookup", "k1", 0).Result(); err == nil {
 				t.Errorf("RING.LOOKUP with count 0 succeeded")

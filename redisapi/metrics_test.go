@@ -117,7 +117,7 @@ func TestStatsCountLookups(t *testing.T) {
 	exchange(t, c, "get PINNED.example.com:8080/y\r\n", pinned)                          // override, inline
 	exchange(t, c, request("RING.LOOKUP", "pinned.example.com/z", "3"), "*1\r\n"+pinned) // override
 	exchange(t, c, request("RING.LOOKUP", "/a", "1"), "*1\r\n"+ringAnswer)               // ring
-	exchange(t, c, request("RING.LOOKUP", "/a", "1", "nosuchservice"), "*0\r\n")         // miss
+	exchange(t, c, request("RING.LOOKUP", "/a", "1", "empty"), "*0\r\n")                 // miss
 	exchange(t, c, request("MGET", "/a", "pinned.example.com/", "/a"), "*3\r\n"+ringAnswer+pinned+ringAnswer)
 	exchange(t, c, request("SELECT", "2"), "+OK\r\n")
 	exchange(t, c, request("GET", "/a"), "$-1\r\n")                     // miss
@@ -132,6 +132,8 @@ func TestStatsCountLookups(t *testing.T) {
 		request("RING.LOOKUP", "/a", "many"),
 		request("RING.LOOKUP", "/a", "0"),
 		request("RING.LOOKUP", "/a", "1", "web", "extra"),
+		request("RING.LOOKUP", "/a", "9"),
+		request("RING.LOOKUP", "/a", "1", "nosuchservice"),
 	} {
 		exchange(t, c, req, "-")
 		readUntilLineEnd(t, c)
@@ -153,8 +155,8 @@ func TestStatsCountLookups(t *testing.T) {
 
 	st := s.Stats()
 	want := [3]uint64{router.Miss: 4, router.Ring: 4, router.Override: 5}
-	if st.Lookups != want || st.LookupErrors != 7 {
-		t.Errorf("Stats: lookups %v (miss, ring, override), errors %d; want %v and 7", st.Lookups, st.LookupErrors, want)
+	if st.Lookups != want || st.LookupErrors != 9 {
+		t.Errorf("Stats: lookups %v (miss, ring, override), errors %d; want %v and 9", st.Lookups, st.LookupErrors, want)
 	}
 	if got := s.Lookups(); got != 13 {
 		t.Errorf("Lookups() = %d, want 13 (INFO's lookups_served)", got)

@@ -203,6 +203,11 @@ type Server struct {
 	closes    [numCloseReasons]atomic.Uint64 // connections closed for a limit, by closeReason
 	panics    atomic.Uint64
 	lastPanic atomic.Int64 // UnixNano of the last logged panic
+
+	authFailures atomic.Uint64 // AUTH (and HELLO AUTH) with a wrong password
+	authLogged   atomic.Uint64 // authFailures when the last line about them was logged
+	lastAuthLog  atomic.Int64  // UnixNano of that line
+	authLogEvery time.Duration // authLogEvery; tests shorten it before Serve
 }
 
 // Listen validates cfg and binds its address. A unix socket file left behind
@@ -226,6 +231,8 @@ func Listen(cfg Config) (*Server, error) {
 		done:        make(chan struct{}),
 		started:     time.Now(),
 		eventLoop:   useEventLoop,
+
+		authLogEvery: authLogEvery,
 	}
 	for db, service := range cfg.DBs {
 		if db < 0 {
@@ -235,6 +242,11 @@ func Listen(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("redis db %d: empty service name", db)
 		}
 		s.dbs[db] = service
+	}
+	// A db names its service, so the service exists though no instance of
+	// it may be live yet: lookups on it are misses, not unknown services.
+	for _, service := range s.dbs {
+		s.router.Know(service)
 	}
 	if cfg.MaxClients < 0 {
 		return nil, fmt.Errorf("redis listener: max clients %d is negative (0 means no bound)", cfg.MaxClients)
@@ -337,6 +349,8 @@ type Stats struct {
 	Accepted uint64
 	// Closed counts the connections the server closed because of a limit.
 	Closed LimitCloses
+	// AuthFailures counts AUTH and HELLO AUTH refused with WRONGPASS.
+	AuthFailures uint64
 }
 
 // LimitCloses counts connections closed because of a limit, by limit.
@@ -361,6 +375,7 @@ func (s *Server) Stats() Stats {
 	}
 	st.Clients = s.connectedClients()
 	st.Accepted = s.accepted.Load()
+	st.AuthFailures = s.authFailures.Load()
 	st.Closed = LimitCloses{
 		RequestTooBig: s.closes[closeRequestTooBig].Load(),
 		TooManyArgs:   s.closes[closeTooManyArgs].Load(),
@@ -565,4 +580,23 @@ func (s *Server) recovered(p any, where string) {
 	}
 	s.log.Error("redis: recovered from a panic", "in", where, "panic", fmt.Sprint(p),
 		"panics_total", total, "stack", string(debug.Stack()))
+}
+
+// authLogEvery is the least time between two log lines about failed AUTH:
+// someone guessing passwords must not be able to flood the log.
+const authLogEvery = 10 * time.Second
+
+// authFailed counts a refused password from c and logs it, at most one line
+// per authLogEvery; each line carries the failures since the previous one
+// and the address of the client whose failure it was logged on.
+func (s *Server) authFailed(c *conn) {
+	total := s.authFailures.Add(1)
+	now := time.Now().UnixNano()
+	last := s.lastAuthLog.Load()
+	if last != 0 && now-last < int64(s.authLogEvery) || !s.lastAuthLog.CompareAndSwap(last, now) {
+		return
+	}
+	since := total - s.authLogged.Swap(total)
+	s.log.Warn("redis: AUTH failed: wrong password", "remote", c.remoteAddr(),
+		"failures", since, "failures_total", total, "log_every", s.authLogEvery)
 }

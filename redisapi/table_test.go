@@ -64,7 +64,7 @@ func TestRingTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Update(map[string][]string{"web": {"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"}, "thumbs": {"10.1.0.1:81"}})
-	s := startServer(t, Config{Router: r, DBs: map[int]string{1: "thumbs"}})
+	s := startServer(t, Config{Router: r, DBs: map[int]string{1: "thumbs", 2: "empty"}})
 	ctx := context.Background()
 	c := goRedis(t, s.Addr(), redis.Options{Protocol: 2})
 
@@ -95,7 +95,16 @@ func TestRingTable(t *testing.T) {
 	if thumbs := check("thumbs"); thumbs == web {
 		t.Fatalf("services web and thumbs share epoch %s", web)
 	}
-	check("no-such-service")
+	check("empty") // known, no live instance
+	// A service nobody knows has no table either: like GET, RING.TABLE is
+	// what nginx asks, and nginx's configs take an empty answer as no route.
+	reply, err := c.Do(ctx, "RING.TABLE", "no-such-service").Slice()
+	if err != nil {
+		t.Fatalf("RING.TABLE no-such-service: %v", err)
+	}
+	if _, candidates := decodeTable(t, reply); len(candidates("example.com/x", 8)) != 0 {
+		t.Fatalf("RING.TABLE no-such-service has candidates")
+	}
 
 	// The current epoch gets nil; another epoch, or a change, the table.
 	if err := c.Do(ctx, "RING.TABLE", "web", web).Err(); err != redis.Nil {

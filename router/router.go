@@ -9,6 +9,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -52,8 +53,11 @@ type Router struct {
 	overrides      Overrides // nil: none
 
 	rings atomic.Pointer[map[string]*ring.Ring] // read-only once published
+	// known is every service this router has heard of (see Known); a new
+	// map is published when one is added, never a change to a published one.
+	known atomic.Pointer[map[string]struct{}]
 
-	mu       sync.Mutex // serialises Update
+	mu       sync.Mutex // serialises Update and Know
 	builders map[string]*ring.Builder
 	sets     map[string][]string // last set per service, sorted
 
@@ -78,7 +82,54 @@ func New(settings ring.Settings, defaultService string) (*Router, error) {
 	}
 	empty := map[string]*ring.Ring{}
 	r.rings.Store(&empty)
+	known := map[string]struct{}{defaultService: {}}
+	r.known.Store(&known)
 	return r, nil
+}
+
+// Know adds services to the known ones (see Known) though none of their
+// instances may be live yet: the services a RESP db is mapped to, say.
+func (r *Router) Know(services ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.knowLocked(services)
+}
+
+// knowLocked publishes a new known set if services adds to it. Caller
+// holds mu.
+func (r *Router) knowLocked(services []string) {
+	old := *r.known.Load()
+	var next map[string]struct{}
+	for _, s := range services {
+		if _, ok := old[s]; ok || s == "" {
+			continue
+		}
+		if next == nil {
+			next = make(map[string]struct{}, len(old)+len(services))
+			for k := range old {
+				next[k] = struct{}{}
+			}
+		}
+		next[s] = struct{}{}
+	}
+	if next != nil {
+		r.known.Store(&next)
+	}
+}
+
+// Known reports whether service ("" = the default service) is one this
+// router has heard of: the default service, the services given to Know,
+// and every service that had a live instance in some Update since New.
+// A known service stays known when its last instance goes: a lookup on it
+// has no live instance, while one on an unknown service names something
+// that does not exist (a typo, most likely), and the protocols say which.
+// It never locks or allocates.
+func (r *Router) Known(service string) bool {
+	if service == "" {
+		return true
+	}
+	_, ok := (*r.known.Load())[service]
+	return ok
 }
 
 // SetOverrides makes lookups consult o before the rings. Call it before
@@ -110,6 +161,9 @@ func (r *Router) Update(instances map[string][]string) (changes []Change, err er
 	r.mu.Lock()
 	defer r.mu.Unlock()
 
+	// Known before the rings are published, so that a lookup never finds a
+	// ring for a service that is still unknown.
+	r.knowLocked(slices.Collect(maps.Keys(instances)))
 	old := *r.rings.Load()
 	next := make(map[string]*ring.Ring, len(instances))
 	var errs []error

@@ -7,12 +7,14 @@ import (
 	"os"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"ringman/httpapi"
+	"ringman/router"
 )
 
 // defaultAPIAddr is where `ringman serve` puts its API by default.
@@ -126,12 +128,19 @@ func newLookupCmd() *cobra.Command {
 		Use:   "lookup KEY",
 		Short: "Show which backend serves KEY (exit code 1 when none does)",
 		Long: `Show which backend serves KEY, as nginx would be told. With -n, also the
-next candidates in preference order. Prints one backend per line, each with
-where the answer came from (ring or override).`,
+next candidates in preference order (-n is 1 to ` + strconv.Itoa(router.MaxCandidates) + `; anything else is a
+usage error). Prints one backend per line, each with where the answer came
+from (ring or override). A service the node has never heard of is an error
+of its own ("unknown service"), apart from one with no live instance.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkFormat(format); err != nil {
 				return err
+			}
+			// The node would refuse it too; refusing it here makes it a
+			// usage error (exit 2), and sends nothing.
+			if !router.ValidCandidates(n) {
+				return usagef("-n must be %s, got %d", router.CandidatesRule, n)
 			}
 			c, err := cf.client()
 			if err != nil {
@@ -153,7 +162,7 @@ where the answer came from (ring or override).`,
 	cf.register(cmd)
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
 	cmd.Flags().StringVarP(&service, "service", "s", "", "service to look up in (default: the node's default service)")
-	cmd.Flags().IntVarP(&n, "candidates", "n", 1, "how many candidates to show, owner first")
+	cmd.Flags().IntVarP(&n, "candidates", "n", 1, "how many candidates to show, owner first (1 to "+strconv.Itoa(router.MaxCandidates)+")")
 	return cmd
 }
 

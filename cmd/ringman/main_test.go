@@ -5,10 +5,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,8 +131,37 @@ func TestLookup(t *testing.T) {
 		t.Errorf("lookup -s thumbs --format json: exit %d, %q", code, out)
 	}
 	code, out, errOut = runCLI("lookup", "/x", "--addr", addr, "-s", "nothing")
+	if code != 1 || out != "" || !strings.Contains(errOut, `unknown service "nothing"`) || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("lookup on an unknown service: exit %d, stdout %q, stderr %q; want exit 1 and one line", code, out, errOut)
+	}
+	rt.Know("empty") // as a --db mapping does
+	code, out, errOut = runCLI("lookup", "/x", "--addr", addr, "-s", "empty")
 	if code != 1 || out != "" || !strings.Contains(errOut, "no live instance") || strings.Count(errOut, "\n") != 1 {
-		t.Errorf("lookup on an empty service: exit %d, stdout %q, stderr %q; want exit 1 and one line", code, out, errOut)
+		t.Errorf("lookup on a service with no live instance: exit %d, stdout %q, stderr %q; want exit 1 and one line", code, out, errOut)
+	}
+	code, out, _ = runCLI("lookup", "/img/1.jpg", "--addr", addr, "-n", "8")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); code != 0 || len(lines) != 2 {
+		t.Errorf("lookup -n 8 over 2 instances: exit %d, %q", code, out)
+	}
+}
+
+// -n outside 1..8 is a usage error (exit 2) found before any request, as
+// RESP and HTTP refuse it.
+func TestLookupCandidatesRule(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		http.Error(w, `{"error":"not this test's node"}`, http.StatusTeapot)
+	}))
+	t.Cleanup(srv.Close)
+	for _, n := range []string{"0", "9", "100", "-1"} {
+		code, out, errOut := runCLI("lookup", "/x", "--addr", srv.URL, "-n", n)
+		if code != 2 || out != "" || !strings.Contains(errOut, "-n must be a whole number from 1 to 8, got "+n) || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("lookup -n %s: exit %d, stdout %q, stderr %q; want exit 2 and one line naming the range", n, code, out, errOut)
+		}
+	}
+	if got := requests.Load(); got != 0 {
+		t.Errorf("the node got %d requests, want none", got)
 	}
 }
 

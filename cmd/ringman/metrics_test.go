@@ -257,7 +257,7 @@ func TestMetrics(t *testing.T) {
 	}{
 		{"/v1/lookup?key=/a", nil, 200},
 		{"/v1/lookup?key=pinned.example.com/a", nil, 200},
-		{"/v1/lookup?key=/a&service=nosuch", nil, 404},
+		{"/v1/lookup?key=/a&service=thumbs", nil, 404}, // known (--db 1=thumbs), no instance
 		{"/v1/lookup?key=/a&n=100", nil, 400},
 		{"/v1/route", []string{httpapi.HeaderKey, "/a"}, 200},
 	} {
