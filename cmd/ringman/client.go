@@ -154,7 +154,7 @@ of its own ("unknown service"), apart from one with no live instance.`,
 				return printJSON(cmd.OutOrStdout(), res)
 			}
 			for _, b := range res.Candidates {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\n", b, res.Source)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\n", cell(b), cell(res.Source))
 			}
 			return nil
 		},
