@@ -50,6 +50,10 @@ const (
 // ErrShutdown is returned by the methods of a Node that has been shut down.
 var ErrShutdown = errors.New("discovery: node is shut down")
 
+// ErrJoinSelf is returned by Join when every address given is this node's
+// own gossip address: joining itself would reach nobody.
+var ErrJoinSelf = errors.New("discovery: address is this node's own gossip address")
+
 var errLeft = errors.New("discovery: node has left the cluster")
 
 // tunables are the package's timings; tests shorten some of them.
@@ -89,7 +93,12 @@ type Node struct {
 	tun  tunables
 	ml   *memberlist.Memberlist
 	addr string // advertised gossip host:port
-	enc  bool
+	// The addresses this node's gossip listener is reached at (joinAddrs).
+	bindIP   net.IP
+	bindPort int
+	advIP    net.IP
+	advPort  int
+	enc      bool
 
 	// mu guards the membership view and this node's metadata. memberlist
 	// calls the delegates with its own lock held, so nothing slow happens
@@ -313,18 +322,21 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	n.ml = ml
 	self := ml.LocalNode()
 	n.addr = net.JoinHostPort(self.Addr.String(), strconv.Itoa(int(self.Port)))
+	n.bindIP, n.bindPort = net.ParseIP(bindIP), boundPort
+	n.advIP, n.advPort = slices.Clone(self.Addr), int(self.Port)
 
-	targets := slices.Clone(cfg.Seeds)
+	var peers []string
 	if cfg.Peers != nil {
-		peers, err := cfg.Peers.LoadPeers()
+		peers, err = cfg.Peers.LoadPeers()
 		if err != nil {
 			n.log.Warn("cannot load known peers; relying on seeds", "err", err)
 		}
-		targets = append(targets, peers...)
 		n.lastPeers = sortDedup(slices.Clone(peers))
 	}
-	targets = n.joinTargets(targets)
-	if len(targets) == 0 {
+	targets, selfSeeds := n.joinTargets(cfg.Seeds, peers)
+	// Nothing to join is joined; seeds that all turned out to be this node
+	// are not: the node waits for another to join it.
+	if len(targets) == 0 && selfSeeds == 0 {
 		n.joined.Store(true)
 	}
 
@@ -538,7 +550,10 @@ func (n *Node) Live() map[string][]string {
 func (n *Node) Joined() bool { return n.joined.Load() }
 
 // Join contacts addrs now and returns how many answered. The error, when
-// none answered, says why for each address.
+// none answered, says why for each address. An address that is this node's
+// own gossip address (a host without a port means this node's port) is
+// skipped with a warning; when every address is, the error wraps
+// ErrJoinSelf and the node does not count as joined.
 func (n *Node) Join(addrs []string) (int, error) {
 	if n.isClosed() {
 		return 0, ErrShutdown
@@ -551,6 +566,11 @@ func (n *Node) Join(addrs []string) (int, error) {
 	}
 	if len(targets) == 0 {
 		return 0, errors.New("no address given")
+	}
+	for _, a := range targets {
+		if _, self := n.joinAddrs(a); self {
+			n.log.Warn("join address is this node's own gossip address; skipped", "addr", a, "self", n.addr)
+		}
 	}
 	count, err := n.join(targets, false)
 	if count > 0 {
