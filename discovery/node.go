@@ -631,15 +631,17 @@ func (n *Node) updateMetaLocked(timeout time.Duration, edit func(*meta)) error {
 	// UpdateNode reports the change to our own event delegate at once, then
 	// waits until the broadcast has gone out. A timeout only means it is
 	// still spreading; the change is in effect.
-	// memberlist waits forever on a timeout of 0.
-	if err := n.ml.UpdateNode(max(timeout, time.Millisecond)); err != nil {
+	err = n.untilTold(max(timeout, time.Millisecond), n.ml.UpdateNode, func() bool { return n.selfMetaIs(next) })
+	if err != nil {
 		n.log.Warn("node metadata update not confirmed yet; it keeps spreading by gossip", "err", err)
 	}
 	return nil
 }
 
 // Leave announces a graceful leave and waits up to timeout for it to spread.
-// Others list the node as left, not failed. Call Shutdown afterwards.
+// Others list the node as left, not failed. Call Shutdown afterwards. With
+// nobody to tell (every other member is leaving, left or failed, as when the
+// last node of a cluster or a whole cluster stops), it returns at once.
 func (n *Node) Leave(timeout time.Duration) error {
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
@@ -655,10 +657,78 @@ func (n *Node) Leave(timeout time.Duration) error {
 	_ = n.updateMetaLocked(min(timeout/2, n.tun.metaTimeout), func(m *meta) { m.Leaving = true })
 	n.left = true
 	remaining := max(timeout-time.Since(start), time.Millisecond)
-	if err := n.ml.Leave(remaining); err != nil {
+	if err := n.untilTold(remaining, n.ml.Leave, n.selfLeft); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	return nil
+}
+
+// tellPoll is how often untilTold looks whether anyone is left to tell.
+const tellPoll = 20 * time.Millisecond
+
+// untilTold runs send, a memberlist call that gossips news about this node
+// and waits up to timeout until memberlist has sent it often enough, and
+// returns its error; or nil as soon as nobody is left to tell. memberlist
+// gossips only to members it sees alive or suspect: when the others leave
+// during the wait (a cluster stopped all at once) the news never goes out,
+// and send would wait its whole timeout for nothing.
+//
+// send cannot be interrupted. Returning early leaves it waiting on its
+// timer in the background, harmless even after Shutdown, but only once
+// started reports that it has done its work: memberlist.Leave panics when it
+// starts after Shutdown.
+func (n *Node) untilTold(timeout time.Duration, send func(time.Duration) error, started func() bool) error {
+	if n.nobodyToTell() {
+		// Still called, for the state it changes; memberlist waits
+		// forever on a timeout of 0.
+		_ = send(time.Millisecond)
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- send(timeout) }()
+	tick := time.NewTicker(tellPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			if n.nobodyToTell() && started() {
+				return nil
+			}
+		}
+	}
+}
+
+// nobodyToTell reports whether no other member is alive or draining: the
+// others, if any, are leaving, left or failed.
+func (n *Node) nobodyToTell() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, m := range n.members {
+		if m.name != n.cfg.Name && (m.status == StatusAlive || m.status == StatusDraining) {
+			return false
+		}
+	}
+	return true
+}
+
+// selfMetaIs reports whether memberlist has reported this node's metadata
+// as m (UpdateNode does so before it waits).
+func (n *Node) selfMetaIs(m meta) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	self := n.members[n.cfg.Name]
+	return self != nil && equalMeta(self.meta, m)
+}
+
+// selfLeft reports whether memberlist has reported this node gone
+// (memberlist.Leave does so before it waits).
+func (n *Node) selfLeft() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	self := n.members[n.cfg.Name]
+	return self != nil && (self.status == StatusLeft || self.status == StatusFailed)
 }
 
 // Shutdown stops gossip without leaving (others will see a failure unless
