@@ -15,7 +15,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -125,6 +124,8 @@ type Node struct {
 	left   bool // under opMu
 
 	joined atomic.Bool
+	// refusedAlive counts the alive messages and merges refused by admit.
+	refusedAlive atomic.Int64
 
 	// Shared state (shared.go).
 	bcast             *memberlist.TransmitLimitedQueue
@@ -369,13 +370,8 @@ func start(cfg Config, tun tunables) (*Node, error) {
 
 // normalize validates cfg and fills in defaults.
 func normalize(cfg Config) (Config, error) {
-	if cfg.Name == "" {
-		return cfg, errors.New("node name is empty")
-	}
-	for _, c := range cfg.Name {
-		if unicode.IsSpace(c) || unicode.IsControl(c) {
-			return cfg, fmt.Errorf("node name %q: no spaces or control characters allowed", cfg.Name)
-		}
+	if err := ValidateNodeName(cfg.Name); err != nil {
+		return cfg, err
 	}
 	if cfg.BindAddr == "" {
 		cfg.BindAddr = defaultBindAddr
