@@ -112,6 +112,11 @@ func TestBadNodeNameNeverAMember(t *testing.T) {
 		t.Errorf("a logged %d refusal lines, want one per rogue (2):\n%s", len(lines), strings.Join(lines, "\n"))
 	}
 	for _, n := range []*testNode{a, b} {
+		for _, line := range n.logs.lines("level=") {
+			if !strings.Contains(line, "level=INFO") && !strings.Contains(line, "refused node with an invalid name") {
+				t.Errorf("%s: unexpected line (one per refused message?): %.300s", n.Name(), line)
+			}
+		}
 		out := n.logs.String()
 		if strings.Contains(out, "\x1b") || strings.Contains(out, long) {
 			t.Errorf("%s logged a raw escape character or the whole 5000-byte name", n.Name())
@@ -151,7 +156,7 @@ func TestValidateNodeName(t *testing.T) {
 // as a rogue peer can (memberlist's own sender panics on metadata over 512
 // bytes, the receiver checks nothing), and waits until addr has processed it
 // (it closes the connection after merging).
-func pushState(t *testing.T, addr, name string, port int, meta []byte) {
+func pushState(t *testing.T, addr, name string, port int, meta []byte, join bool) {
 	t.Helper()
 	type header struct {
 		Nodes        int
@@ -176,7 +181,7 @@ func pushState(t *testing.T, addr, name string, port int, meta []byte) {
 	w := bufio.NewWriter(conn)
 	_ = w.WriteByte(6) // pushPullMsg
 	enc := codec.NewEncoder(w, &codec.MsgpackHandle{})
-	if err := enc.Encode(&header{Nodes: 1}); err != nil {
+	if err := enc.Encode(&header{Nodes: 1, Join: join}); err != nil {
 		t.Fatal(err)
 	}
 	st := nodeState{Name: name, Addr: net.ParseIP("127.0.0.1").To4(), Port: uint16(port), Meta: meta,
@@ -230,12 +235,22 @@ func TestOversizedMetaRefused(t *testing.T) {
 			t.Fatalf("%s: test metadata is only %d bytes", r.name, len(r.meta))
 		}
 		port := freePort(t)
-		for range 3 {
-			pushState(t, a.Addr(), r.name, port, r.meta)
+		// As a periodic push/pull (the alive delegate decides) and as a
+		// join (the merge delegate decides).
+		for _, join := range []bool{false, true, false} {
+			pushState(t, a.Addr(), r.name, port, r.meta, join)
 		}
 	}
 	if ok, why := onlyMembers(a, "a")(); !ok {
 		t.Error(why)
+	}
+	if got := a.refusedAlive.Load(); got != int64(3*len(rogues)) {
+		t.Errorf("a refused %d states, want %d", got, 3*len(rogues))
+	}
+	for _, line := range a.logs.lines("level=") {
+		if !strings.Contains(line, "refused node whose metadata cannot be read") {
+			t.Errorf("unexpected line (one per refused message?): %.300s", line)
+		}
 	}
 	for _, r := range rogues {
 		lines := a.logs.lines("refused node whose metadata cannot be read", "node="+r.name)
