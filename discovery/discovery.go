@@ -32,7 +32,8 @@ import (
 
 // Config describes one node.
 type Config struct {
-	// Name is unique in the cluster and stable across restarts.
+	// Name is unique in the cluster and stable across restarts; see
+	// ValidateNodeName for what it may hold (every host name).
 	Name string
 	// BindAddr is the gossip address, "host:port" (TCP and UDP); port 0
 	// picks one. Empty: 0.0.0.0:7946. A host name is resolved once.
@@ -60,7 +61,9 @@ type Config struct {
 	// Version is the ringman version, advertised for operators.
 	Version string
 	// Seeds are joined in the background, retried (backing off up to 5 s)
-	// until one answers.
+	// until one answers. A seed that is this node's own gossip address is
+	// skipped with a warning; when every seed is, the node is not Joined
+	// until another node joins it.
 	Seeds []string
 	// Peers, when set, remembers known peers so that a restarted node
 	// rejoins without seeds: they are tried like seeds at Start, and saved
