@@ -7,10 +7,12 @@
 // that coalesces bursts and reports the live instances per service through
 // Config.OnChange. The package knows nothing of rings: it reports sets.
 //
-// A node whose ring settings (Config.Fingerprint) differ from ours, or whose
-// metadata cannot be read, is refused at join (memberlist's alive and merge
-// delegates), so it never enters the member list: two nodes that would hash
-// keys differently never share a ring.
+// A node whose ring settings (Config.Fingerprint) differ from ours, whose
+// metadata cannot be read or is over its bounds (memberlist bounds only what
+// a node sends), or whose name is not a valid node name, is refused at join
+// (memberlist's alive and merge delegates), so it never enters the member
+// list: two nodes that would hash keys differently never share a ring, and
+// no peer can take the rings over or forge log lines with its name.
 //
 // Besides membership, the cluster replicates one piece of application state
 // (Config.SharedState: ringman's overrides), by broadcasts (Node.Broadcast)
