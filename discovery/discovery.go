@@ -7,10 +7,12 @@
 // that coalesces bursts and reports the live instances per service through
 // Config.OnChange. The package knows nothing of rings: it reports sets.
 //
-// A node whose ring settings (Config.Fingerprint) differ from ours, or whose
-// metadata cannot be read, is refused at join (memberlist's alive and merge
-// delegates), so it never enters the member list: two nodes that would hash
-// keys differently never share a ring.
+// A node whose ring settings (Config.Fingerprint) differ from ours, whose
+// metadata cannot be read or is over its bounds (memberlist bounds only what
+// a node sends), or whose name is not a valid node name, is refused at join
+// (memberlist's alive and merge delegates), so it never enters the member
+// list: two nodes that would hash keys differently never share a ring, and
+// no peer can take the rings over or forge log lines with its name.
 //
 // Besides membership, the cluster replicates one piece of application state
 // (Config.SharedState: ringman's overrides), by broadcasts (Node.Broadcast)
@@ -32,7 +34,8 @@ import (
 
 // Config describes one node.
 type Config struct {
-	// Name is unique in the cluster and stable across restarts.
+	// Name is unique in the cluster and stable across restarts; see
+	// ValidateNodeName for what it may hold (every host name).
 	Name string
 	// BindAddr is the gossip address, "host:port" (TCP and UDP); port 0
 	// picks one. Empty: 0.0.0.0:7946. A host name is resolved once.
@@ -60,7 +63,9 @@ type Config struct {
 	// Version is the ringman version, advertised for operators.
 	Version string
 	// Seeds are joined in the background, retried (backing off up to 5 s)
-	// until one answers.
+	// until one answers. A seed that is this node's own gossip address is
+	// skipped with a warning; when every seed is, the node is not Joined
+	// until another node joins it.
 	Seeds []string
 	// Peers, when set, remembers known peers so that a restarted node
 	// rejoins without seeds: they are tried like seeds at Start, and saved

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -97,15 +98,33 @@ func nodeAddr(node *memberlist.Node) string {
 // admit decides whether peer may be a member: its metadata must decode and
 // its ring settings must be ours, or the two would hash keys differently.
 func (n *Node) admit(peer *memberlist.Node) error {
+	err := n.admitCheck(peer)
+	if err != nil {
+		n.refusedAlive.Add(1)
+	}
+	return err
+}
+
+// errRefused marks admit's errors. memberlist logs each refused alive
+// message with the error (slogWriter turns those lines down to debug):
+// refuse logs each refused node once.
+var errRefused = errors.New("refused by ringman")
+
+func (n *Node) admitCheck(peer *memberlist.Node) error {
+	// The name first: it is in every log line about the node.
+	if err := ValidateNodeName(peer.Name); err != nil {
+		n.refuse(peer, "", "refused node with an invalid name", err)
+		return fmt.Errorf("%w: invalid node name at %s", errRefused, nodeAddr(peer))
+	}
 	m, err := decodeMeta(peer.Meta)
 	if err != nil {
 		n.refuse(peer, "", "refused node whose metadata cannot be read", err)
-		return fmt.Errorf("node %s at %s: unreadable metadata: %v", peer.Name, nodeAddr(peer), err)
+		return fmt.Errorf("%w: node %s at %s: unreadable metadata: %v", errRefused, peer.Name, nodeAddr(peer), err)
 	}
 	if m.Fingerprint != n.cfg.Fingerprint {
 		n.refuse(peer, m.Fingerprint, "refused node with different ring settings", nil)
-		return fmt.Errorf("ring settings differ: node %s at %s has fingerprint %q, node %s has %q",
-			peer.Name, nodeAddr(peer), m.Fingerprint, n.cfg.Name, n.cfg.Fingerprint)
+		return fmt.Errorf("%w: ring settings differ: node %s at %s has fingerprint %q, node %s has %q",
+			errRefused, peer.Name, nodeAddr(peer), m.Fingerprint, n.cfg.Name, n.cfg.Fingerprint)
 	}
 	return nil
 }
@@ -113,21 +132,30 @@ func (n *Node) admit(peer *memberlist.Node) error {
 // refuse logs a refused node once (per node and fingerprint, then again
 // every ten minutes), however often its alive messages arrive.
 func (n *Node) refuse(peer *memberlist.Node, theirs, msg string, err error) {
+	// A name that is not valid is shown escaped and cut short, and
+	// remembered by that form: it may be kilobytes of anything.
+	name := peer.Name
+	if ValidateNodeName(name) != nil {
+		name = fmt.Sprintf("%.64q", name)
+		if len(peer.Name) > 64 {
+			name += fmt.Sprintf("... (%d bytes)", len(peer.Name))
+		}
+	}
 	now := time.Now()
 	n.mu.Lock()
-	r, seen := n.refused[peer.Name]
+	r, seen := n.refused[name]
 	logIt := !seen || r.fingerprint != theirs || now.Sub(r.at) > 10*time.Minute
 	if logIt {
 		if len(n.refused) >= 1024 {
 			clear(n.refused)
 		}
-		n.refused[peer.Name] = refusal{fingerprint: theirs, at: now}
+		n.refused[name] = refusal{fingerprint: theirs, at: now}
 	}
 	n.mu.Unlock()
 	if !logIt {
 		return
 	}
-	args := []any{"node", peer.Name, "addr", nodeAddr(peer),
+	args := []any{"node", name, "addr", nodeAddr(peer),
 		"their_fingerprint", theirs, "our_fingerprint", n.cfg.Fingerprint}
 	if err != nil {
 		args = append(args, "err", err)

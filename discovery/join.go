@@ -4,25 +4,111 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 )
 
 // joinTargets cleans a list of seeds and known peers: trimmed, deduplicated,
-// without this node's own address.
-func (n *Node) joinTargets(addrs []string) []string {
-	seen := map[string]bool{n.addr: true, n.cfg.BindAddr: true}
-	var out []string
-	for _, a := range addrs {
+// without this node's own address. A seed that is this node is an operator's
+// mistake (a --join without a port means this node's own port), so it is
+// warned about; a known peer that is, is stale and dropped quietly. It also
+// reports how many seeds were this node.
+func (n *Node) joinTargets(seeds, peers []string) (targets []string, selfSeeds int) {
+	seen := map[string]bool{}
+	for i, a := range append(slices.Clone(seeds), peers...) {
 		a = strings.TrimSpace(a)
 		if a == "" || seen[a] {
 			continue
 		}
 		seen[a] = true
-		out = append(out, a)
+		if _, self := n.joinAddrs(a); self {
+			if i < len(seeds) {
+				selfSeeds++
+				n.log.Warn("join address is this node's own gossip address; skipped", "addr", a, "self", n.addr)
+			} else {
+				n.log.Debug("known peer is this node's own address; skipped", "addr", a)
+			}
+			continue
+		}
+		targets = append(targets, a)
 	}
-	return out
+	return targets, selfSeeds
+}
+
+// joinAddrs resolves a join address the way memberlist does ("[name/]host
+// [:port]", the port defaulting to the bound port) and returns the addresses
+// to give memberlist instead, without those that reach this node itself.
+// self is true when every address it resolves to is this node: memberlist
+// would then exchange state with itself and call that a successful join.
+// An address that does not resolve is returned as it is, for memberlist to
+// report.
+func (n *Node) joinAddrs(addr string) (addrs []string, self bool) {
+	prefix, hostPort := "", addr
+	if i := strings.IndexByte(addr, '/'); i > 0 {
+		prefix, hostPort = addr[:i+1], addr[i+1:]
+	}
+	host, portStr, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		host, portStr = strings.Trim(hostPort, "[]"), strconv.Itoa(n.bindPort)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return []string{addr}, false
+	}
+	var ips []net.IP
+	if ip := net.ParseIP(host); ip != nil {
+		ips = []net.IP{ip}
+	} else if ips, err = net.LookupIP(host); err != nil || len(ips) == 0 {
+		return []string{addr}, false
+	}
+	var others []string
+	for _, ip := range ips {
+		if !n.reachesSelf(ip, int(port)) {
+			others = append(others, prefix+net.JoinHostPort(ip.String(), portStr))
+		}
+	}
+	switch {
+	case len(others) == 0:
+		return nil, true
+	case len(others) == len(ips):
+		return []string{addr}, false
+	}
+	return others, false
+}
+
+// reachesSelf reports whether ip:port is this node's gossip listener: its
+// advertised address, or its bound one (any local address when bound to
+// 0.0.0.0 or ::).
+func (n *Node) reachesSelf(ip net.IP, port int) bool {
+	if port == n.advPort && ip.Equal(n.advIP) {
+		return true
+	}
+	if port != n.bindPort {
+		return false
+	}
+	if ip.Equal(n.bindIP) {
+		return true
+	}
+	if !n.bindIP.IsUnspecified() {
+		return false
+	}
+	if ip.IsLoopback() || ip.IsUnspecified() {
+		return true
+	}
+	ifAddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range ifAddrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // joinLoop joins targets in the background until one answers, waiting
@@ -194,17 +280,33 @@ func (n *Node) exchanged() {
 
 // join contacts addrs, joinParallel at a time, and returns how many
 // answered. With firstRound, it stops after the first round in which one
-// answered (memberlist learns the rest of the cluster from it).
+// answered (memberlist learns the rest of the cluster from it). Addresses
+// that are this node itself are skipped and reported in the error; when
+// they are all there is, the error wraps ErrJoinSelf.
 func (n *Node) join(addrs []string, firstRound bool) (int, error) {
+	var targets, selves []string
+	for _, a := range addrs {
+		resolved, self := n.joinAddrs(a)
+		if self {
+			selves = append(selves, a)
+			continue
+		}
+		// One target per address given: memberlist counts a name that
+		// resolves to several answering addresses once per address.
+		targets = append(targets, strings.Join(resolved, ","))
+	}
+	if len(targets) == 0 {
+		return 0, fmt.Errorf("%w: %s (this node is %s)", ErrJoinSelf, strings.Join(selves, ", "), n.addr)
+	}
 	total := 0
 	var errs []string
-	for start := 0; start < len(addrs); start += joinParallel {
-		batch := addrs[start:min(start+joinParallel, len(addrs))]
+	for start := 0; start < len(targets); start += joinParallel {
+		batch := targets[start:min(start+joinParallel, len(targets))]
 		results := make([]error, len(batch))
 		var wg sync.WaitGroup
 		for i, a := range batch {
 			wg.Go(func() {
-				_, results[i] = n.ml.Join([]string{a})
+				_, results[i] = n.ml.Join(strings.Split(a, ","))
 			})
 		}
 		wg.Wait()
@@ -221,6 +323,9 @@ func (n *Node) join(addrs []string, firstRound bool) (int, error) {
 	}
 	if total > 0 {
 		return total, nil
+	}
+	if len(selves) > 0 {
+		errs = append(errs, "skipped this node's own address "+strings.Join(selves, ", "))
 	}
 	return 0, fmt.Errorf("no address answered: %s", strings.Join(errs, "; "))
 }

@@ -18,19 +18,26 @@ type slogWriter struct {
 	l *slog.Logger
 }
 
+// Write takes one line: log.Logger writes each message in one call. A
+// message that spans lines (a peer's name can hold a newline) stays one
+// record, which the handler escapes, instead of becoming a forged second one.
 func (w slogWriter) Write(p []byte) (int, error) {
-	for line := range strings.SplitSeq(string(p), "\n") {
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		level, msg := parseLogLine(line)
-		if why := refusalHint(msg); why != "" {
-			w.l.Log(context.Background(), level, "refused gossip from a node of another cluster or with another key",
-				"why", why, "memberlist", msg)
-			continue
-		}
-		w.l.Log(context.Background(), level, msg)
+	line := strings.TrimRight(string(p), "\n")
+	if strings.TrimSpace(line) == "" {
+		return len(p), nil
 	}
+	level, msg := parseLogLine(line)
+	if why := refusalHint(msg); why != "" {
+		w.l.Log(context.Background(), level, "refused gossip from a node of another cluster or with another key",
+			"why", why, "memberlist", msg)
+		return len(p), nil
+	}
+	if strings.Contains(msg, errRefused.Error()) {
+		// memberlist's line for each message of a node that admit
+		// refused, which refuse has logged once already.
+		level = slog.LevelDebug
+	}
+	w.l.Log(context.Background(), level, msg)
 	return len(p), nil
 }
 

@@ -35,6 +35,15 @@ type meta struct {
 }
 
 const (
+	// maxMetaInstances and maxMetaServices bound what another node's
+	// metadata may list. Every instance takes at least 4 of memberlist's
+	// 512 bytes (a length byte and "h:1"), every service with an instance
+	// 7 (one more length byte, a one-byte name and a count), so no node that
+	// memberlist itself lets send can reach them: they bound the decoding
+	// work, whatever a peer sends.
+	maxMetaInstances = memberlist.MetaMaxSize / 4
+	maxMetaServices  = memberlist.MetaMaxSize / 7
+
 	metaMagic   = 'R'
 	metaFormat1 = 1
 
@@ -84,6 +93,13 @@ func (m meta) encodeChecked() ([]byte, error) {
 }
 
 var errMetaTruncated = errors.New("truncated")
+
+// errMetaTooLarge: another node's metadata is over memberlist.MetaMaxSize
+// bytes or lists more than maxMetaServices or maxMetaInstances.
+// memberlist enforces the size only on what a node sends, not on what it
+// receives: a peer that crafts its messages can advertise thousands of
+// instances, take most keys and slow every node's rebuilds.
+var errMetaTooLarge = errors.New("metadata over the limit")
 
 // metaReader reads the wire format; every read is bounds-checked against
 // what is left, so no length field can make it allocate or index past the
@@ -142,6 +158,9 @@ func decodeMeta(b []byte) (meta, error) {
 	if b[1] != metaFormat1 {
 		return m, fmt.Errorf("unsupported metadata format %d (this node reads format %d)", b[1], metaFormat1)
 	}
+	if len(b) > memberlist.MetaMaxSize {
+		return m, fmt.Errorf("%w: %d bytes, over memberlist's %d", errMetaTooLarge, len(b), memberlist.MetaMaxSize)
+	}
 	m.Draining = b[2]&flagDraining != 0
 	m.Leaving = b[2]&flagLeaving != 0
 	r := &metaReader{b: b[3:]}
@@ -156,6 +175,10 @@ func decodeMeta(b []byte) (meta, error) {
 	if err != nil {
 		return meta{}, fmt.Errorf("metadata services: %w", err)
 	}
+	if nsvc > maxMetaServices {
+		return meta{}, fmt.Errorf("%w: %d services, over %d", errMetaTooLarge, nsvc, maxMetaServices)
+	}
+	total := 0
 	for range nsvc {
 		name, err := r.str()
 		if err != nil {
@@ -167,6 +190,9 @@ func decodeMeta(b []byte) (meta, error) {
 		ninst, err := r.count()
 		if err != nil {
 			return meta{}, fmt.Errorf("metadata service %q: %w", name, err)
+		}
+		if total += ninst; total > maxMetaInstances {
+			return meta{}, fmt.Errorf("%w: over %d instances", errMetaTooLarge, maxMetaInstances)
 		}
 		for range ninst {
 			inst, err := r.str()
@@ -201,6 +227,38 @@ func ValidateServiceName(name string) error {
 	for _, c := range name {
 		if c <= ' ' || c == 0x7f || c == '=' || c == ',' || c == '"' {
 			return fmt.Errorf("service name %q: character %q not allowed", name, c)
+		}
+	}
+	return nil
+}
+
+// maxNodeNameLen is the longest node name: a DNS name's limit, as node
+// names default to the host name.
+const maxNodeNameLen = 253
+
+// ValidateNodeName accepts a node's name: 1 to 253 bytes of ASCII letters,
+// digits, '.', '-' and '_', starting with a letter or a digit. That is
+// every host name (the default name) and nothing that could break a log
+// line, a terminal or the CLI's columns, or read as a flag. The same rule
+// applies to this node's name (Config.Name) and to every other node: one
+// whose name breaks it is refused at join, like one with other ring
+// settings.
+func ValidateNodeName(name string) error {
+	if name == "" {
+		return errors.New("node name is empty")
+	}
+	if len(name) > maxNodeNameLen {
+		return fmt.Errorf("node name %.32q... is %d bytes, over %d", name, len(name), maxNodeNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if i == 0 && !alnum {
+			return fmt.Errorf("node name %q: must start with a letter or a digit", name)
+		}
+		if !alnum && c != '.' && c != '-' && c != '_' {
+			r, _ := utf8.DecodeRuneInString(name[i:])
+			return fmt.Errorf("node name %q: character %q not allowed (letters, digits, '.', '-', '_')", name, r)
 		}
 	}
 	return nil

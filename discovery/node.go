@@ -15,7 +15,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -49,6 +48,10 @@ const (
 
 // ErrShutdown is returned by the methods of a Node that has been shut down.
 var ErrShutdown = errors.New("discovery: node is shut down")
+
+// ErrJoinSelf is returned by Join when every address given is this node's
+// own gossip address: joining itself would reach nobody.
+var ErrJoinSelf = errors.New("discovery: address is this node's own gossip address")
 
 var errLeft = errors.New("discovery: node has left the cluster")
 
@@ -89,7 +92,12 @@ type Node struct {
 	tun  tunables
 	ml   *memberlist.Memberlist
 	addr string // advertised gossip host:port
-	enc  bool
+	// The addresses this node's gossip listener is reached at (joinAddrs).
+	bindIP   net.IP
+	bindPort int
+	advIP    net.IP
+	advPort  int
+	enc      bool
 
 	// mu guards the membership view and this node's metadata. memberlist
 	// calls the delegates with its own lock held, so nothing slow happens
@@ -116,6 +124,8 @@ type Node struct {
 	left   bool // under opMu
 
 	joined atomic.Bool
+	// refusedAlive counts the alive messages and merges refused by admit.
+	refusedAlive atomic.Int64
 
 	// Shared state (shared.go).
 	bcast             *memberlist.TransmitLimitedQueue
@@ -313,18 +323,21 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	n.ml = ml
 	self := ml.LocalNode()
 	n.addr = net.JoinHostPort(self.Addr.String(), strconv.Itoa(int(self.Port)))
+	n.bindIP, n.bindPort = net.ParseIP(bindIP), boundPort
+	n.advIP, n.advPort = slices.Clone(self.Addr), int(self.Port)
 
-	targets := slices.Clone(cfg.Seeds)
+	var peers []string
 	if cfg.Peers != nil {
-		peers, err := cfg.Peers.LoadPeers()
+		peers, err = cfg.Peers.LoadPeers()
 		if err != nil {
 			n.log.Warn("cannot load known peers; relying on seeds", "err", err)
 		}
-		targets = append(targets, peers...)
 		n.lastPeers = sortDedup(slices.Clone(peers))
 	}
-	targets = n.joinTargets(targets)
-	if len(targets) == 0 {
+	targets, selfSeeds := n.joinTargets(cfg.Seeds, peers)
+	// Nothing to join is joined; seeds that all turned out to be this node
+	// are not: the node waits for another to join it.
+	if len(targets) == 0 && selfSeeds == 0 {
 		n.joined.Store(true)
 	}
 
@@ -357,13 +370,8 @@ func start(cfg Config, tun tunables) (*Node, error) {
 
 // normalize validates cfg and fills in defaults.
 func normalize(cfg Config) (Config, error) {
-	if cfg.Name == "" {
-		return cfg, errors.New("node name is empty")
-	}
-	for _, c := range cfg.Name {
-		if unicode.IsSpace(c) || unicode.IsControl(c) {
-			return cfg, fmt.Errorf("node name %q: no spaces or control characters allowed", cfg.Name)
-		}
+	if err := ValidateNodeName(cfg.Name); err != nil {
+		return cfg, err
 	}
 	if cfg.BindAddr == "" {
 		cfg.BindAddr = defaultBindAddr
@@ -538,7 +546,10 @@ func (n *Node) Live() map[string][]string {
 func (n *Node) Joined() bool { return n.joined.Load() }
 
 // Join contacts addrs now and returns how many answered. The error, when
-// none answered, says why for each address.
+// none answered, says why for each address. An address that is this node's
+// own gossip address (a host without a port means this node's port) is
+// skipped with a warning; when every address is, the error wraps
+// ErrJoinSelf and the node does not count as joined.
 func (n *Node) Join(addrs []string) (int, error) {
 	if n.isClosed() {
 		return 0, ErrShutdown
@@ -551,6 +562,11 @@ func (n *Node) Join(addrs []string) (int, error) {
 	}
 	if len(targets) == 0 {
 		return 0, errors.New("no address given")
+	}
+	for _, a := range targets {
+		if _, self := n.joinAddrs(a); self {
+			n.log.Warn("join address is this node's own gossip address; skipped", "addr", a, "self", n.addr)
+		}
 	}
 	count, err := n.join(targets, false)
 	if count > 0 {
@@ -611,15 +627,17 @@ func (n *Node) updateMetaLocked(timeout time.Duration, edit func(*meta)) error {
 	// UpdateNode reports the change to our own event delegate at once, then
 	// waits until the broadcast has gone out. A timeout only means it is
 	// still spreading; the change is in effect.
-	// memberlist waits forever on a timeout of 0.
-	if err := n.ml.UpdateNode(max(timeout, time.Millisecond)); err != nil {
+	err = n.untilTold(max(timeout, time.Millisecond), n.ml.UpdateNode, func() bool { return n.selfMetaIs(next) })
+	if err != nil {
 		n.log.Warn("node metadata update not confirmed yet; it keeps spreading by gossip", "err", err)
 	}
 	return nil
 }
 
 // Leave announces a graceful leave and waits up to timeout for it to spread.
-// Others list the node as left, not failed. Call Shutdown afterwards.
+// Others list the node as left, not failed. Call Shutdown afterwards. With
+// nobody to tell (every other member is leaving, left or failed, as when the
+// last node of a cluster or a whole cluster stops), it returns at once.
 func (n *Node) Leave(timeout time.Duration) error {
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
@@ -635,10 +653,78 @@ func (n *Node) Leave(timeout time.Duration) error {
 	_ = n.updateMetaLocked(min(timeout/2, n.tun.metaTimeout), func(m *meta) { m.Leaving = true })
 	n.left = true
 	remaining := max(timeout-time.Since(start), time.Millisecond)
-	if err := n.ml.Leave(remaining); err != nil {
+	if err := n.untilTold(remaining, n.ml.Leave, n.selfLeft); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	return nil
+}
+
+// tellPoll is how often untilTold looks whether anyone is left to tell.
+const tellPoll = 20 * time.Millisecond
+
+// untilTold runs send, a memberlist call that gossips news about this node
+// and waits up to timeout until memberlist has sent it often enough, and
+// returns its error; or nil as soon as nobody is left to tell. memberlist
+// gossips only to members it sees alive or suspect: when the others leave
+// during the wait (a cluster stopped all at once) the news never goes out,
+// and send would wait its whole timeout for nothing.
+//
+// send cannot be interrupted. Returning early leaves it waiting on its
+// timer in the background, harmless even after Shutdown, but only once
+// started reports that it has done its work: memberlist.Leave panics when it
+// starts after Shutdown.
+func (n *Node) untilTold(timeout time.Duration, send func(time.Duration) error, started func() bool) error {
+	if n.nobodyToTell() {
+		// Still called, for the state it changes; memberlist waits
+		// forever on a timeout of 0.
+		_ = send(time.Millisecond)
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- send(timeout) }()
+	tick := time.NewTicker(tellPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			if n.nobodyToTell() && started() {
+				return nil
+			}
+		}
+	}
+}
+
+// nobodyToTell reports whether no other member is alive or draining: the
+// others, if any, are leaving, left or failed.
+func (n *Node) nobodyToTell() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, m := range n.members {
+		if m.name != n.cfg.Name && (m.status == StatusAlive || m.status == StatusDraining) {
+			return false
+		}
+	}
+	return true
+}
+
+// selfMetaIs reports whether memberlist has reported this node's metadata
+// as m (UpdateNode does so before it waits).
+func (n *Node) selfMetaIs(m meta) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	self := n.members[n.cfg.Name]
+	return self != nil && equalMeta(self.meta, m)
+}
+
+// selfLeft reports whether memberlist has reported this node gone
+// (memberlist.Leave does so before it waits).
+func (n *Node) selfLeft() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	self := n.members[n.cfg.Name]
+	return self != nil && (self.status == StatusLeft || self.status == StatusFailed)
 }
 
 // Shutdown stops gossip without leaving (others will see a failure unless

@@ -185,7 +185,8 @@ func TestStartRejectsBadInput(t *testing.T) {
 		want string
 	}{
 		{"empty name", func(c *Config) { c.Name = "" }, "name is empty"},
-		{"name with space", func(c *Config) { c.Name = "a b" }, "no spaces"},
+		{"name with space", func(c *Config) { c.Name = "a b" }, `character ' ' not allowed`},
+		{"name with newline", func(c *Config) { c.Name = "a\nb" }, `"a\nb"`},
 		{"bind without port", func(c *Config) { c.BindAddr = "127.0.0.1" }, "want host:port"},
 		{"bind bad port", func(c *Config) { c.BindAddr = "127.0.0.1:99999" }, "port must be"},
 		{"bind unresolvable", func(c *Config) { c.BindAddr = "no-such-host.invalid:1" }, "cannot resolve"},
