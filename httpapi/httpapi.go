@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -272,6 +273,10 @@ func (a *api) join(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := a.Cluster.Join(req.Addrs)
+	if errors.Is(err, discovery.ErrJoinSelf) {
+		writeError(w, http.StatusBadRequest, "join refused: %v", err)
+		return
+	}
 	if n == 0 {
 		msg := "no node answered"
 		if err != nil {

@@ -278,6 +278,7 @@ func TestBadRequests(t *testing.T) {
 		{"unclean path (not redirected, which clients follow)", "POST", "/v1/./drain", "", 400},
 		{"double slash", "POST", "//v1/drain", "", 400},
 		{"join nobody", "POST", "/v1/join", `{"addrs":["127.0.0.1:1"]}`, 502},
+		{"join itself", "POST", "/v1/join", `{"addrs":["` + f.node.Addr() + `"]}`, 400},
 	}
 	for _, tt := range tests {
 		code, hdr, body := f.do(t, tt.method, tt.path, tt.body)

@@ -165,6 +165,9 @@ func (o serveOptions) parse() (*config, error) {
 	if o.name == "" {
 		return nil, usagef("--name is empty and the hostname is unknown")
 	}
+	if err := discovery.ValidateNodeName(o.name); err != nil {
+		return nil, usagef("--name: %v", err)
+	}
 	if err := discovery.ValidateServiceName(o.defaultService); err != nil {
 		return nil, usagef("--default-service: %v", err)
 	}

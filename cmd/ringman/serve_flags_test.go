@@ -31,6 +31,8 @@ func TestServeRejectsBadAddressesBeforeCreatingAnything(t *testing.T) {
 		args []string
 		want string // in the error line
 	}{
+		{[]string{"--name", "evil\nlevel=ERROR msg=forged"}, "--name"},
+		{[]string{"--name", strings.Repeat("n", 300)}, "--name"},
 		{[]string{"--bind", "127.0.0.1:99999"}, "--bind"},
 		{[]string{"--bind", "127.0.0.1"}, "--bind"},
 		{[]string{"--bind", ""}, "--bind"},
