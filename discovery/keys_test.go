@@ -374,7 +374,9 @@ func TestKeyChangeReportsMissingNodes(t *testing.T) {
 	t.Parallel()
 	k1, k2 := newKey(t), newKey(t)
 	tun := testTunables()
-	tun.keyTimeout = 500 * time.Millisecond
+	// b never answers in time (its save blocks until the change is over);
+	// c must, however loaded the machine: seconds, not 500 ms.
+	tun.keyTimeout = 3 * time.Second
 	slow := &memKeys{block: make(chan struct{})}
 	start := func(name string, store KeyStore, seed *testNode) *testNode {
 		return startNodeTun(t, name, tun, func(c *Config) {
@@ -407,15 +409,15 @@ func TestKeyChangeReportsMissingNodes(t *testing.T) {
 	for _, f := range res.Failed() {
 		failed[f.Node] = f.Err
 	}
-	if !strings.Contains(failed["b"], "no answer within 500ms") {
-		t.Errorf("slow node b reported as %q, want no answer within 500ms", failed["b"])
+	if want := fmt.Sprintf("no answer within %v", tun.keyTimeout); !strings.Contains(failed["b"], want) {
+		t.Errorf("slow node b reported as %q, want %s", failed["b"], want)
 	}
 	if !strings.Contains(failed["d"], "missed this change") {
 		t.Errorf("down node d reported as %q, want that it missed the change", failed["d"])
 	}
 	countsAre(t, "install with b slow and d down", res, k1, 2, 2, k2, 2, 0)
 	// b's late answer is dropped without harm; a later list sees its key.
-	waitFor(t, 5*time.Second, func() (bool, string) {
+	waitFor(t, 15*time.Second, func() (bool, string) {
 		res, err := a.Keys(context.Background(), KeyList, nil)
 		if err != nil || res.Answered() != 3 {
 			return false, fmt.Sprintf("list: %d answered, %v", res.Answered(), err)
