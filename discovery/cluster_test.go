@@ -47,7 +47,7 @@ func TestJoinThreeNodes(t *testing.T) {
 		}
 	}
 	// The event loop logs a moment after the view changes.
-	waitFor(t, time.Second, func() (bool, string) {
+	waitFor(t, 5*time.Second, func() (bool, string) {
 		return len(b.logs.lines("node joined", "self=b", "node=a", "a.test:80")) == 1, "b did not log a's join with its instances"
 	})
 }
@@ -63,7 +63,7 @@ func TestCrashIsFailed(t *testing.T) {
 	waitFor(t, 10*time.Second, webIs(survivors, "a", "b"))
 	waitFor(t, 5*time.Second, statusIs(survivors, "c", StatusFailed))
 	t.Logf("crash detected by every survivor in %v (fast profile)", time.Since(start).Round(time.Millisecond))
-	waitFor(t, time.Second, func() (bool, string) {
+	waitFor(t, 5*time.Second, func() (bool, string) {
 		n := len(a.logs.lines("node failed", "node=c"))
 		return n == 1, fmt.Sprintf("a logged %d 'node failed' lines for c, want 1", n)
 	})
@@ -73,7 +73,7 @@ func TestGracefulLeave(t *testing.T) {
 	t.Parallel()
 	a, b, c := startThree(t)
 	start := time.Now()
-	if err := c.Leave(2 * time.Second); err != nil {
+	if err := c.Leave(10 * time.Second); err != nil {
 		t.Fatalf("leave: %v", err)
 	}
 	left := time.Since(start)
@@ -82,7 +82,7 @@ func TestGracefulLeave(t *testing.T) {
 	}
 	survivors := []*testNode{a, b}
 	waitFor(t, 5*time.Second, statusIs(survivors, "c", StatusLeft))
-	waitFor(t, time.Second, webIs(survivors, "a", "b"))
+	waitFor(t, 5*time.Second, webIs(survivors, "a", "b"))
 	t.Logf("Leave returned in %v; left everywhere %v after it started", left.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	// Calls after Shutdown fail cleanly instead of reaching memberlist.
 	if err := c.Leave(time.Second); err != ErrShutdown {
@@ -110,13 +110,13 @@ func TestDrainUndrain(t *testing.T) {
 		t.Error("Draining() = false after SetDraining(true)")
 	}
 	waitFor(t, 5*time.Second, webIs(all, "a", "c"))
-	waitFor(t, time.Second, statusIs(all, "b", StatusDraining))
+	waitFor(t, 5*time.Second, statusIs(all, "b", StatusDraining))
 	if err := b.SetDraining(false); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, webIs(all, "a", "b", "c"))
-	waitFor(t, time.Second, statusIs(all, "b", StatusAlive))
-	waitFor(t, time.Second, func() (bool, string) {
+	waitFor(t, 5*time.Second, statusIs(all, "b", StatusAlive))
+	waitFor(t, 5*time.Second, func() (bool, string) {
 		d, u := len(a.logs.lines("node drained", "node=b")), len(a.logs.lines("node undrained", "node=b"))
 		return d == 1 && u == 1, fmt.Sprintf("a logged b's drain %d times and undrain %d times, want once each", d, u)
 	})
@@ -143,7 +143,7 @@ func TestCheckDrain(t *testing.T) {
 
 	status.Store(http.StatusServiceUnavailable)
 	waitFor(t, 5*time.Second, webIs(all, "a"))
-	waitFor(t, time.Second, statusIs(all, "b", StatusDraining))
+	waitFor(t, 5*time.Second, statusIs(all, "b", StatusDraining))
 	if !b.Draining() {
 		t.Error("Draining() = false while the check fails")
 	}
@@ -172,7 +172,7 @@ func TestCheckDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, webIs(all, "a", "b"))
-	waitFor(t, time.Second, statusIs(all, "b", StatusAlive))
+	waitFor(t, 5*time.Second, statusIs(all, "b", StatusAlive))
 }
 
 func TestCheckFailingAtStartStartsDrained(t *testing.T) {
@@ -393,7 +393,7 @@ func TestKnownPeersRejoin(t *testing.T) {
 		}
 		return true, ""
 	})
-	if err := d.Leave(2 * time.Second); err != nil {
+	if err := d.Leave(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	_ = d.Shutdown()

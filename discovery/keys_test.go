@@ -201,18 +201,26 @@ func TestKeyRotationWithoutDowntime(t *testing.T) {
 	formed.Store(true)
 
 	// Lookups go on all the time: every node's live set must stay whole.
-	var lookups, short atomic.Int64
+	// Their ticks also measure the longest time the process could not run
+	// (stalled), for the verdicts below.
+	var lookups, short, stalled atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
+		last := time.Now()
 		for {
 			select {
 			case <-stop:
 				return
 			case <-tick.C:
 			}
+			now := time.Now()
+			if gap := int64(now.Sub(last)); gap > stalled.Load() { // the only writer
+				stalled.Store(gap)
+			}
+			last = now
 			for _, n := range all {
 				lookups.Add(1)
 				if len(n.Live()["web"]) != 4 {
@@ -250,15 +258,34 @@ func TestKeyRotationWithoutDowntime(t *testing.T) {
 
 	close(stop)
 	wg.Wait()
-	t.Logf("%d live-set reads during the rotation", lookups.Load())
+	// A process that cannot run for longer than the fast profile's probe
+	// timeout (100 ms) misses acks, and memberlist suspects members whatever
+	// the keys; past the suspicion timeout (400 ms at 4 nodes) it can mark
+	// one failed before the refutation is read. A loaded machine does that
+	// for seconds at times: those verdicts hold only without such a stall.
+	// A failure to decrypt always counts.
+	stall := time.Duration(stalled.Load())
+	suspectOK, failedOK := stall >= 100*time.Millisecond, stall >= 400*time.Millisecond
+	t.Logf("%d live-set reads during the rotation; the process stalled for %v at most", lookups.Load(), stall.Round(time.Millisecond))
 	if short.Load() > 0 || shrank.Load() > 0 {
-		t.Errorf("during the rotation a live set lacked a node %d times in %d reads, and OnChange lost one %d times",
-			short.Load(), lookups.Load(), shrank.Load())
+		report := t.Errorf
+		if failedOK {
+			report = t.Logf
+		}
+		report("during the rotation a live set lacked a node %d times in %d reads, and OnChange lost one %d times (longest stall %v)",
+			short.Load(), lookups.Load(), shrank.Load(), stall.Round(time.Millisecond))
 	}
 	for _, n := range all {
-		for _, bad := range []string{"decrypt", "node failed", "suspect"} {
-			if lines := n.logs.lines(bad); len(lines) > 0 {
-				t.Errorf("%s logged %q during the rotation:\n%s", n.Name(), bad, strings.Join(lines, "\n"))
+		for _, bad := range []struct {
+			text     string
+			tolerate bool
+		}{{"decrypt", false}, {"node failed", failedOK}, {"suspect", suspectOK}} {
+			if lines := n.logs.lines(bad.text); len(lines) > 0 {
+				report := t.Errorf
+				if bad.tolerate {
+					report = t.Logf
+				}
+				report("%s logged %q during the rotation (longest stall %v):\n%s", n.Name(), bad.text, stall.Round(time.Millisecond), strings.Join(lines, "\n"))
 			}
 		}
 		if got := stores[n.Name()].get(); len(got) != 1 || !bytes.Equal(got[0], newKey) {
@@ -374,7 +401,9 @@ func TestKeyChangeReportsMissingNodes(t *testing.T) {
 	t.Parallel()
 	k1, k2 := newKey(t), newKey(t)
 	tun := testTunables()
-	tun.keyTimeout = 500 * time.Millisecond
+	// b never answers in time (its save blocks until the change is over);
+	// c must, however loaded the machine: seconds, not 500 ms.
+	tun.keyTimeout = 3 * time.Second
 	slow := &memKeys{block: make(chan struct{})}
 	start := func(name string, store KeyStore, seed *testNode) *testNode {
 		return startNodeTun(t, name, tun, func(c *Config) {
@@ -407,15 +436,15 @@ func TestKeyChangeReportsMissingNodes(t *testing.T) {
 	for _, f := range res.Failed() {
 		failed[f.Node] = f.Err
 	}
-	if !strings.Contains(failed["b"], "no answer within 500ms") {
-		t.Errorf("slow node b reported as %q, want no answer within 500ms", failed["b"])
+	if want := fmt.Sprintf("no answer within %v", tun.keyTimeout); !strings.Contains(failed["b"], want) {
+		t.Errorf("slow node b reported as %q, want %s", failed["b"], want)
 	}
 	if !strings.Contains(failed["d"], "missed this change") {
 		t.Errorf("down node d reported as %q, want that it missed the change", failed["d"])
 	}
 	countsAre(t, "install with b slow and d down", res, k1, 2, 2, k2, 2, 0)
 	// b's late answer is dropped without harm; a later list sees its key.
-	waitFor(t, 5*time.Second, func() (bool, string) {
+	waitFor(t, 15*time.Second, func() (bool, string) {
 		res, err := a.Keys(context.Background(), KeyList, nil)
 		if err != nil || res.Answered() != 3 {
 			return false, fmt.Sprintf("list: %d answered, %v", res.Answered(), err)

@@ -294,7 +294,7 @@ func TestOverridesClusterSetDelete(t *testing.T) {
 	start := time.Now()
 	want := applyLWW(nil, mustSet(t, a, "Beta.Example.COM", "10.0.0.9:3000"))
 	waitFor(t, convergeWithin, tablesAre(all, want))
-	waitFor(t, time.Second, matchesAre(all, map[string]string{
+	waitFor(t, 5*time.Second, matchesAre(all, map[string]string{
 		"beta.example.com":            "10.0.0.9:3000",
 		"BETA.example.com:8080/x?y=1": "10.0.0.9:3000",
 		"gamma.example.com":           "",
@@ -308,7 +308,7 @@ func TestOverridesClusterSetDelete(t *testing.T) {
 		t.Fatalf("b's replacement is not the newest version: %+v", want[beta])
 	}
 	waitFor(t, convergeWithin, tablesAre(all, want))
-	waitFor(t, time.Second, matchesAre(all, map[string]string{
+	waitFor(t, 5*time.Second, matchesAre(all, map[string]string{
 		beta:                     "10.0.0.10:3000",
 		"shop.eu.example.org/ok": "wild.internal:8080",
 		"example.org":            "",
@@ -318,7 +318,7 @@ func TestOverridesClusterSetDelete(t *testing.T) {
 	start = time.Now()
 	want = applyLWW(want, mustDelete(t, c, beta))
 	waitFor(t, convergeWithin, tablesAre(all, want))
-	waitFor(t, time.Second, matchesAre(all, map[string]string{beta: "", "x.example.org": "wild.internal:8080"}))
+	waitFor(t, 5*time.Second, matchesAre(all, map[string]string{beta: "", "x.example.org": "wild.internal:8080"}))
 	for _, n := range all {
 		if _, ok := n.table.Get(beta); ok {
 			t.Errorf("%s: Get(%s) still finds the deleted override", n.Name(), beta)
@@ -357,7 +357,7 @@ func TestOverridesClusterBulkImport(t *testing.T) {
 	want := applyLWW(nil, entries...)
 	waitFor(t, convergeWithin, tablesAre(all, want))
 	t.Logf("1,000 entries on every node %v after the import", time.Since(start).Round(time.Millisecond))
-	waitFor(t, time.Second, matchesAre(all, map[string]string{
+	waitFor(t, 5*time.Second, matchesAre(all, map[string]string{
 		"bulk-0000.example.com":       "10.1.0.0:80",
 		"bulk-0999.example.com/p":     "10.1.3.231:80",
 		"BULK-0500.EXAMPLE.COM:443/x": "10.1.1.244:80",
@@ -441,7 +441,7 @@ func TestOverridesClusterRestart(t *testing.T) {
 	waitFor(t, convergeWithin, tablesAre(all, want))
 	t.Logf("restarted node converged %v after starting", time.Since(start).Round(time.Millisecond))
 	waitFor(t, convergeWithin, webIs(overrideTestNodes(all), "a", "b", "c"))
-	waitFor(t, time.Second, matchesAre(all, map[string]string{
+	waitFor(t, 5*time.Second, matchesAre(all, map[string]string{
 		"old-0.example.com":  "10.2.0.2:80",
 		"old-15.example.com": "",
 		"new-79.example.com": "10.3.0.79:80",
@@ -515,7 +515,7 @@ func TestOverridesClusterPartition(t *testing.T) {
 	for _, e := range slices.Concat(lw, rw) {
 		last = max(last, e.Version.Time().UnixMilli())
 	}
-	waitFor(t, time.Second, func() (bool, string) {
+	waitFor(t, 5*time.Second, func() (bool, string) {
 		return time.Now().UnixMilli() > last, "the wall clock has not passed the round-1 versions"
 	})
 	rw = append(rw,
@@ -552,7 +552,7 @@ func TestOverridesClusterPartition(t *testing.T) {
 	cut.heal()
 	waitFor(t, convergeWithin, tablesAre(all, want))
 	t.Logf("converged %v after the heal", time.Since(start).Round(time.Millisecond))
-	waitFor(t, time.Second, matchesAre(all, map[string]string{
+	waitFor(t, 5*time.Second, matchesAre(all, map[string]string{
 		host("x"):                          R,
 		host("y") + ":8443/path":           R,
 		host("z"):                          L,

@@ -38,7 +38,7 @@ func TestRestartAtNewAddressIsTakenBack(t *testing.T) {
 		}
 		return true, ""
 	})
-	waitFor(t, 2*time.Second, webIs(all, "a", "b", "c"))
+	waitFor(t, 5*time.Second, webIs(all, "a", "b", "c"))
 	t.Logf("c moved %s -> %s: taken back %v after the restart (push/pull every %v)", old, moved.Addr(),
 		took.Round(time.Millisecond), tun.pushPullInterval)
 	if len(a.logs.lines("restarted at a new address")) == 0 {

@@ -460,7 +460,7 @@ func TestSharedStatePartitionHeals(t *testing.T) {
 	start = time.Now()
 	cut.heal()
 	waitFor(t, 10*time.Second, converged(all, 3))
-	waitFor(t, time.Second, valueIs(all, "x", "right"))
+	waitFor(t, 5*time.Second, valueIs(all, "x", "right"))
 	waitFor(t, 10*time.Second, webIs(testNodes(all), "a", "b", "c"))
 	t.Logf("converged %v after the heal", time.Since(start).Round(time.Millisecond))
 	// b saw c fail: whoever brought c back, b's own loop exchanges state
@@ -499,7 +499,7 @@ func TestBigStateOnJoin(t *testing.T) {
 		return na == 21100 && nb == 21100, fmt.Sprintf("a has %d entries, b %d, want 21100", na, nb)
 	})
 	t.Logf("%d-byte state exchanged on join in %v", size, time.Since(start).Round(time.Millisecond))
-	waitFor(t, time.Second, converged([]*stateNode{a, b}, 21100))
+	waitFor(t, 5*time.Second, converged([]*stateNode{a, b}, 21100))
 }
 
 // Nil SharedState, empty and garbage input, unknown kinds and formats: no

@@ -21,19 +21,31 @@ import (
 	"ringman/hostmap"
 )
 
-// Timeouts of the test server: serve.go's shape (a whole-request read
-// timeout, a longer write timeout so that the answer to a slow body can
-// still be written), shortened.
+// Timeouts of the server that slow clients meet: serve.go's shape (a
+// whole-request read timeout, a longer write timeout so that the answer to
+// a slow body can still be written), the read timeouts shortened so that
+// the test is quick; the write timeout leaves seconds for the answer.
 const (
 	hostileReadHeaderTimeout = 300 * time.Millisecond
 	hostileReadTimeout       = 600 * time.Millisecond
-	hostileWriteTimeout      = 2 * time.Second
+	hostileWriteTimeout      = hostileReadTimeout + 5*time.Second
 	hostileMaxHeaderBytes    = 64 << 10 // as serve.go
 )
 
-// hostileServer serves f's API handler on a real listener with the limits
-// above, and returns its address.
+// hostileServer serves f's API handler on a real listener with serve.go's
+// limits and timeouts (10 s, 30 s, 35 s): the attacks that are not about
+// time must not meet a timeout, however loaded the machine. It returns the
+// address.
 func hostileServer(t *testing.T, f *fixture) string {
+	return hostileServerTimeouts(t, f, 10*time.Second, 30*time.Second, 35*time.Second)
+}
+
+// slowClientServer is hostileServer with the shortened timeouts above.
+func slowClientServer(t *testing.T, f *fixture) string {
+	return hostileServerTimeouts(t, f, hostileReadHeaderTimeout, hostileReadTimeout, hostileWriteTimeout)
+}
+
+func hostileServerTimeouts(t *testing.T, f *fixture, readHeader, read, write time.Duration) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -41,9 +53,9 @@ func hostileServer(t *testing.T, f *fixture) string {
 	}
 	srv := &http.Server{
 		Handler:           f.srv.Config.Handler,
-		ReadHeaderTimeout: hostileReadHeaderTimeout,
-		ReadTimeout:       hostileReadTimeout,
-		WriteTimeout:      hostileWriteTimeout,
+		ReadHeaderTimeout: readHeader,
+		ReadTimeout:       read,
+		WriteTimeout:      write,
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    hostileMaxHeaderBytes,
 		ErrorLog:          nil,
@@ -148,14 +160,17 @@ func rawRequest(t *testing.T, addr string, req []byte, pace time.Duration) (*htt
 	return resp, body, time.Since(start)
 }
 
-// TestHostileSlowBody: a body sent one byte every 100 ms, slower than the
+// TestHostileSlowBody: a body sent one byte every 250 ms, slower than the
 // read timeout allows for the whole request, is cut off at the read
 // timeout with a 408 JSON error; nothing is stored. Headers sent as slowly
 // are cut off at the header timeout by net/http itself (with its plain-text
-// 400, or no answer), before any handler runs.
+// 400, or no answer), before any handler runs. Either is answered within
+// 5 s of its timeout (slack for a loaded machine), long before the whole
+// request (13 s) could have been sent.
 func TestHostileSlowBody(t *testing.T) {
+	const slack = 5 * time.Second
 	f := newFixture(t, "")
-	addr := hostileServer(t, f)
+	addr := slowClientServer(t, f)
 	before := seed(t, f)
 
 	body := entryJSON("slow.example.com", "10.0.0.5:3000")
@@ -172,7 +187,7 @@ func TestHostileSlowBody(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
-		tick := time.NewTicker(100 * time.Millisecond) // pacing the client
+		tick := time.NewTicker(250 * time.Millisecond) // pacing the client: 53 bytes, 13 s
 		defer tick.Stop()
 		for i := range len(body) {
 			if _, err := io.WriteString(c, body[i:i+1]); err != nil {
@@ -195,14 +210,14 @@ func TestHostileSlowBody(t *testing.T) {
 	if msg := jsonError(t, "slow body", resp, raw); resp.StatusCode != http.StatusRequestTimeout {
 		t.Errorf("slow body: %d %q, want 408", resp.StatusCode, msg)
 	}
-	if took > hostileReadTimeout+time.Second {
+	if took > hostileReadTimeout+slack {
 		t.Errorf("slow body answered after %v; the read timeout is %v", took, hostileReadTimeout)
 	}
 	t.Logf("slow body: %d %s after %v (read timeout %v)", resp.StatusCode, bytes.TrimSpace(raw), took.Round(time.Millisecond), hostileReadTimeout)
 	stillFine(t, addr, "a slow body", f, before)
 
 	// Slow headers.
-	resp, raw, took = rawRequest(t, addr, []byte("POST /entries.json HTTP/1.1\r\nHost: ringman\r\nContent-Length: 2\r\n\r\n{}"), 50*time.Millisecond)
+	resp, raw, took = rawRequest(t, addr, []byte("POST /entries.json HTTP/1.1\r\nHost: ringman\r\nContent-Length: 2\r\n\r\n{}"), 200*time.Millisecond) // 67 bytes, 13 s
 	answer := "no answer"
 	if resp != nil {
 		answer = fmt.Sprintf("%d %q", resp.StatusCode, raw)
@@ -210,7 +225,7 @@ func TestHostileSlowBody(t *testing.T) {
 			t.Errorf("slow headers: answered %s, want a 4xx or none", answer)
 		}
 	}
-	if took > hostileReadHeaderTimeout+time.Second {
+	if took > hostileReadHeaderTimeout+slack {
 		t.Errorf("slow headers: closed after %v; the header timeout is %v", took, hostileReadHeaderTimeout)
 	}
 	t.Logf("slow headers: net/http closed the connection after %v (header timeout %v) with %s", took.Round(time.Millisecond), hostileReadHeaderTimeout, answer)

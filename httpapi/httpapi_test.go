@@ -319,7 +319,7 @@ func TestLeave(t *testing.T) {
 	if code != 202 {
 		t.Fatalf("leave = %d, want 202", code)
 	}
-	waitFor(t, 2*time.Second, func() (bool, string) { return f.left.Load() == 1, "Leave not called" })
+	waitFor(t, 10*time.Second, func() (bool, string) { return f.left.Load() == 1, "Leave not called" })
 }
 
 func TestClient(t *testing.T) {

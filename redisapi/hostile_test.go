@@ -413,7 +413,9 @@ func TestHostilePipelineUnread(t *testing.T) {
 // the idle timeout closes it (no reply can be sent: it is not reading),
 // and the server is back to its bystander alone.
 func TestHostilePipelineNeverRead(t *testing.T) {
-	const idle = 300 * time.Millisecond
+	// Seconds: the bystander shares the server, and must not be closed as
+	// idle when a loaded machine does not run it for a second or so.
+	const idle = 2 * time.Second
 	s := startServer(t, Config{IdleTimeout: idle})
 	req, _ := pipelineBatch(t, s, 4)
 	by := startBystander(t, s)
@@ -423,7 +425,9 @@ func TestHostilePipelineNeverRead(t *testing.T) {
 	sent := 0
 	var err error
 	for sent < 1_000_000*len(req)/1000 {
-		c.SetWriteDeadline(time.Now().Add(5 * idle))
+		// Far longer than the idle timeout: a write stalled this long means
+		// the server never closed it, not that the process was descheduled.
+		c.SetWriteDeadline(time.Now().Add(idle + 10*time.Second))
 		var n int
 		n, err = c.Write(req)
 		sent += n
@@ -436,7 +440,7 @@ func TestHostilePipelineNeverRead(t *testing.T) {
 	case err == nil:
 		t.Fatalf("a million GETs were taken without a reply read: the server does not push back")
 	case errors.As(err, &ne) && ne.Timeout():
-		t.Fatalf("writes stalled for %v without the server closing the connection (idle timeout %v)", 5*idle, idle)
+		t.Fatalf("writes stalled for %v without the server closing the connection (idle timeout %v)", idle+10*time.Second, idle)
 	}
 	t.Logf("after %d KiB of GETs, the write failed with %v: the server closed the connection", sent>>10, err)
 	waitFor(t, 5*time.Second, func() (bool, string) {
@@ -456,7 +460,7 @@ func TestHostileIdleConnections(t *testing.T) {
 	const (
 		conns   = 1000
 		partial = 500             // of them send 60 KiB of a request first
-		idle    = 3 * time.Second // longer than opening them takes (0.7 s under -race here)
+		idle    = 5 * time.Second // far longer than opening them takes (0.2 s under -race on a quiet machine)
 	)
 	s := startServer(t, Config{IdleTimeout: idle})
 	by := startBystander(t, s)
@@ -514,27 +518,33 @@ func TestHostileIdleConnections(t *testing.T) {
 
 // TestHostileTrickle: clients that send a request one byte at a time. The
 // idle timeout counts from the last byte received, so the server treats a
-// trickle by its pace: one byte per second against a 300 ms idle timeout is
-// closed before its second byte, without a reply; a byte every 20 ms is a
-// live client, and 50 of them at once are answered when their requests are
-// complete, the bystander all along. A trickle costs the server its input
-// buffer (4 KiB, at most MaxRequestBytes) for as long as it keeps pace.
+// trickle by its pace: one byte every 10 s against a 300 ms idle timeout is
+// closed before its second byte, without a reply; a byte every 20 ms
+// against a 5 s one is a live client, and 50 of them at once are answered
+// when their requests are complete, the bystander all along. A trickle
+// costs the server its input buffer (4 KiB, at most MaxRequestBytes) for as
+// long as it keeps pace. Both paces are far (30 and 250 times) from the
+// timeout they are held against, so that a loaded machine that does not
+// run the test for a second or two, more than once, does not change the
+// verdict; the long timeout costs nothing, as nothing waits for it.
 func TestHostileTrickle(t *testing.T) {
-	const idle = 300 * time.Millisecond
+	const idle = 5 * time.Second
 	s := startServer(t, Config{IdleTimeout: idle})
 	by := startBystander(t, s)
 
-	t.Run("one byte per second", func(t *testing.T) {
+	t.Run("one byte every 10 s", func(t *testing.T) {
+		const idle, pace = 300 * time.Millisecond, 10 * time.Second
+		s := startServer(t, Config{IdleTimeout: idle})
+		start := time.Now() // before the dial: the server cannot close it sooner than idle after this
 		c := dial(t, s.Addr())
-		start := time.Now()
 		if _, err := c.Write([]byte("*")); err != nil {
 			t.Fatal(err)
 		}
-		if got := readUntilClosed(t, c, 5*time.Second); len(got) != 0 {
+		if got := readUntilClosed(t, c, pace); len(got) != 0 {
 			t.Errorf("the server sent %q", got)
 		}
-		if took := time.Since(start); took < idle || took >= time.Second {
-			t.Errorf("closed %v after its first byte, want between the idle timeout %v and the next byte 1 s later", took, idle)
+		if took := time.Since(start); took < idle || took >= pace {
+			t.Errorf("closed %v after its first byte, want between the idle timeout %v and the next byte %v later", took, idle, pace)
 		} else {
 			t.Logf("closed %v after its first byte", took.Round(time.Millisecond))
 		}

@@ -239,27 +239,45 @@ func TestAuthRaw(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	const idle = 200 * time.Millisecond
+	// The busy client's pace is a hundredth of the timeout, so that it is
+	// not closed when the machine is too loaded to run the test for a
+	// second or so.
+	const idle, pace = 2 * time.Second, 20 * time.Millisecond
 	s := startServer(t, Config{IdleTimeout: idle})
 	busy := dial(t, s.Addr())
 	quiet := dial(t, s.Addr())
+	start := time.Now() // before the quiet one's last request
 	exchange(t, quiet, request("PING"), "+PONG\r\n")
-	start := time.Now()
 
-	// The busy client talks more often than the timeout and is left alone.
-	tick := time.NewTicker(idle / 5)
+	// The quiet one is closed, without a reply, not before the timeout...
+	var closedAfter time.Duration
+	closed := make(chan []byte, 1)
+	go func() {
+		got := readUntilClosed(t, quiet, idle+10*time.Second)
+		closedAfter = time.Since(start)
+		closed <- got
+	}()
+	// ...while the busy client talks more often and is left alone.
+	tick := time.NewTicker(pace) // pacing the client, not waiting for a condition
 	defer tick.Stop()
-	for i := 0; i < 10; i++ {
-		<-tick.C
+	pings := 0
+	var got []byte
+	for done := false; !done; {
 		exchange(t, busy, request("PING"), "+PONG\r\n")
+		pings++
+		select {
+		case got = <-closed:
+			done = true
+		case <-tick.C:
+		}
 	}
-
-	// The quiet one is closed (it has been idle twice the timeout by now).
-	if got := readUntilClosed(t, quiet, 5*time.Second); len(got) != 0 {
+	exchange(t, busy, request("PING"), "+PONG\r\n")
+	t.Logf("the quiet client was closed %v after its PING; the busy one sent %d meanwhile", closedAfter.Round(time.Millisecond), pings)
+	if len(got) != 0 {
 		t.Errorf("idle close sent %q", got)
 	}
-	if elapsed := time.Since(start); elapsed < idle {
-		t.Errorf("closed after %v, before the idle timeout %v", elapsed, idle)
+	if closedAfter < idle {
+		t.Errorf("closed after %v, before the idle timeout %v", closedAfter, idle)
 	}
 	waitFor(t, 5*time.Second, func() (bool, string) {
 		n := s.connectedClients()

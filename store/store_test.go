@@ -68,8 +68,10 @@ func TestSecondOpenFailsFast(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "in use by another ringman process") {
 		t.Fatalf("second open: err %v, want 'in use by another ringman process'", err)
 	}
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("second open took %v, want under 1s", d)
+	// The lock wait is 100 ms; 5 s tells it from waiting for the lock
+	// forever without depending on how loaded the machine is.
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("second open took %v, want under 5s", d)
 	}
 }
 
