@@ -215,3 +215,19 @@ func owner(t testing.TB, r *router.Router, service, key string) string {
 	}
 	return backend
 }
+
+// assertNoAllocs fails t if parsing and executing req on c allocates.
+func assertNoAllocs(t *testing.T, c *conn, req string) {
+	t.Helper()
+	in := []byte(req)
+	if allocs := testing.AllocsPerRun(1000, func() {
+		_, args, err := c.p.parse(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.exec(args)
+		c.out = c.out[:0]
+	}); allocs != 0 {
+		t.Errorf("%q: %v allocations", req, allocs)
+	}
+}

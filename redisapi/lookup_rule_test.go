@@ -183,16 +183,6 @@ func TestRingLookupDoesNotAllocate(t *testing.T) {
 		request("RING.LOOKUP", "/a", "9"),
 		request("RING.MEMBERS", "nosuch"),
 	} {
-		in := []byte(req)
-		if allocs := testing.AllocsPerRun(1000, func() {
-			_, args, err := c.p.parse(in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.exec(args)
-			c.out = c.out[:0]
-		}); allocs != 0 {
-			t.Errorf("%q: %v allocations", req, allocs)
-		}
+		assertNoAllocs(t, c, req)
 	}
 }

@@ -294,17 +294,7 @@ func TestCountingDoesNotAllocate(t *testing.T) {
 	c := newConn(s, &memConn{})
 	c.out = make([]byte, 0, 4096)
 	for _, req := range []string{request("GET", "/a"), request("MGET", "/a", "/b"), request("GET"), request("RING.LOOKUP", "/a", "x")} {
-		in := []byte(req)
-		if allocs := testing.AllocsPerRun(1000, func() {
-			_, args, err := c.p.parse(in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.exec(args)
-			c.out = c.out[:0]
-		}); allocs != 0 {
-			t.Errorf("%q: %v allocations", req, allocs)
-		}
+		assertNoAllocs(t, c, req)
 	}
 	if st := s.Stats(); st.Lookups[router.Ring] < 3000 || st.LookupErrors < 2000 {
 		t.Errorf("counted %v lookups and %d errors, want at least 3000 ring lookups and 2000 errors", st.Lookups, st.LookupErrors)
