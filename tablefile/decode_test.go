@@ -3,6 +3,7 @@ package tablefile_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -188,5 +189,31 @@ func TestEncodeRefuses(t *testing.T) {
 	}
 	if _, err := tablefile.Encode(nil); err == nil {
 		t.Fatal("Encode(nil) succeeded")
+	}
+}
+
+// TestMostInstances encodes the most instances a file holds: the last one,
+// 65534, is a row entry that still fits in 16 bits.
+func TestMostInstances(t *testing.T) {
+	e := &router.Export{Hash: "xxhash64", Partitions: 2, Width: 8, Table: make([]uint32, 16)}
+	for i := range tablefile.MaxInstances {
+		e.Instances = append(e.Instances, fmt.Sprintf("h%05d:1", i))
+	}
+	for i := range e.Table {
+		e.Table[i] = uint32(tablefile.MaxInstances - 1 - i)
+	}
+	buf, err := tablefile.Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb, err := tablefile.Decode(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"a", "b", "c", "d"} {
+		got, _ := tb.Lookup([]byte(key), 1)
+		if got[0] != "h65534:1" && got[0] != "h65526:1" {
+			t.Fatalf("key %s: owner %q, want h65534:1 or h65526:1", key, got)
+		}
 	}
 }
