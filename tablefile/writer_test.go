@@ -159,6 +159,18 @@ func TestWriterRun(t *testing.T) {
 		}
 		return web.N == 2 && img.N == 1, "instances"
 	})
+	// img loses its ring: its file stays written, and says so.
+	if _, err := f.r.Update(map[string][]string{"web": {"10.0.0.1:80"}}); err != nil {
+		t.Fatal(err)
+	}
+	w.Changed()
+	poll(t, 5*time.Second, "img's last instance gone", func() (bool, string) {
+		img, err := decodeFile(tablefile.Path(dir, "img"))
+		if err != nil {
+			return false, err.Error()
+		}
+		return img.N == 0 && img.Partitions == 0, "instances"
+	})
 	w.Close()
 	w.Close() // twice is fine
 	for _, s := range []string{"web", "img"} {
