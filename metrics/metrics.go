@@ -17,6 +17,7 @@
 package metrics
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 	"time"
@@ -61,6 +62,8 @@ type Metrics struct {
 	rebuilds    *prometheus.CounterVec
 	rebuildTook *prometheus.GaugeVec
 	moved       *prometheus.GaugeVec
+	tableWrites *prometheus.CounterVec
+	tableEpoch  *prometheus.GaugeVec
 
 	mu   sync.Mutex
 	seen map[string]bool // services that had a ring change
@@ -94,8 +97,31 @@ func New() *Metrics {
 			Name: "ringman_ring_keys_moved_ratio",
 			Help: "Fraction of the service's keys whose owner changed in its last ring change (1 when the ring appeared or went away).",
 		}, []string{"service"}),
+		tableWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringman_table_writes_total",
+			Help: "Table files for nginx's native module (--table-dir) written, by result: ok, or error (each failed attempt; a failing write is retried and logged once per streak).",
+		}, []string{"result"}),
+		tableEpoch: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ringman_table_epoch_info",
+			Help: "Always 1; epoch (16 hex digits, RING.TABLE's) is that of the service's table file last written (--table-dir).",
+		}, []string{"service", "epoch"}),
 		seen: map[string]bool{},
 	}
+}
+
+// TableWritten records one attempt to write service's table file
+// (tablefile.WriterConfig.OnWrite).
+func (m *Metrics) TableWritten(service string, epoch uint64, err error) {
+	ok, failed := m.tableWrites.WithLabelValues("ok"), m.tableWrites.WithLabelValues("error") // both exported from the first write
+	if err != nil {
+		failed.Inc()
+		return
+	}
+	ok.Inc()
+	// One series per service: the epoch is a label (a float would round a
+	// 64-bit hash), so the previous one goes.
+	m.tableEpoch.DeletePartialMatch(prometheus.Labels{"service": service})
+	m.tableEpoch.WithLabelValues(service, fmt.Sprintf("%016x", epoch)).Set(1)
 }
 
 // ObserveCommit records the duration of one write transaction on the data
@@ -127,7 +153,7 @@ func (m *Metrics) RingsChanged(changes []router.Change, live map[string][]string
 
 // Register registers the recorders and a collector of src with reg.
 func (m *Metrics) Register(reg prometheus.Registerer, src Sources) error {
-	for _, c := range []prometheus.Collector{m.commits, m.replication, m.rebuilds, m.rebuildTook, m.moved, &collector{m: m, src: src}} {
+	for _, c := range []prometheus.Collector{m.commits, m.replication, m.rebuilds, m.rebuildTook, m.moved, m.tableWrites, m.tableEpoch, &collector{m: m, src: src}} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

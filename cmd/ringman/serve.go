@@ -34,6 +34,7 @@ import (
 	"ringman/ring"
 	"ringman/router"
 	"ringman/store"
+	"ringman/tablefile"
 )
 
 // serveOptions are the flags of `ringman serve`.
@@ -68,6 +69,7 @@ type serveOptions struct {
 	leaveTimeout   time.Duration
 	tombstoneTTL   time.Duration
 	maxClockOffset time.Duration
+	tableDir       string
 }
 
 func newServeCmd() *cobra.Command {
@@ -122,6 +124,7 @@ SIGINT/SIGTERM drain the node, leave the cluster gracefully (bounded by
 	f.IntVar(&o.replication, "replication-factor", ring.DefaultReplicationFactor, "virtual points per instance (must agree across the cluster)")
 	f.DurationVar(&o.leaveTimeout, "leave-timeout", 5*time.Second, "how long a graceful leave may take")
 	f.DurationVar(&o.tombstoneTTL, "tombstone-ttl", hostmap.DefaultTombstoneTTL, "how long deleted overrides are remembered (longer than any outage after which a node should still learn of a delete)")
+	f.StringVar(&o.tableDir, "table-dir", "", "directory to keep a table file per service in, for nginx's native module (nginx/module/FORMAT.md); empty: none")
 	f.DurationVar(&o.maxClockOffset, "max-clock-offset", hostmap.DefaultMaxClockOffset, "refuse override versions from other nodes more than this far ahead of the local clock (a merely skewed node's change is applied by a later full-state sync once the clock is within it)")
 	return cmd
 }
@@ -230,6 +233,11 @@ func (o serveOptions) parse() (*config, error) {
 	}
 	if o.maxClients < 0 {
 		return nil, usagef("--max-clients must not be negative (0 means no bound), got %d", o.maxClients)
+	}
+	if o.tableDir != "" {
+		if err := tablefile.CheckDir(o.tableDir); err != nil {
+			return nil, usagef("--table-dir %s: %v", cell(o.tableDir), err)
+		}
 	}
 	for flag, d := range map[string]time.Duration{"--check-interval": o.checkInterval, "--check-timeout": o.checkTimeout, "--idle-timeout": o.idleTimeout, "--leave-timeout": o.leaveTimeout, "--tombstone-ttl": o.tombstoneTTL, "--max-clock-offset": o.maxClockOffset} {
 		if d <= 0 {
@@ -393,6 +401,30 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		return usageError{err}
 	}
 	rt.SetOverrides(overrides)
+	services := []string{c.defaultService}
+	for _, s := range c.dbs {
+		services = append(services, s)
+	}
+	// The table files start once the node is ready (see WriterConfig.Ready);
+	// ready is set below, when /readyz exists.
+	var readyRef atomic.Pointer[readiness]
+	var tables *tablefile.Writer
+	if c.tableDir != "" {
+		tables, err = tablefile.NewWriter(tablefile.WriterConfig{Dir: c.tableDir, Router: rt, Services: services, Logger: log, OnWrite: m.TableWritten,
+			Ready: func() bool {
+				r := readyRef.Load()
+				if r == nil {
+					return false
+				}
+				ok, _ := r.check()
+				return ok
+			}})
+		if err != nil {
+			return err
+		}
+		go tables.Run()
+		defer tables.Close() // on errors; a shutdown stops it first
+	}
 	var published atomic.Bool
 	onChange := func(live map[string][]string) {
 		changes, err := rt.Update(live)
@@ -407,6 +439,9 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 				"keys_moved", fmt.Sprintf("%.1f%%", 100*ch.Moved), "took", ch.Took.Round(time.Microsecond))
 		}
 		published.Store(true)
+		if tables != nil {
+			tables.Changed()
+		}
 	}
 	// The peers discovery will rejoin besides the seeds, for /readyz's
 	// reason (discovery loads them again: it owns them).
@@ -459,10 +494,6 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	httpLookups := &httpapi.LookupCounters{}
-	services := []string{c.defaultService}
-	for _, s := range c.dbs {
-		services = append(services, s)
-	}
 	if err := m.Register(reg, metrics.Sources{
 		Version:    version,
 		Commit:     commit,
@@ -478,6 +509,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		return fmt.Errorf("metrics: %w", err)
 	}
 	ready := &readiness{published: &published, node: node, rt: rt, seeds: c.join, knownPeers: len(knownPeers)}
+	readyRef.Store(ready)
 	leaveReq := make(chan struct{})
 	var leaveOnce sync.Once
 	api := httpapi.New(httpapi.Config{
@@ -544,6 +576,12 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		reason = "context cancelled"
 	}
 	ready.stopping.Store(true)
+	if tables != nil {
+		// Before the drain: the tables stay as the cluster was, so that
+		// nginx routes on while ringman restarts (with --table-dir nginx
+		// does not ask this node; its module has its own max_stale).
+		tables.Close()
+	}
 	log.Info("shutting down: draining and leaving the cluster", "reason", reason, "timeout", c.leaveTimeout, "uptime", time.Since(started).Round(time.Second))
 	go func() {
 		s := <-sigs
@@ -658,6 +696,9 @@ func printBanner(w io.Writer, c *config, gossipAddr, encryption, respAddr, httpA
   services:   %s
   data file:  %s
 `, version, c.name, gossipAddr, c.bind, c.profile, label, encryption, respAddr, c.defaultService, httpAddr, strings.Join(svc, ", "), dataFile)
+	if c.tableDir != "" {
+		fmt.Fprintf(&b, "  tables:     %s\n", c.tableDir)
+	}
 	for _, warning := range warnings {
 		fmt.Fprintf(&b, "  WARNING:    %s\n", warning)
 	}
