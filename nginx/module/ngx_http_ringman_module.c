@@ -66,12 +66,11 @@ typedef struct {
     dev_t                           dev;        /* of table's file */
     ino_t                           ino;
     off_t                           size;
-    time_t                          mtime;      /* last seen */
+    ngx_msec_t                      mtime;      /* last seen, ms since 1970 */
 
     dev_t                           bad_dev;    /* last refused file */
     ino_t                           bad_ino;
     off_t                           bad_size;
-    time_t                          bad_mtime;
 
     unsigned                        missing_logged:1;
     unsigned                        stale_logged:1;
@@ -81,7 +80,7 @@ typedef struct {
 typedef struct {
     ngx_str_t                       dir;
     ngx_msec_t                      refresh;
-    time_t                          max_stale;
+    ngx_msec_t                      max_stale;  /* 0: off */
     ngx_array_t                     services;   /* of service pointers */
     ngx_event_t                     timer;
 } ngx_http_ringman_main_conf_t;
@@ -172,7 +171,7 @@ static ngx_command_t  ngx_http_ringman_commands[] = {
 
     { ngx_string("ringman_max_stale"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_sec_slot,
+      ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_ringman_main_conf_t, max_stale),
       NULL },
@@ -260,7 +259,7 @@ ngx_http_ringman_create_main_conf(ngx_conf_t *cf)
     }
 
     mcf->refresh = NGX_CONF_UNSET_MSEC;
-    mcf->max_stale = NGX_CONF_UNSET;
+    mcf->max_stale = NGX_CONF_UNSET_MSEC;
 
     if (ngx_array_init(&mcf->services, cf->pool, 4,
                        sizeof(ngx_http_ringman_service_t *))
@@ -288,7 +287,7 @@ ngx_http_ringman_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     ngx_conf_init_msec_value(mcf->refresh, 100);
-    ngx_conf_init_value(mcf->max_stale, 30);
+    ngx_conf_init_msec_value(mcf->max_stale, 30000);
 
     if (mcf->refresh == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -733,6 +732,18 @@ ngx_http_ringman_peer(ngx_pool_t *pool, ngx_http_ringman_peer_t *p,
 }
 
 
+/*
+ * ngx_http_ringman_mtime is fi's mtime in ms: with whole seconds, a
+ * heartbeat every second could look up to 2 s old.
+ */
+static ngx_msec_t
+ngx_http_ringman_mtime(ngx_file_info_t *fi)
+{
+    return (ngx_msec_t) fi->st_mtim.tv_sec * 1000
+           + fi->st_mtim.tv_nsec / 1000000;
+}
+
+
 /* ngx_http_ringman_load maps, checks and swaps in s's file; or logs why not. */
 static void
 ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
@@ -871,8 +882,9 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
     s->dev = fi.st_dev;
     s->ino = fi.st_ino;
     s->size = fi.st_size;
-    s->mtime = fi.st_mtime;
+    s->mtime = ngx_http_ringman_mtime(&fi);
     s->missing_logged = 0;
+    s->stale_logged = 0;
 
     return;
 
@@ -886,7 +898,6 @@ refused:
     s->bad_dev = fi.st_dev;
     s->bad_ino = fi.st_ino;
     s->bad_size = fi.st_size;
-    s->bad_mtime = fi.st_mtime;
 
 failed:
 
@@ -905,6 +916,7 @@ static void
 ngx_http_ringman_refresh(ngx_http_ringman_main_conf_t *mcf, ngx_log_t *log)
 {
     ngx_err_t                     err;
+    ngx_msec_t                    mtime;
     ngx_uint_t                    i, level;
     ngx_file_info_t               fi;
     ngx_http_ringman_service_t  **sp, *s;
@@ -937,14 +949,21 @@ ngx_http_ringman_refresh(ngx_http_ringman_main_conf_t *mcf, ngx_log_t *log)
         if (s->table && fi.st_dev == s->dev && fi.st_ino == s->ino
             && fi.st_size == s->size)
         {
-            s->mtime = fi.st_mtime;
+            mtime = ngx_http_ringman_mtime(&fi);
+
+            if (mtime != s->mtime) {
+                s->mtime = mtime;
+                s->stale_logged = 0;    /* a later staleness is news */
+            }
+
             continue;
         }
 
         if (fi.st_dev == s->bad_dev && fi.st_ino == s->bad_ino
-            && fi.st_size == s->bad_size && fi.st_mtime == s->bad_mtime)
+            && fi.st_size == s->bad_size)
         {
-            continue;   /* refused already, and logged */
+            /* Refused already, and logged; a heartbeat does not change it. */
+            continue;
         }
 
         ngx_http_ringman_load(s, log);
@@ -997,23 +1016,32 @@ ngx_http_ringman_init_process(ngx_cycle_t *cycle)
 static ngx_http_ringman_table_t *
 ngx_http_ringman_fresh(ngx_http_request_t *r, ngx_http_ringman_service_t *s)
 {
+    ngx_time_t                    *tp;
+    ngx_msec_t                     now;
     ngx_http_ringman_main_conf_t  *mcf;
 
     if (s->table == NULL) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "ringman: no table of service \"%V\" yet (\"%V\")",
-                      &s->name, &s->path);
-        return NULL;
+        return NULL;    /* the refresh logged why, once */
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_ringman_module);
 
-    if (mcf->max_stale && ngx_time() - s->mtime > mcf->max_stale) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "ringman: table \"%V\" is older than %T s "
-                      "(is its ringman node running?)",
-                      &s->path, mcf->max_stale);
-        return NULL;
+    if (mcf->max_stale) {
+        tp = ngx_timeofday();
+        now = (ngx_msec_t) tp->sec * 1000 + tp->msec;
+
+        if (now > s->mtime && now - s->mtime > mcf->max_stale) {
+            if (!s->stale_logged) {
+                s->stale_logged = 1;
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "ringman: table \"%V\" was last touched "
+                              "%M ms ago, more than ringman_max_stale (is "
+                              "its ringman node running?): 503 until it is "
+                              "touched again", &s->path, now - s->mtime);
+            }
+
+            return NULL;
+        }
     }
 
     return s->table;

@@ -171,6 +171,13 @@ type fixture struct {
 // newFixture starts the processes; conf "" starts no nginx.
 func newFixture(t *testing.T, ctx context.Context, conf string, nodes int) *fixture {
 	t.Helper()
+	return newFixtureArgs(t, ctx, conf, nodes, nil)
+}
+
+// newFixtureArgs is newFixture with extra `serve` flags for node i (from
+// 0) from nodeArgs (nil: none).
+func newFixtureArgs(t *testing.T, ctx context.Context, conf string, nodes int, nodeArgs func(i int) []string) *fixture {
+	t.Helper()
 	if conf != "" {
 		nginxBin(t, strings.Contains(conf, "lua")) // skip before starting anything
 	}
@@ -191,6 +198,9 @@ func newFixture(t *testing.T, ctx context.Context, conf string, nodes int) *fixt
 		f.backends = append(f.backends, b)
 		f.byAddr[b.Addr] = b
 		cfg := cluster.NodeConfig{Name: fmt.Sprintf("n%d", i), Services: []string{"web=" + b.Addr}}
+		if nodeArgs != nil {
+			cfg.Args = nodeArgs(i - 1)
+		}
 		if i > 1 {
 			cfg.Join = []string{f.nodes[0].GossipAddr}
 		}
