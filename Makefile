@@ -126,7 +126,7 @@ bench-deps:
 	@command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) redis-server redis-tools; }
 	@command -v wrk >/dev/null && { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } && [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || { $(SUDO) apt-get update -qq && $(APT_INSTALL) wrk nginx libnginx-mod-http-lua; }
 
-bench: bench-deps build
+bench: bench-deps build nginx-module
 	$(GO) run ./test/bench -bin $(BIN)
 
 lint:
