@@ -43,7 +43,28 @@ typedef struct {
     struct sockaddr                *sockaddr;   /* NULL: not IP:port */
     socklen_t                       socklen;
     ngx_str_t                       name;
+    ngx_atomic_t                   *inflight;   /* balance_factor; or NULL */
 } ngx_http_ringman_peer_t;
+
+
+/*
+ * In-flight requests per instance, shared by all workers (balance_factor):
+ * an open-addressing table of counters keyed by a hash of service and
+ * instance, filled when tables are loaded and never emptied (a few
+ * thousand instances over a node's life fit). Requests only add and
+ * subtract, atomically.
+ */
+#define NGX_HTTP_RINGMAN_COUNTERS  65536
+
+typedef struct {
+    ngx_atomic_t                    key;
+    ngx_atomic_t                    count;
+} ngx_http_ringman_counter_t;
+
+
+typedef struct {
+    ngx_http_ringman_counter_t      slots[NGX_HTTP_RINGMAN_COUNTERS];
+} ngx_http_ringman_shctx_t;
 
 
 typedef struct {
@@ -54,12 +75,14 @@ typedef struct {
     ringman_table_t                 t;
     ngx_http_ringman_peer_t        *instances;  /* N */
     ngx_http_ringman_peer_t        *overrides;  /* S, by slot */
+    ngx_atomic_t                   *inflight;   /* the service's total */
 } ngx_http_ringman_table_t;
 
 
 typedef struct {
     ngx_str_t                       name;
     ngx_str_t                       path;       /* NUL-terminated */
+    ngx_shm_zone_t                 *zone;       /* counters, or NULL */
 
     /* per worker */
     ngx_http_ringman_table_t       *table;
@@ -83,12 +106,14 @@ typedef struct {
     ngx_msec_t                      max_stale;  /* 0: off */
     ngx_array_t                     services;   /* of service pointers */
     ngx_event_t                     timer;
+    ngx_shm_zone_t                 *zone;       /* balance_factor's counters */
 } ngx_http_ringman_main_conf_t;
 
 
 typedef struct {
     ngx_http_complex_value_t       *key;
     ngx_http_ringman_service_t     *service;
+    ngx_uint_t                      factor;     /* balance_factor x 100; 0: off */
 } ngx_http_ringman_srv_conf_t;
 
 
@@ -114,6 +139,9 @@ typedef struct {
     ngx_http_ringman_table_t       *table;
     ngx_uint_t                      n;
     ngx_uint_t                      tried;
+    ngx_uint_t                      used;       /* bit i: peers[i] tried */
+    ngx_uint_t                      factor;
+    ngx_http_ringman_peer_t        *current;    /* counted in flight */
     ngx_http_ringman_peer_t        *peers[RINGMAN_TABLE_MAX_WIDTH];
 } ngx_http_ringman_peer_data_t;
 
@@ -198,7 +226,7 @@ static ngx_command_t  ngx_http_ringman_commands[] = {
       NULL },
 
     { ngx_string("ringman_hash"),
-      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE12,
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE123,
       ngx_http_ringman_hash,
       NGX_HTTP_SRV_CONF_OFFSET,
       0,
@@ -393,9 +421,11 @@ invalid:
  */
 static char *
 ngx_http_ringman_key_args(ngx_conf_t *cf, ngx_uint_t from,
-    ngx_http_complex_value_t **key, ngx_str_t *service, ngx_flag_t *unescape)
+    ngx_http_complex_value_t **key, ngx_str_t *service, ngx_flag_t *unescape,
+    ngx_uint_t *factor)
 {
     ngx_str_t                         *value, src;
+    ngx_int_t                          n;
     ngx_uint_t                         i;
     ngx_http_compile_complex_value_t   ccv;
 
@@ -412,6 +442,21 @@ ngx_http_ringman_key_args(ngx_conf_t *cf, ngx_uint_t from,
 
         if (unescape && ngx_strcmp(value[i].data, "unescape") == 0) {
             *unescape = 1;
+            continue;
+        }
+
+        if (factor && ngx_strncmp(value[i].data, "balance_factor=", 15) == 0) {
+            n = ngx_atofp(value[i].data + 15, value[i].len - 15, 2);
+
+            if (n == NGX_ERROR || n <= 100) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": want a factor over 1 "
+                                   "with at most 2 decimals, e.g. 1.5",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            *factor = (ngx_uint_t) n;
             continue;
         }
 
@@ -491,7 +536,7 @@ ngx_http_ringman_set_backend(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return ngx_http_ringman_key_args(cf, 2, &lcf->key, &lcf->service_name,
-                                     NULL);
+                                     NULL, NULL);
 }
 
 
@@ -510,7 +555,7 @@ ngx_http_ringman_candidates(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (ngx_http_ringman_key_args(cf, 1, &lcf->cand_key,
                                   &lcf->cand_service_name,
-                                  &lcf->cand_unescape)
+                                  &lcf->cand_unescape, NULL)
         != NGX_CONF_OK)
     {
         return NGX_CONF_ERROR;
@@ -573,6 +618,95 @@ ngx_http_ringman_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+static ngx_int_t
+ngx_http_ringman_init_zone(ngx_shm_zone_t *zone, void *data)
+{
+    ngx_slab_pool_t  *shpool;
+
+    if (data) {
+        zone->data = data;      /* a reload keeps the counts in flight */
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    if (zone->shm.exists) {
+        zone->data = shpool->data;
+        return NGX_OK;
+    }
+
+    zone->data = ngx_slab_calloc(shpool, sizeof(ngx_http_ringman_shctx_t));
+    if (zone->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = zone->data;
+
+    return NGX_OK;
+}
+
+
+/* ngx_http_ringman_zone returns the counters' zone, adding it once. */
+static ngx_shm_zone_t *
+ngx_http_ringman_zone(ngx_conf_t *cf)
+{
+    ngx_str_t                      name = ngx_string("ringman_inflight");
+    ngx_http_ringman_main_conf_t  *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ringman_module);
+
+    if (mcf->zone == NULL) {
+        mcf->zone = ngx_shared_memory_add(cf, &name,
+                        2 * sizeof(ngx_http_ringman_shctx_t),
+                        &ngx_http_ringman_module);
+        if (mcf->zone == NULL) {
+            return NULL;
+        }
+
+        mcf->zone->init = ngx_http_ringman_init_zone;
+    }
+
+    return mcf->zone;
+}
+
+
+/*
+ * ngx_http_ringman_counter returns the counter keyed h, claiming a free
+ * slot for a new key; NULL when the table is full (the instance is then
+ * not balanced). Called when a table is loaded, never per request.
+ */
+static ngx_atomic_t *
+ngx_http_ringman_counter(ngx_shm_zone_t *zone, uint64_t h)
+{
+    ngx_uint_t                   i, n;
+    ngx_atomic_uint_t            key;
+    ngx_http_ringman_shctx_t    *sh = zone->data;
+    ngx_http_ringman_counter_t  *c;
+
+    key = (ngx_atomic_uint_t) h;
+    if (key == 0) {
+        key = 1;                /* 0 marks a free slot */
+    }
+
+    i = key & (NGX_HTTP_RINGMAN_COUNTERS - 1);
+
+    for (n = 0; n < NGX_HTTP_RINGMAN_COUNTERS; n++) {
+        c = &sh->slots[i];
+
+        if (c->key == key
+            || (c->key == 0 && ngx_atomic_cmp_set(&c->key, 0, key))
+            || c->key == key)
+        {
+            return &c->count;
+        }
+
+        i = (i + 1) & (NGX_HTTP_RINGMAN_COUNTERS - 1);
+    }
+
+    return NULL;
+}
+
+
 static char *
 ngx_http_ringman_hash(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -588,7 +722,8 @@ ngx_http_ringman_hash(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
 
-    if (ngx_http_ringman_key_args(cf, 1, &scf->key, &name, NULL)
+    if (ngx_http_ringman_key_args(cf, 1, &scf->key, &name, NULL,
+                                  &scf->factor)
         != NGX_CONF_OK)
     {
         return NGX_CONF_ERROR;
@@ -602,6 +737,13 @@ ngx_http_ringman_hash(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     scf->service = ngx_http_ringman_add_service(cf, &name);
     if (scf->service == NULL) {
         return NGX_CONF_ERROR;
+    }
+
+    if (scf->factor) {
+        scf->service->zone = ngx_http_ringman_zone(cf);
+        if (scf->service->zone == NULL) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     if (uscf->peer.init_upstream) {
@@ -758,6 +900,7 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
     ngx_file_info_t             fi;
     const u_char               *str, *first, *backend;
     size_t                      first_len;
+    uint64_t                    seed;
     ngx_http_ringman_table_t   *tbl;
 
     pool = NULL;
@@ -856,6 +999,17 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
                 first = backend;
                 first_len = len;
             }
+        }
+    }
+
+    if (s->zone) {
+        seed = ringman_table_hash(s->name.data, s->name.len, 0);
+        tbl->inflight = ngx_http_ringman_counter(s->zone, seed + 1);
+
+        for (i = 0; tbl->inflight && i < tbl->t.instances; i++) {
+            str = ringman_table_instance(&tbl->t, i, &len);
+            tbl->instances[i].inflight = ngx_http_ringman_counter(s->zone,
+                                         ringman_table_hash(str, len, seed));
         }
     }
 
@@ -1274,6 +1428,8 @@ ngx_http_ringman_init_peer(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    pd->factor = scf->factor;
+
     r->upstream->peer.data = pd;
     r->upstream->peer.get = ngx_http_ringman_get_peer;
     r->upstream->peer.free = ngx_http_ringman_free_peer;
@@ -1332,14 +1488,52 @@ ngx_http_ringman_get_peer(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_ringman_peer_data_t  *pd = data;
 
-    ngx_http_ringman_peer_t  *peer;
+    ngx_uint_t                 i, pick, n, cap;
+    ngx_http_ringman_peer_t   *peer;
 
     if (pd->tried >= pd->n) {
         pc->tries = 0;
         return NGX_BUSY;   /* no candidate (left): 502 */
     }
 
-    peer = pd->peers[pd->tried++];
+    /* The first candidate not tried yet... */
+    for (pick = 0; pd->used & ((ngx_uint_t) 1 << pick); pick++) {
+        /* void */
+    }
+
+    /*
+     * ...unless it carries more than its share (bounded loads): then the
+     * first one under ceil(factor x (in flight + 1) / instances).
+     */
+    if (pd->factor && pd->table->inflight) {
+        n = pd->table->t.instances;
+        cap = (pd->factor * (*pd->table->inflight + 1) + 100 * n - 1)
+              / (100 * n);
+
+        for (i = pick; i < pd->n; i++) {
+            if (pd->used & ((ngx_uint_t) 1 << i)) {
+                continue;
+            }
+
+            peer = pd->peers[i];
+
+            if (peer->inflight == NULL || *peer->inflight < cap) {
+                pick = i;
+                break;
+            }
+        }
+    }
+
+    pd->used |= (ngx_uint_t) 1 << pick;
+    pd->tried++;
+
+    peer = pd->peers[pick];
+
+    if (pd->factor && peer->inflight && pd->table->inflight) {
+        (void) ngx_atomic_fetch_add(peer->inflight, 1);
+        (void) ngx_atomic_fetch_add(pd->table->inflight, 1);
+        pd->current = peer;
+    }
 
     pc->sockaddr = peer->sockaddr;
     pc->socklen = peer->socklen;
@@ -1353,6 +1547,14 @@ static void
 ngx_http_ringman_free_peer(ngx_peer_connection_t *pc, void *data,
     ngx_uint_t state)
 {
+    ngx_http_ringman_peer_data_t  *pd = data;
+
+    if (pd->current) {
+        (void) ngx_atomic_fetch_add(pd->current->inflight, -1);
+        (void) ngx_atomic_fetch_add(pd->table->inflight, -1);
+        pd->current = NULL;
+    }
+
     if (pc->tries) {
         pc->tries--;
     }

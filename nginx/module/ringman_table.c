@@ -368,3 +368,10 @@ ringman_table_lookup(const ringman_table_t *t, const unsigned char *key,
     a->kind = RINGMAN_ROW;
     a->row = (uint32_t) (XXH64(key, len, 0) % t->partitions);
 }
+
+
+uint64_t
+ringman_table_hash(const void *data, size_t len, uint64_t seed)
+{
+    return XXH64(data, len, seed);
+}

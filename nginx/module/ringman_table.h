@@ -87,4 +87,7 @@ const unsigned char *ringman_table_override(const ringman_table_t *t,
     uint32_t i, size_t *host_len, const unsigned char **backend,
     size_t *backend_len);
 
+/* ringman_table_hash is XXH64 (the format's hash), for callers' own keys. */
+uint64_t ringman_table_hash(const void *data, size_t len, uint64_t seed);
+
 #endif /* RINGMAN_TABLE_H */

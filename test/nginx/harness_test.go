@@ -111,6 +111,8 @@ type backend struct {
 
 	mu   sync.Mutex
 	uris []string
+	hold chan struct{} // non-nil: requests for /hold/... wait until it is closed
+	held int           // requests waiting on hold now
 }
 
 func startBackend(t *testing.T, name string) *backend {
@@ -131,12 +133,44 @@ func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(b.uris) < 100_000 {
 		b.uris = append(b.uris, r.RequestURI)
 	}
+	hold := b.hold
+	if hold != nil && strings.HasPrefix(r.URL.Path, "/hold/") {
+		b.held++
+		b.mu.Unlock()
+		<-hold
+		b.mu.Lock()
+		b.held--
+	}
 	b.mu.Unlock()
 	w.Header().Set("X-Backend", b.Name)
 	// What arrived, for tests that send more than a GET.
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1024))
 	w.Header().Set("X-Echo", r.Method+" "+strconv.Quote(string(body)))
 	io.WriteString(w, b.Name)
+}
+
+// Hold makes requests for /hold/... wait until the returned func is called.
+func (b *backend) Hold() (release func()) {
+	ch := make(chan struct{})
+	b.mu.Lock()
+	b.hold = ch
+	b.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.mu.Lock()
+			b.hold = nil
+			b.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// Held returns how many requests wait on Hold now.
+func (b *backend) Held() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.held
 }
 
 // URIs returns the request URIs received so far.

@@ -466,3 +466,86 @@ func TestModuleStaticThenRing(t *testing.T) {
 		t.Errorf("static file without a table: %d %q, want 200 from disk", code, b)
 	}
 }
+
+// balance_factor=1.5: while the owner carries more than ceil(1.5 x the
+// average in flight), its keys go to their next candidate under that
+// bound; once the requests end, the owner gets its keys back.
+func TestModuleBalanceFactor(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	f := newModuleFixture(t, ctx, "module.conf", 3, map[string]string{
+		"ringman_hash $host$uri service=web;": "ringman_hash $host$uri service=web balance_factor=1.5;",
+	})
+	owner := f.backends[0]
+	ps := paths("hold", 300)
+	owners, err := f.ringOwners(host, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []string
+	for i, p := range ps {
+		if owners[i] == owner.Name {
+			mine = append(mine, p)
+		}
+	}
+	const inFlight = 6
+	if len(mine) < inFlight+10 {
+		t.Fatalf("only %d of %d URLs are owned by %s", len(mine), len(ps), owner.Name)
+	}
+	var releases []func()
+	for _, b := range f.backends {
+		releases = append(releases, b.Hold())
+	}
+	releaseAll := func() {
+		for _, r := range releases {
+			r()
+		}
+	}
+	defer releaseAll()
+	held := func() (total int, counts map[string]int) {
+		counts = map[string]int{}
+		for _, b := range f.backends {
+			counts[b.Name] = b.Held()
+			total += counts[b.Name]
+		}
+		return total, counts
+	}
+	// One at a time, each once the previous one is held: the bound each
+	// request meets is known. ceil(1.5 x (k+1) / 3) for the k-th.
+	results := make(chan result, inFlight)
+	for i := range inFlight {
+		go func() {
+			r, err := f.get(host, mine[i])
+			if err != nil {
+				r.Backend = err.Error()
+			}
+			results <- r
+		}()
+		err := cluster.Poll(ctx, 5*time.Millisecond, fmt.Sprintf("%d requests held", i+1), func() (bool, string) {
+			n, counts := held()
+			return n == i+1, fmt.Sprint(counts)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, counts := held()
+	if counts[owner.Name] != 3 {
+		t.Errorf("%d requests in flight for %s's keys: %v; want 3 on %s (the bound ceil(1.5 x 6 / 3))",
+			inFlight, owner.Name, counts, owner.Name)
+	}
+	t.Logf("in flight with balance_factor=1.5: %v", counts)
+	releaseAll()
+	for range inFlight {
+		if r := <-results; r.Status != http.StatusOK {
+			t.Errorf("a held request: %+v", r)
+		}
+	}
+	// Nothing in flight: the owner serves its keys again (the counts went
+	// back to 0).
+	for _, p := range mine[inFlight : inFlight+10] {
+		r, err := f.get(host, p)
+		if err != nil || r.Status != http.StatusOK || r.Backend != owner.Name {
+			t.Fatalf("%s after the load: %+v %v, want %s", p, r, err, owner.Name)
+		}
+	}
+}
