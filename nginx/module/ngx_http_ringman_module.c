@@ -96,6 +96,7 @@ typedef struct {
     off_t                           bad_size;
 
     unsigned                        missing_logged:1;
+    unsigned                        error_logged:1;  /* open, mmap, ... */
     unsigned                        stale_logged:1;
 } ngx_http_ringman_service_t;
 
@@ -113,7 +114,7 @@ typedef struct {
 typedef struct {
     ngx_http_complex_value_t       *key;
     ngx_http_ringman_service_t     *service;
-    ngx_uint_t                      factor;     /* balance_factor x 100; 0: off */
+    ngx_uint_t                      factor;     /* x 100; 0: off */
 } ngx_http_ringman_srv_conf_t;
 
 
@@ -905,16 +906,28 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
 
     pool = NULL;
 
+    /*
+     * A system error is retried on every refresh, and logged once until
+     * a table loads again.
+     */
     fd = ngx_open_file(s->path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
     if (fd == NGX_INVALID_FILE) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      "ringman: cannot open table \"%V\"", &s->path);
+        if (!s->error_logged) {
+            s->error_logged = 1;
+            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                          "ringman: cannot open table \"%V\"", &s->path);
+        }
+
         return;
     }
 
     if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      "ringman: cannot stat table \"%V\"", &s->path);
+        if (!s->error_logged) {
+            s->error_logged = 1;
+            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                          "ringman: cannot stat table \"%V\"", &s->path);
+        }
+
         ngx_close_file(fd);
         return;
     }
@@ -931,8 +944,12 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
     ngx_close_file(fd);
 
     if (map == MAP_FAILED) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      "ringman: cannot mmap table \"%V\"", &s->path);
+        if (!s->error_logged) {
+            s->error_logged = 1;
+            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                          "ringman: cannot mmap table \"%V\"", &s->path);
+        }
+
         return;
     }
 
@@ -1039,6 +1056,7 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
     s->mtime = ngx_http_ringman_mtime(&fi);
     s->missing_logged = 0;
     s->stale_logged = 0;
+    s->error_logged = 0;
 
     return;
 
@@ -1143,6 +1161,13 @@ static ngx_int_t
 ngx_http_ringman_init_process(ngx_cycle_t *cycle)
 {
     ngx_http_ringman_main_conf_t  *mcf;
+
+    /* Not in the cache manager and loader, which init like workers. */
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_ringman_module);
 
