@@ -472,8 +472,10 @@ func TestModuleStaticThenRing(t *testing.T) {
 // bound; once the requests end, the owner gets its keys back.
 func TestModuleBalanceFactor(t *testing.T) {
 	ctx := testContext(t, 90*time.Second)
+	// Two workers: the counts must be shared between them.
 	f := newModuleFixture(t, ctx, "module.conf", 3, map[string]string{
 		"ringman_hash $host$uri service=web;": "ringman_hash $host$uri service=web balance_factor=1.5;",
+		"worker_processes 1;":                 "worker_processes 2;",
 	})
 	owner := f.backends[0]
 	ps := paths("hold", 300)
