@@ -3,12 +3,12 @@
  * writes (`ringman serve --table-dir DIR`, FORMAT.md), without a round trip
  * to ringman per request.
  *
- * Each worker maps DIR/<service>.table, checks it once (ringman_table.c),
+ * Each worker reads DIR/<service>.table, checks it once (ringman_table.c),
  * precomputes every instance's and override's sockaddr, and answers each
  * request from memory: the override of the key's host, else the key's row
  * of candidates, owner first. A timer stats each file every
  * ringman_refresh; a new file (ringman renames a new one over the old, so a
- * new inode) is mapped, checked and swapped in; a refused one is logged
+ * new inode) is read, checked and swapped in; a refused one is logged
  * once and the old table stays. The file's mtime is the node's heartbeat:
  * a table whose file is older than ringman_max_stale is not used (503).
  *
@@ -21,15 +21,13 @@
  *     under keepalive as nginx's hash module does.
  *
  * A table is shared by the requests that still use it: each holds a
- * reference (released by a pool cleanup), so a swap never unmaps what a
+ * reference (released by a pool cleanup), so a swap never frees what a
  * request in flight (a retry, $upstream_addr in the log) points into.
  */
 
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
-
-#include <sys/mman.h>
 
 #include "ringman_table.h"
 
@@ -69,7 +67,7 @@ typedef struct {
 
 typedef struct {
     ngx_pool_t                     *pool;
-    void                           *map;
+    void                           *map;        /* the file's bytes */
     size_t                          map_size;
     ngx_uint_t                      refs;
     ringman_table_t                 t;
@@ -96,7 +94,7 @@ typedef struct {
     off_t                           bad_size;
 
     unsigned                        missing_logged:1;
-    unsigned                        error_logged:1;  /* open, mmap, ... */
+    unsigned                        error_logged:1;  /* open, read, ... */
     unsigned                        stale_logged:1;
 } ngx_http_ringman_service_t;
 
@@ -838,11 +836,7 @@ ngx_http_ringman_unref(void *data)
         return;
     }
 
-    if (munmap(tbl->map, tbl->map_size) == -1) {
-        ngx_log_error(NGX_LOG_ALERT, tbl->pool->log, ngx_errno,
-                      "ringman: munmap() failed");
-    }
-
+    ngx_free(tbl->map);
     ngx_destroy_pool(tbl->pool);
 }
 
@@ -887,13 +881,14 @@ ngx_http_ringman_mtime(ngx_file_info_t *fi)
 }
 
 
-/* ngx_http_ringman_load maps, checks and swaps in s's file; or logs why not. */
+/* ngx_http_ringman_load reads, checks and swaps in s's file, or logs why not. */
 static void
 ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
 {
     char                        err[160];
     size_t                      len, hlen;
     void                       *map;
+    ssize_t                     n;
     uint32_t                    i;
     ngx_fd_t                    fd;
     ngx_uint_t                  named;
@@ -940,18 +935,35 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
         goto refused;
     }
 
-    map = mmap(NULL, (size_t) fi.st_size, PROT_READ, MAP_SHARED, fd, 0);
-    ngx_close_file(fd);
-
-    if (map == MAP_FAILED) {
-        if (!s->error_logged) {
-            s->error_logged = 1;
-            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                          "ringman: cannot mmap table \"%V\"", &s->path);
-        }
-
+    /*
+     * Read, not mapped: a file written in place (a `cp` over it instead of
+     * ringman's rename) must not change, or truncate (SIGBUS), the bytes
+     * under the requests after they were checked.
+     */
+    map = ngx_alloc((size_t) fi.st_size, log);
+    if (map == NULL) {
+        ngx_close_file(fd);
         return;
     }
+
+    for (len = 0; len < (size_t) fi.st_size; len += n) {
+        n = read(fd, (u_char *) map + len, (size_t) fi.st_size - len);
+
+        if (n <= 0) {
+            if (!s->error_logged) {
+                s->error_logged = 1;
+                ngx_log_error(NGX_LOG_ERR, log, n ? ngx_errno : 0,
+                              "ringman: cannot read table \"%V\"%s",
+                              &s->path, n ? "" : ": it shrank while read");
+            }
+
+            ngx_close_file(fd);
+            ngx_free(map);
+            return;
+        }
+    }
+
+    ngx_close_file(fd);
 
     {
         ringman_table_t  t;
@@ -1077,9 +1089,8 @@ failed:
         ngx_destroy_pool(pool);
     }
 
-    if (map != NULL && munmap(map, (size_t) fi.st_size) == -1) {
-        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                      "ringman: munmap() failed");
+    if (map != NULL) {
+        ngx_free(map);
     }
 }
 
