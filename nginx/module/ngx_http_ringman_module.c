@@ -69,6 +69,7 @@ typedef struct {
     ngx_pool_t                     *pool;
     void                           *map;        /* the file's bytes */
     size_t                          map_size;
+    ngx_fd_t                        fd;         /* kept open: see refresh */
     ngx_uint_t                      refs;
     ringman_table_t                 t;
     ngx_http_ringman_peer_t        *instances;  /* N */
@@ -836,6 +837,11 @@ ngx_http_ringman_unref(void *data)
         return;
     }
 
+    if (ngx_close_file(tbl->fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, tbl->pool->log, ngx_errno,
+                      ngx_close_file_n " table failed");
+    }
+
     ngx_free(tbl->map);
     ngx_destroy_pool(tbl->pool);
 }
@@ -927,11 +933,11 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
         return;
     }
 
+    map = NULL;
+
     if (fi.st_size < RINGMAN_TABLE_HEADER_SIZE) {
-        map = NULL;
         ngx_sprintf((u_char *) err, "file of %O bytes, shorter than the "
                     "header%Z", fi.st_size);
-        ngx_close_file(fd);
         goto refused;
     }
 
@@ -942,8 +948,7 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
      */
     map = ngx_alloc((size_t) fi.st_size, log);
     if (map == NULL) {
-        ngx_close_file(fd);
-        return;
+        goto failed;
     }
 
     for (len = 0; len < (size_t) fi.st_size; len += n) {
@@ -957,13 +962,9 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
                               &s->path, n ? "" : ": it shrank while read");
             }
 
-            ngx_close_file(fd);
-            ngx_free(map);
-            return;
+            goto failed;
         }
     }
-
-    ngx_close_file(fd);
 
     {
         ringman_table_t  t;
@@ -990,6 +991,7 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
     tbl->pool = pool;
     tbl->map = map;
     tbl->map_size = (size_t) fi.st_size;
+    tbl->fd = fd;
 
     tbl->instances = ngx_pcalloc(pool, (tbl->t.instances + 1)
                                        * sizeof(ngx_http_ringman_peer_t));
@@ -1092,6 +1094,8 @@ failed:
     if (map != NULL) {
         ngx_free(map);
     }
+
+    ngx_close_file(fd);
 }
 
 
@@ -1126,8 +1130,9 @@ ngx_http_ringman_refresh(ngx_http_ringman_main_conf_t *mcf, ngx_log_t *log)
 
         /*
          * ringman renames a new file over the old one: a new inode. The
-         * mapped old inode cannot be reused meanwhile. An unchanged file
-         * only tells, by its mtime, that its node is alive.
+         * table in use keeps its file open, so its inode number cannot be
+         * reused by a later file meanwhile. An unchanged file only tells,
+         * by its mtime, that its node is alive.
          */
         if (s->table && fi.st_dev == s->dev && fi.st_ino == s->ino
             && fi.st_size == s->size)
