@@ -245,6 +245,10 @@ func (f *fixture) hammer(host string, ps []string, stop chan struct{}) (wait fun
 func TestLuaDrain(t *testing.T) {
 	ctx := testContext(t, 60*time.Second)
 	f := newFixture(t, ctx, "lua.conf", 3)
+	checkDrain(t, ctx, f)
+}
+
+func checkDrain(t *testing.T, ctx context.Context, f *fixture) {
 	ps := paths("drain", 600)
 	before, err := f.fetchAll(host, ps)
 	if err != nil {

@@ -250,6 +250,14 @@ func TestModuleNodeKilled(t *testing.T) {
 	checkNodeKilled(t, ctx, f.fixture)
 }
 
+// Draining a node moves its URLs and no other, with no client error; with
+// every node drained there is no route: 404.
+func TestModuleDrain(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	f := newModuleFixture(t, ctx, "module.conf", 3, nil)
+	checkDrain(t, ctx, f.fixture)
+}
+
 // Overrides (set on another node, carried by gossip into nginx's node's
 // table) send their host's requests to their backend; a backend given as a
 // hostname is skipped (502) with one clear error line.
