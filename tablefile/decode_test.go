@@ -3,6 +3,7 @@ package tablefile_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -53,14 +54,14 @@ func firstUsedSlot(b []byte) int {
 func TestDecodeRefuses(t *testing.T) {
 	f := newFixture(t)
 	f.update(t, "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80")
-	f.set(t, testOverrides...)
+	f.set(t, testOverrides[:12]...) // 6 overrides in 16 slots: one more or less still fits
 	_, good := f.encode(t)
 	if _, err := tablefile.Decode(good); err != nil {
 		t.Fatal(err)
 	}
 	nover := u32(good, hOverrides)
-	if nover != len(testOverrides)/2 || u32(good, hSlots) != 16 {
-		t.Fatalf("fixture: %d overrides in %d slots, want %d in 16", nover, u32(good, hSlots), len(testOverrides)/2)
+	if nover != 6 || u32(good, hSlots) != 16 {
+		t.Fatalf("fixture: %d overrides in %d slots, want 6 in 16", nover, u32(good, hSlots))
 	}
 	put32 := func(off int, v uint32) func([]byte) []byte {
 		return func(b []byte) []byte { le.PutUint32(b[off:], v); return reseal(b) }
@@ -188,5 +189,31 @@ func TestEncodeRefuses(t *testing.T) {
 	}
 	if _, err := tablefile.Encode(nil); err == nil {
 		t.Fatal("Encode(nil) succeeded")
+	}
+}
+
+// TestMostInstances encodes the most instances a file holds: the last one,
+// 65534, is a row entry that still fits in 16 bits.
+func TestMostInstances(t *testing.T) {
+	e := &router.Export{Hash: "xxhash64", Partitions: 2, Width: 8, Table: make([]uint32, 16)}
+	for i := range tablefile.MaxInstances {
+		e.Instances = append(e.Instances, fmt.Sprintf("h%05d:1", i))
+	}
+	for i := range e.Table {
+		e.Table[i] = uint32(tablefile.MaxInstances - 1 - i)
+	}
+	buf, err := tablefile.Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb, err := tablefile.Decode(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"a", "b", "c", "d"} {
+		got, _ := tb.Lookup([]byte(key), 1)
+		if got[0] != "h65534:1" && got[0] != "h65526:1" {
+			t.Fatalf("key %s: owner %q, want h65534:1 or h65526:1", key, got)
+		}
 	}
 }

@@ -19,9 +19,11 @@ type fixture struct {
 	table *hostmap.Table
 }
 
-func newFixture(t testing.TB) *fixture {
+func newFixture(t testing.TB) *fixture { return newFixtureWith(t, ring.DefaultSettings()) }
+
+func newFixtureWith(t testing.TB, settings ring.Settings) *fixture {
 	t.Helper()
-	r, err := router.New(ring.DefaultSettings(), "web")
+	r, err := router.New(settings, "web")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +81,9 @@ var testOverrides = []string{
 	"plain.org", "10.9.0.4:4",
 	"*.deep.x.y.z.org", "10.9.0.5:5",
 	"*.l.example.com", "[::1]:6",
+	// 63 and 64 labels after the "*.": both are wild_depths' bit 63.
+	"*." + strings.Repeat("a.", 62) + "com", "10.9.0.7:7",
+	"*." + strings.Repeat("b.", 63) + "com", "10.9.0.8:8",
 }
 
 // testKeys are the keys of test/nginx's TestLuaTableMatchesRingman (upper
@@ -93,6 +98,9 @@ func testKeys() []string {
 		"*.example.com/x", "exact.example.com:/x", "ünïcode.example.com/x", "site.test/%00/x", "site.test/" + strings.Repeat("p", 3000),
 		"a..example.com/x", "..", ".", "x.", "EXACT.EXAMPLE.COM", "crlf\r\nhost/x", "nul\x00/x", "PLAIN.ORG.:80/x",
 		"a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f.g.h.i.j.k.l.example.com/x"}
+	for _, rest := range []string{strings.Repeat("a.", 62) + "com", strings.Repeat("b.", 63) + "com", strings.Repeat("b.", 62) + "com"} {
+		keys = append(keys, "x."+rest+"/p", "X.Y."+strings.ToUpper(rest)+".:1/p", rest, "*."+rest)
+	}
 	for i := range 1500 {
 		keys = append(keys, fmt.Sprintf("h%d.example.org/item/%d", i%17, i), fmt.Sprintf("/item/%d", i))
 	}
