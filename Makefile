@@ -73,9 +73,10 @@ nginx-module: $(NGINX_MODULE)
 
 $(NGINX_MODULE): $(NGINX_MODULE_SRCS) | deps-nginx deps-nginx-dev
 	@rm -rf $(NGINX_MODULE_BUILD) && mkdir -p bin && cp -r /usr/share/nginx/src $(NGINX_MODULE_BUILD)
-	cd $(NGINX_MODULE_BUILD) && bash -c '. ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(CURDIR)/nginx/module' >configure.log 2>&1 || { tail -20 $(NGINX_MODULE_BUILD)/configure.log; exit 1; }
+	cd $(NGINX_MODULE_BUILD) && bash -c '. ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(CURDIR)/nginx/module' >configure.log 2>&1 || { tail -20 configure.log; exit 1; }
 	$(MAKE) -C $(NGINX_MODULE_BUILD) -f objs/Makefile modules >/dev/null
-	cp $(NGINX_MODULE_BUILD)/objs/ngx_http_ringman_module.so $@
+	@# A rename, not a write over it: a running nginx has the old file mapped.
+	cp $(NGINX_MODULE_BUILD)/objs/ngx_http_ringman_module.so $@.tmp && mv $@.tmp $@
 
 # test/faults: network namespaces and nftables (ip and nft live in /usr/sbin).
 deps-faults:
