@@ -16,7 +16,7 @@ RUN_FLAGS ?= --name local --data-dir ./ringman-data --bind 127.0.0.1:7945 --serv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: build run demo demo-stop test test-deps deps-redis-cli deps-curl deps-nginx deps-faults deps-ui deps-systemd test-ui faults fuzz bench bench-deps lint clean
+.PHONY: build run demo demo-stop test test-deps deps-redis-cli deps-curl deps-nginx deps-nginx-dev deps-faults deps-ui deps-systemd nginx-module test-ui faults fuzz bench bench-deps lint clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/ringman
@@ -36,7 +36,7 @@ demo-stop:
 
 # Dependencies, each installed with apt-get when missing; `test-deps` is all
 # of them, what `make test` needs.
-test-deps: deps-redis-cli deps-curl deps-nginx deps-faults deps-ui deps-systemd
+test-deps: deps-redis-cli deps-curl deps-nginx deps-faults deps-ui deps-systemd nginx-module
 
 # redis-cli: the wire-compatibility tests and the README's commands.
 deps-redis-cli:
@@ -53,6 +53,30 @@ deps-curl:
 deps-nginx:
 	@{ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } && [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || { $(SUDO) apt-get update -qq && $(APT_INSTALL) nginx libnginx-mod-http-lua; }
 	@{ ldconfig -p 2>/dev/null || /sbin/ldconfig -p; } | grep -q 'libxxhash.so.0 ' || { $(SUDO) apt-get update -qq && $(APT_INSTALL) libxxhash0; }
+
+# The native module's build needs Debian's nginx headers and configure
+# (nginx-dev, for the installed nginx's exact version and flags) and
+# xxhash.h (libxxhash-dev; compiled in, so nothing is needed at run time).
+deps-nginx-dev:
+	@[ -x /usr/share/nginx/src/configure ] && [ -f /usr/include/xxhash.h ] || { $(SUDO) apt-get update -qq && $(APT_INSTALL) nginx-dev libxxhash-dev; }
+
+# nginx/module as a dynamic module for the installed nginx:
+# bin/ngx_http_ringman_module.so, for `load_module` (nginx/module.conf).
+# Debian's configure flags (conf_flags, --with-compat among them) make it
+# loadable by Debian's nginx binary. Built in bin/nginx-module-build/, and
+# again only when a source file changed.
+NGINX_MODULE := bin/ngx_http_ringman_module.so
+NGINX_MODULE_BUILD := bin/nginx-module-build
+NGINX_MODULE_SRCS := $(wildcard nginx/module/*.c nginx/module/*.h) nginx/module/config
+
+nginx-module: $(NGINX_MODULE)
+
+$(NGINX_MODULE): $(NGINX_MODULE_SRCS) | deps-nginx deps-nginx-dev
+	@rm -rf $(NGINX_MODULE_BUILD) && mkdir -p bin && cp -r /usr/share/nginx/src $(NGINX_MODULE_BUILD)
+	cd $(NGINX_MODULE_BUILD) && bash -c '. ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(CURDIR)/nginx/module' >configure.log 2>&1 || { tail -20 configure.log; exit 1; }
+	$(MAKE) -C $(NGINX_MODULE_BUILD) -f objs/Makefile modules >/dev/null
+	@# A rename, not a write over it: a running nginx has the old file mapped.
+	cp $(NGINX_MODULE_BUILD)/objs/ngx_http_ringman_module.so $@.tmp && mv $@.tmp $@
 
 # test/faults: network namespaces and nftables (ip and nft live in /usr/sbin).
 deps-faults:
@@ -103,7 +127,7 @@ bench-deps:
 	@command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) redis-server redis-tools; }
 	@command -v wrk >/dev/null && { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } && [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || { $(SUDO) apt-get update -qq && $(APT_INSTALL) wrk nginx libnginx-mod-http-lua; }
 
-bench: bench-deps build
+bench: bench-deps build nginx-module
 	$(GO) run ./test/bench -bin $(BIN)
 
 lint:

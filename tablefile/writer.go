@@ -111,6 +111,11 @@ func WriteFile(dir, service string, e *router.Export) error {
 // A comparison is a cached Export per service, well under a microsecond.
 const DefaultInterval = 100 * time.Millisecond
 
+// Heartbeat is how often a Writer sets the mtime of a file it did not
+// need to rewrite: the mtime tells readers that the node is alive (nginx's
+// ringman_max_stale, FORMAT.md), where an unchanged file could not.
+const Heartbeat = time.Second
+
 // WriterConfig configures a Writer.
 type WriterConfig struct {
 	Dir    string
@@ -141,9 +146,10 @@ type Writer struct {
 	once    sync.Once
 
 	// Owned by the run goroutine.
-	services map[string]bool   // to write; false: unsafe name, logged
-	written  map[string]uint64 // epoch on disk, by service
-	failing  map[string]bool   // a write error was logged, not yet a success
+	services map[string]bool      // to write; false: unsafe name, logged
+	written  map[string]uint64    // epoch on disk, by service
+	touched  map[string]time.Time // last write or mtime update, by service
+	failing  map[string]bool      // a write error was logged, not yet a success
 }
 
 // NewWriter creates cfg.Dir (0755) if it is missing and returns a writer;
@@ -168,7 +174,7 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 		return nil, fmt.Errorf("table directory: %w", err)
 	}
 	w := &Writer{cfg: cfg, changed: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		services: map[string]bool{}, written: map[string]uint64{}, failing: map[string]bool{}}
+		services: map[string]bool{}, written: map[string]uint64{}, touched: map[string]time.Time{}, failing: map[string]bool{}}
 	for _, s := range cfg.Services {
 		w.services[s] = true
 	}
@@ -236,6 +242,12 @@ func (w *Writer) Pass() {
 		e, err := w.cfg.Router.Export(s)
 		if err == nil {
 			if epoch, ok := w.written[s]; ok && epoch == e.Epoch {
+				if now := time.Now(); now.Sub(w.touched[s]) >= Heartbeat {
+					// A failure shows as a stale file; the next tick retries.
+					if os.Chtimes(Path(w.cfg.Dir, s), now, now) == nil {
+						w.touched[s] = now
+					}
+				}
 				continue
 			}
 			err = WriteFile(w.cfg.Dir, s, e)
@@ -259,6 +271,7 @@ func (w *Writer) Pass() {
 			w.cfg.Logger.Info("table file written again", "service", s, "path", Path(w.cfg.Dir, s))
 		}
 		w.written[s] = epoch
+		w.touched[s] = time.Now()
 		w.cfg.Logger.Debug("table file written", "service", s, "epoch", fmt.Sprintf("%016x", epoch))
 	}
 }

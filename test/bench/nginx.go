@@ -185,11 +185,24 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 	c := cluster.New(o.bin, cdir)
 	cl.add(c.Kill)
 	defer c.Kill()
+	// The first node also writes table files for the native module, in a
+	// directory nginx's workers (nobody, when run as root) can read.
+	tables, err := os.MkdirTemp("", "ringman-bench-tables-")
+	if err != nil {
+		return nil, err
+	}
+	cl.add(func() { os.RemoveAll(tables) })
+	defer os.RemoveAll(tables)
+	if err := os.Chmod(tables, 0o755); err != nil {
+		return nil, err
+	}
 	var nodes []*cluster.Node
 	for i, b := range backends {
 		cfg := cluster.NodeConfig{Name: fmt.Sprintf("n%d", i+1), Services: []string{"web=" + b}}
 		if i > 0 {
 			cfg.Join = []string{nodes[0].GossipAddr}
+		} else {
+			cfg.Args = []string{"--table-dir", filepath.Join(tables, "n1")}
 		}
 		n, err := c.Start(ctx, cfg)
 		if err != nil {
@@ -239,8 +252,31 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 		{"ringman auth_request.conf", authConf, true},
 	}
 	vars := map[string]string{
-		"RINGMAN_RESP": nodes[0].RESPAddr,
-		"RINGMAN_HTTP": nodes[0].HTTPAddr,
+		"RINGMAN_RESP":   nodes[0].RESPAddr,
+		"RINGMAN_HTTP":   nodes[0].HTTPAddr,
+		"RINGMAN_TABLES": filepath.Join(tables, "n1"),
+	}
+	// The native module, when it is built (`make bench` builds it).
+	if root, err := cluster.ModuleRoot(); err == nil {
+		so := filepath.Join(root, "bin", "ngx_http_ringman_module.so")
+		if _, err := os.Stat(so); err != nil {
+			progress("nginx: module.conf not measured: %s is missing (make nginx-module)", so)
+		} else if moduleConf, err := nginxrun.ReadConfig("module.conf"); err != nil {
+			return nil, err
+		} else {
+			vars["MODULE"] = so
+			configs = append(configs, nginxConfig{"ringman module.conf", moduleConf, true})
+			// The node writes its first table just after it is ready.
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := cluster.Poll(wctx, 20*time.Millisecond, "node n1 writes its table file", func() (bool, string) {
+				_, err := os.Stat(filepath.Join(tables, "n1", "web.table"))
+				return err == nil, fmt.Sprint(err)
+			})
+			cancel()
+			if err != nil {
+				return nil, err
+			}
+		}
 	}
 
 	procs := make([]*nginxrun.Nginx, len(configs))

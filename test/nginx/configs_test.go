@@ -24,12 +24,16 @@ func TestConfigsSyntax(t *testing.T) {
 		"RINGMAN_HTTP": "127.0.0.1:7380",
 		"DOMAIN":       "example.com",
 		"MODULES":      modulesDir,
+		// nginx -t checks the directory's path, not its files.
+		"RINGMAN_TABLES": "/run/ringman",
 	}
-	for _, conf := range []string{"lua.conf", "auth_request.conf", "api_domain.conf", "redis_eval.conf"} {
+	for _, conf := range []string{"lua.conf", "auth_request.conf", "api_domain.conf", "redis_eval.conf", "module.conf", "static_then_ring.conf"} {
 		t.Run(conf, func(t *testing.T) {
 			switch conf {
 			case "lua.conf":
 				nginxBin(t, true)
+			case "module.conf", "static_then_ring.conf":
+				vars["MODULE"] = moduleSO(t)
 			case "redis_eval.conf":
 				for _, m := range []string{"ngx_http_redis_module.so", "ngx_http_eval_module.so"} {
 					if _, err := os.Stat(filepath.Join(modulesDir, m)); err != nil {

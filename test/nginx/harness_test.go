@@ -111,6 +111,8 @@ type backend struct {
 
 	mu   sync.Mutex
 	uris []string
+	hold chan struct{} // non-nil: requests for /hold/... wait until it is closed
+	held int           // requests waiting on hold now
 }
 
 func startBackend(t *testing.T, name string) *backend {
@@ -131,12 +133,44 @@ func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(b.uris) < 100_000 {
 		b.uris = append(b.uris, r.RequestURI)
 	}
+	hold := b.hold
+	if hold != nil && strings.HasPrefix(r.URL.Path, "/hold/") {
+		b.held++
+		b.mu.Unlock()
+		<-hold
+		b.mu.Lock()
+		b.held--
+	}
 	b.mu.Unlock()
 	w.Header().Set("X-Backend", b.Name)
 	// What arrived, for tests that send more than a GET.
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1024))
 	w.Header().Set("X-Echo", r.Method+" "+strconv.Quote(string(body)))
 	io.WriteString(w, b.Name)
+}
+
+// Hold makes requests for /hold/... wait until the returned func is called.
+func (b *backend) Hold() (release func()) {
+	ch := make(chan struct{})
+	b.mu.Lock()
+	b.hold = ch
+	b.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.mu.Lock()
+			b.hold = nil
+			b.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// Held returns how many requests wait on Hold now.
+func (b *backend) Held() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.held
 }
 
 // URIs returns the request URIs received so far.
@@ -171,6 +205,13 @@ type fixture struct {
 // newFixture starts the processes; conf "" starts no nginx.
 func newFixture(t *testing.T, ctx context.Context, conf string, nodes int) *fixture {
 	t.Helper()
+	return newFixtureArgs(t, ctx, conf, nodes, nil)
+}
+
+// newFixtureArgs is newFixture with extra `serve` flags for node i (from
+// 0) from nodeArgs (nil: none).
+func newFixtureArgs(t *testing.T, ctx context.Context, conf string, nodes int, nodeArgs func(i int) []string) *fixture {
+	t.Helper()
 	if conf != "" {
 		nginxBin(t, strings.Contains(conf, "lua")) // skip before starting anything
 	}
@@ -191,6 +232,9 @@ func newFixture(t *testing.T, ctx context.Context, conf string, nodes int) *fixt
 		f.backends = append(f.backends, b)
 		f.byAddr[b.Addr] = b
 		cfg := cluster.NodeConfig{Name: fmt.Sprintf("n%d", i), Services: []string{"web=" + b.Addr}}
+		if nodeArgs != nil {
+			cfg.Args = nodeArgs(i - 1)
+		}
 		if i > 1 {
 			cfg.Join = []string{f.nodes[0].GossipAddr}
 		}

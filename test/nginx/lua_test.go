@@ -178,6 +178,10 @@ func moved(t *testing.T, ps, before, after, ringBefore, ringAfter []string, gone
 func TestLuaNodeKilled(t *testing.T) {
 	ctx := testContext(t, 60*time.Second)
 	f := newFixture(t, ctx, "lua.conf", 3)
+	checkNodeKilled(t, ctx, f)
+}
+
+func checkNodeKilled(t *testing.T, ctx context.Context, f *fixture) {
 	ps := paths("kill", 600)
 	before, err := f.fetchAll(host, ps)
 	if err != nil {
@@ -241,6 +245,10 @@ func (f *fixture) hammer(host string, ps []string, stop chan struct{}) (wait fun
 func TestLuaDrain(t *testing.T) {
 	ctx := testContext(t, 60*time.Second)
 	f := newFixture(t, ctx, "lua.conf", 3)
+	checkDrain(t, ctx, f)
+}
+
+func checkDrain(t *testing.T, ctx context.Context, f *fixture) {
 	ps := paths("drain", 600)
 	before, err := f.fetchAll(host, ps)
 	if err != nil {
@@ -299,6 +307,12 @@ func TestLuaDrain(t *testing.T) {
 func TestLuaOverride(t *testing.T) {
 	ctx := testContext(t, 60*time.Second)
 	f := newFixture(t, ctx, "lua.conf", 3)
+	checkOverride(t, ctx, f, "candidate app.invalid:8080 is a hostname")
+}
+
+// checkOverride checks overrides through f's nginx; hostnameLog is what
+// its error log says about a backend given as a hostname.
+func checkOverride(t *testing.T, ctx context.Context, f *fixture, hostnameLog string) {
 	const pinned = "pinned.example.test"
 	target := f.backends[1]
 	ps := paths("pin", 200)
@@ -358,7 +372,7 @@ func TestLuaOverride(t *testing.T) {
 	if err != nil {
 		t.Error(err)
 	}
-	if !f.logContains("candidate app.invalid:8080 is a hostname") {
+	if !f.logContains(hostnameLog) {
 		t.Errorf("nginx's error log does not say why:\n%s", f.nginx.ErrorLog())
 	}
 }
@@ -369,6 +383,10 @@ func TestLuaOverride(t *testing.T) {
 func TestLuaBackendDown(t *testing.T) {
 	ctx := testContext(t, 60*time.Second)
 	f := newFixture(t, ctx, "lua.conf", 3)
+	checkBackendDown(t, f)
+}
+
+func checkBackendDown(t *testing.T, f *fixture) {
 	ps := paths("down", 300)
 	cands, err := f.owners(keysOf(host, ps), 3)
 	if err != nil {

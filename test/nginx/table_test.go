@@ -1,6 +1,7 @@
 package nginx
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -45,21 +46,7 @@ func TestLuaTableMatchesRingman(t *testing.T) {
 	f := newFixture(t, ctx, "", 3)
 	f.nginx = startEditedNginx(t, "lua.conf", candidatesLocation, map[string]string{"RINGMAN_RESP": f.nodes[0].RESPAddr})
 
-	api := f.nodes[1].API() // set elsewhere than nginx's node: gossip must carry them
-	for h, b := range map[string]*backend{"exact.example.com": f.backends[0], "*.example.com": f.backends[1],
-		"*.b.example.com": f.backends[2], "plain.org": f.backends[0], "*.deep.x.y.z.org": f.backends[1]} {
-		if _, err := api.SetHost(ctx, h, b.Addr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	keys := []string{"", "/", "a", "Exact.Example.COM:8080/x", "exact.example.com./y", "exact.example.com.", "x.y.example.com/z",
-		"deep.a.b.example.com", "A.B.EXAMPLE.COM/q", "example.com/q", "/exact.example.com", "plain.org", "plain.org:443",
-		"sub.plain.org/x", "q.deep.x.y.z.org/1", "deep.x.y.z.org/1", strings.Repeat("a", 300) + ".example.com/x",
-		"host with space.example.com/x", "crlf\r\n.example.com/x", "nul\x00.example.com/x", ".example.com/x",
-		"*.example.com/x", "exact.example.com:/x", "ünïcode.example.com/x", "site.test/%00/x", "site.test/" + strings.Repeat("p", 3000)}
-	for i := range 1500 {
-		keys = append(keys, fmt.Sprintf("h%d.example.org/item/%d", i%17, i), fmt.Sprintf("/item/%d", i))
-	}
+	keys := tableKeys(t, ctx, f)
 	rdb := f.nodes[0].Redis()
 	client := &http.Client{Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
@@ -179,4 +166,46 @@ func TestLuaStaleTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// tableKeys sets overrides (exact, wildcards of several depths) on a node
+// other than nginx's, so gossip must carry them, and returns keys that
+// exercise them and the ring: case, ports, trailing dots, wildcards, NUL,
+// CRLF, 3 kB keys, and 3,000 plain ones.
+func tableKeys(t *testing.T, ctx context.Context, f *fixture) []string {
+	t.Helper()
+	api := f.nodes[1].API() // set elsewhere than nginx's node: gossip must carry them
+	for h, b := range map[string]*backend{"exact.example.com": f.backends[0], "*.example.com": f.backends[1],
+		"*.b.example.com": f.backends[2], "plain.org": f.backends[0], "*.deep.x.y.z.org": f.backends[1]} {
+		if _, err := api.SetHost(ctx, h, b.Addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait until nginx's node has every override: before that, nginx and
+	// ringman would agree on answers without them, and the keys that need
+	// them would be checked for nothing.
+	rdb := f.nodes[0].Redis()
+	pinned := map[string]*backend{"exact.example.com": f.backends[0], "a.example.com": f.backends[1],
+		"a.b.example.com": f.backends[2], "plain.org": f.backends[0], "a.deep.x.y.z.org": f.backends[1]}
+	err := cluster.Poll(ctx, 20*time.Millisecond, "the overrides reach nginx's node", func() (bool, string) {
+		for h, b := range pinned {
+			got, err := rdb.Do(ctx, "RING.LOOKUP", h, 1).StringSlice()
+			if err != nil || len(got) != 1 || got[0] != b.Addr {
+				return false, fmt.Sprintf("%s: %q %v, want %s", h, got, err, b.Addr)
+			}
+		}
+		return true, ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{"", "/", "a", "Exact.Example.COM:8080/x", "exact.example.com./y", "exact.example.com.", "x.y.example.com/z",
+		"deep.a.b.example.com", "A.B.EXAMPLE.COM/q", "example.com/q", "/exact.example.com", "plain.org", "plain.org:443",
+		"sub.plain.org/x", "q.deep.x.y.z.org/1", "deep.x.y.z.org/1", strings.Repeat("a", 300) + ".example.com/x",
+		"host with space.example.com/x", "crlf\r\n.example.com/x", "nul\x00.example.com/x", ".example.com/x",
+		"*.example.com/x", "exact.example.com:/x", "ünïcode.example.com/x", "site.test/%00/x", "site.test/" + strings.Repeat("p", 3000)}
+	for i := range 1500 {
+		keys = append(keys, fmt.Sprintf("h%d.example.org/item/%d", i%17, i), fmt.Sprintf("/item/%d", i))
+	}
+	return keys
 }

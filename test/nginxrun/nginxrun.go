@@ -271,3 +271,25 @@ func (p *Nginx) ErrorLog() string {
 	raw, _ := os.ReadFile(filepath.Join(p.Dir, "logs", "error.log"))
 	return string(raw)
 }
+
+// Reload renders conf (placeholders from vars, LISTEN kept) over nginx.conf
+// and sends the master SIGHUP, as `nginx -s reload` does: new workers start
+// with the new config and the old ones finish their requests. It returns
+// once the signal is sent; poll for what the new config changes.
+func (p *Nginx) Reload(conf string, vars map[string]string) error {
+	v := map[string]string{"LISTEN": p.Addr}
+	for k, val := range vars {
+		v[k] = val
+	}
+	out, err := Render(conf, v)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(p.Dir, "nginx.conf"), []byte(out), 0o644); err != nil {
+		return err
+	}
+	if p.cmd == nil || p.cmd.Process == nil {
+		return errors.New("nginx is not running")
+	}
+	return p.cmd.Process.Signal(syscall.SIGHUP)
+}

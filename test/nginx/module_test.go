@@ -1,0 +1,545 @@
+package nginx
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"ringman/test/cluster"
+	"ringman/test/nginxrun"
+)
+
+// The native module's tests: nginx/module.conf and static_then_ring.conf
+// with bin/ngx_http_ringman_module.so (`make nginx-module`), against real
+// nodes started with --table-dir; nginx reads the first node's directory.
+
+// moduleSO returns the built module ($RINGMAN_NGINX_MODULE, else
+// bin/ngx_http_ringman_module.so), or skips saying how to build it.
+func moduleSO(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("RINGMAN_NGINX_MODULE"); p != "" {
+		return p
+	}
+	root, err := cluster.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(root, "bin", "ngx_http_ringman_module.so")
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("the native nginx module is not built (%s is missing): run `make nginx-module`", p)
+	}
+	return p
+}
+
+// worldDir returns a new directory that nginx's workers can read: run as
+// root, they run as nobody, and t.TempDir()'s directories are 0700.
+func worldDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// moduleFixture is a fixture whose nodes write table files, and the
+// directory of each.
+type moduleFixture struct {
+	*fixture
+	tables []string
+}
+
+// newModuleFixture starts nodes ringman nodes with --table-dir and nginx
+// with conf (edited by edit, which may be nil) reading the first node's
+// tables, and waits until nginx answers from a table with every instance.
+func newModuleFixture(t *testing.T, ctx context.Context, conf string, nodes int, edit map[string]string) *moduleFixture {
+	t.Helper()
+	nginxBin(t, false)
+	moduleSO(t) // skip before starting anything
+	root := worldDir(t, "rm-tbl-")
+	var tables []string
+	for i := range nodes {
+		tables = append(tables, filepath.Join(root, fmt.Sprintf("n%d", i+1)))
+	}
+	f := newFixtureArgs(t, ctx, "", nodes, func(i int) []string { return []string{"--table-dir", tables[i]} })
+	mf := &moduleFixture{fixture: f, tables: tables}
+	f.nginx = startEditedNginx(t, conf, edit, mf.vars(tables[0]))
+	mf.waitTable(ctx)
+	return mf
+}
+
+func (mf *moduleFixture) vars(tables string) map[string]string {
+	return map[string]string{"MODULE": moduleSO(mf.t), "RINGMAN_TABLES": tables}
+}
+
+// waitTable waits until nginx routes 30 URLs as the first node does: the
+// table nginx maps has caught up with the ring.
+func (mf *moduleFixture) waitTable(ctx context.Context) {
+	mf.t.Helper()
+	if _, _, err := mf.settled(ctx, host, paths("warmup", 30)); err != nil {
+		mf.t.Fatal(err)
+	}
+}
+
+// escapeAll percent-encodes every byte but letters, digits and "-._~", so
+// that the key arrives byte for byte through ringman_candidates' unescape.
+func escapeAll(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// candidates asks module.conf's /_ringman/candidates for key: the kind
+// ("ring", "override", "none") and the list, or the status when not 200.
+func candidates(ctx context.Context, client *http.Client, addr, key string) (kind string, list []string, status int, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/_ringman/candidates?key="+escapeAll(key), nil)
+	if err != nil {
+		return "", nil, 0, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", nil, 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", nil, 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", nil, resp.StatusCode, nil
+	}
+	lines := strings.Split(strings.TrimSuffix(string(body), "\n"), "\n")
+	return lines[0], lines[1:], http.StatusOK, nil
+}
+
+// The module's answers (XXH64 of the key, the row, the override of the
+// key's host, wildcards, case, ports, trailing dots, hosts at the 253-byte
+// limit) equal ringman's RING.LOOKUP for the Lua table test's keys and more.
+func TestModuleTableMatchesRingman(t *testing.T) {
+	ctx := testContext(t, 120*time.Second)
+	f := newModuleFixture(t, ctx, "module.conf", 3, nil)
+	keys := tableKeys(t, ctx, f.fixture)
+	long := strings.Repeat("a.", 126) + "a" // 253 bytes
+	keys = append(keys, long+".example.com/x", long+"/x", long+"./x", long+".:80/x", long+"a/x", long+"a./x",
+		"a..example.com/x", ".", ":", "./", "EXACT.EXAMPLE.COM", "x.EXACT.example.com/", "b.example.com/x", "z.b.example.com:1/x")
+	rdb := f.nodes[0].Redis()
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	var checked, overrides, none int
+	err := cluster.Poll(ctx, 50*time.Millisecond, "nginx's table answers every key as ringman does", func() (bool, string) {
+		for _, key := range keys[checked:] {
+			want, err := rdb.Do(ctx, "RING.LOOKUP", key, 8).StringSlice()
+			if err != nil {
+				return false, fmt.Sprintf("RING.LOOKUP %q: %v", key, err)
+			}
+			kind, got, status, err := candidates(ctx, client, f.nginx.Addr, key)
+			if err != nil || status != http.StatusOK {
+				return false, fmt.Sprintf("key %q: status %d, %v", key, status, err)
+			}
+			if !slices.Equal(got, want) {
+				// The table may still be one write behind the overrides.
+				return false, fmt.Sprintf("key %q: nginx answers %s %q, ringman %q", key, kind, got, want)
+			}
+			switch kind {
+			case "override":
+				overrides++
+			case "none":
+				none++
+			}
+			checked++
+		}
+		return true, ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if overrides == 0 {
+		t.Errorf("no key was answered by an override")
+	}
+	t.Logf("%d keys answered from nginx's table exactly as ringman answers them (%d by an override, %d with no route)", checked, overrides, none)
+	if f.logContains("[error]") || f.logContains("[crit]") || f.logContains("[alert]") {
+		t.Errorf("nginx's error log has errors:\n%s", f.nginx.ErrorLog())
+	}
+}
+
+// Through module.conf, 3,000 URLs reach the owners ringman names, within
+// the load bound, the same URL always the same backend.
+func TestModuleRouting(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	f := newModuleFixture(t, ctx, "module.conf", 3, nil)
+	checkRouting(t, f.fixture)
+	checkHostileKeys(t, f.fixture, true)
+}
+
+// The seed's snippet, verbatim: set_backend sets $backend to the owner and
+// proxy_pass reaches it by address.
+func TestModuleSetBackendSnippet(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	const snippet = `location / { set_backend $backend; proxy_pass http://$backend$request_uri; }`
+	f := newModuleFixture(t, ctx, "module.conf", 3, map[string]string{
+		"        location / {": "        " + snippet + "\n\n        location /unused/ {",
+	})
+	ps := paths("snippet", 600)
+	got, err := f.fetchAll(host, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := f.ringOwners(host, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range ps {
+		if got[i] != want[i] {
+			t.Fatalf("%s reached %s; ringman's owner is %s", ps[i], got[i], want[i])
+		}
+	}
+	// The backend gets the URI as the client sent it ($request_uri).
+	b := f.byAddr[f.backends[0].Addr]
+	b.Reset()
+	for _, p := range ps {
+		if got, _ := f.get(host, p+"?q=1%202"); got.Backend == b.Name {
+			if uris := b.URIs(); len(uris) != 1 || uris[0] != p+"?q=1%202" {
+				t.Fatalf("%s received %q, want exactly %q", b.Name, uris, p+"?q=1%202")
+			}
+			break
+		}
+	}
+	t.Logf("%d URLs through %q reached ringman's owners", len(ps), snippet)
+}
+
+// kill -9 of a node: its instance leaves the ring, the node nginx reads
+// rewrites its table, and only the dead instance's URLs move.
+func TestModuleNodeKilled(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	f := newModuleFixture(t, ctx, "module.conf", 3, nil)
+	checkNodeKilled(t, ctx, f.fixture)
+}
+
+// Draining a node moves its URLs and no other, with no client error; with
+// every node drained there is no route: 404.
+func TestModuleDrain(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	f := newModuleFixture(t, ctx, "module.conf", 3, nil)
+	checkDrain(t, ctx, f.fixture)
+}
+
+// Overrides (set on another node, carried by gossip into nginx's node's
+// table) send their host's requests to their backend; a backend given as a
+// hostname is skipped (502) with one clear error line.
+func TestModuleOverride(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	f := newModuleFixture(t, ctx, "module.conf", 3, nil)
+	checkOverride(t, ctx, f.fixture, `backends are not IP:port (first: "app.invalid:8080")`)
+}
+
+// A dead backend whose node lives: the balancer's next candidate serves its
+// URLs; with every backend dead, 502.
+func TestModuleBackendDown(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	f := newModuleFixture(t, ctx, "module.conf", 3, nil)
+	checkBackendDown(t, f.fixture)
+}
+
+// A stopped ringman stops touching its files: nginx routes from the last
+// table for ringman_max_stale, then answers 503, and routes again once the
+// node runs again.
+func TestModuleStaleTable(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	const maxStale = 3 * time.Second
+	f := newModuleFixture(t, ctx, "module.conf", 1, map[string]string{"ringman_max_stale 30s;": "ringman_max_stale 3s;"})
+	want := f.backends[0].Name
+	status := func() (int, string) {
+		r, err := f.get(host, "/stale/1")
+		if err != nil {
+			return 0, err.Error()
+		}
+		return r.Status, r.Backend
+	}
+	if err := f.nodes[0].Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer f.nodes[0].Signal(syscall.SIGCONT)
+	stopped := time.Now()
+	if code, b := status(); code != http.StatusOK || b != want {
+		t.Fatalf("ringman stopped %v ago: status %d from %q, want 200 from %s (the last table)", time.Since(stopped), code, b, want)
+	}
+	err := cluster.Poll(ctx, 50*time.Millisecond, "nginx answers 503 once the table is stale", func() (bool, string) {
+		code, b := status()
+		return code == http.StatusServiceUnavailable, fmt.Sprintf("status %d from %q", code, b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The file was last touched up to a heartbeat (1 s) before the stop.
+	if took := time.Since(stopped); took < maxStale-1500*time.Millisecond {
+		t.Errorf("503 after %v, well before max_stale (%v)", took, maxStale)
+	}
+	t.Logf("503 %v after ringman stopped (max_stale %v)", time.Since(stopped).Round(time.Millisecond), maxStale)
+	if !f.logContains("more than ringman_max_stale") {
+		t.Errorf("nginx's error log does not say the table went stale:\n%s", f.nginx.ErrorLog())
+	}
+	if err := f.nodes[0].Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	err = cluster.Poll(ctx, 50*time.Millisecond, "nginx routes again once ringman runs", func() (bool, string) {
+		code, b := status()
+		return code == http.StatusOK && b == want, fmt.Sprintf("status %d from %q", code, b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Before any table: 503, and one log line saying which file is missing.
+// `nginx -s reload` with a ringman_table_dir that has one routes at once.
+// A refused file (bad checksum) is logged and the table in use stays.
+func TestModuleNoTableAndReload(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	nginxBin(t, false)
+	so := moduleSO(t)
+	tables := filepath.Join(worldDir(t, "rm-tbl-"), "n1")
+	f := newFixtureArgs(t, ctx, "", 1, func(int) []string { return []string{"--table-dir", tables} })
+	empty := worldDir(t, "rm-empty-")
+	conf, err := nginxrun.ReadConfig("module.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.nginx = startNginx(t, "module.conf", map[string]string{"MODULE": so, "RINGMAN_TABLES": empty})
+	for _, p := range []string{"/a", "/_ringman/candidates?key=a"} {
+		r, err := f.get(host, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != http.StatusServiceUnavailable {
+			t.Errorf("GET %s with no table: %+v, want 503", p, r)
+		}
+	}
+	if missing := fmt.Sprintf(`no table "%s/web.table"`, empty); !f.logContains(missing) {
+		t.Errorf("nginx's error log does not say %s:\n%s", missing, f.nginx.ErrorLog())
+	}
+
+	if err := f.nginx.Reload(conf, map[string]string{"MODULE": so, "RINGMAN_TABLES": tables}); err != nil {
+		t.Fatal(err)
+	}
+	want := f.backends[0].Name
+	err = cluster.Poll(ctx, 20*time.Millisecond, "nginx routes after the reload", func() (bool, string) {
+		r, err := f.get(host, "/a")
+		if err != nil {
+			return false, err.Error()
+		}
+		return r.Status == http.StatusOK && r.Backend == want, fmt.Sprintf("got %+v", r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A corrupt file renamed over the table is refused; routing goes on.
+	raw, err := os.ReadFile(filepath.Join(tables, "web.table"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)-1] ^= 0xff
+	tmp := filepath.Join(tables, "corrupt.tmp")
+	if err := os.WriteFile(tmp, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(tables, "web.table")); err != nil {
+		t.Fatal(err)
+	}
+	err = cluster.Poll(ctx, 20*time.Millisecond, "nginx refuses the corrupt table", func() (bool, string) {
+		return f.logContains("refused: checksum"), "no refusal in the error log yet"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		r, err := f.get(host, fmt.Sprintf("/after/%d", i))
+		if err != nil || r.Status != http.StatusOK || r.Backend != want {
+			t.Fatalf("after the corrupt file: %+v %v, want 200 from %s", r, err, want)
+		}
+	}
+	if n := strings.Count(f.nginx.ErrorLog(), "refused: checksum"); n != 1 {
+		t.Errorf("the corrupt file was logged %d times, want once:\n%s", n, f.nginx.ErrorLog())
+	}
+}
+
+// static_then_ring.conf: files nginx has are served from disk, other URLs
+// by their owners; nginx's own 502 and 503 get the config's pages.
+func TestModuleStaticThenRing(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	nginxBin(t, false)
+	so := moduleSO(t)
+	tables := filepath.Join(worldDir(t, "rm-tbl-"), "n1")
+	f := newFixtureArgs(t, ctx, "", 3, func(i int) []string {
+		if i == 0 {
+			return []string{"--table-dir", tables}
+		}
+		return nil
+	})
+	conf, err := nginxrun.ReadConfig("static_then_ring.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := nginxBin(t, false)
+	dir := worldDir(t, "rm-ng-") // the workers read html/
+	if err := os.MkdirAll(filepath.Join(dir, "html", "static"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "html", "static", "a.txt"), []byte("from disk\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"MODULE": so, "RINGMAN_TABLES": tables}
+	ng, err := nginxrun.Start(ctx, nginxrun.Config{Bin: bin, Dir: dir, Conf: conf, Vars: vars, ReadyTimeout: nginxReady, QuitWait: nginxQuit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ng.Stop()
+		if t.Failed() {
+			t.Logf("nginx logs:\n%s", ng.Logs())
+		}
+	})
+	f.nginx = ng
+	ps := paths("dyn", 200)
+	if _, _, err := f.settled(ctx, host, ps); err != nil {
+		t.Fatal(err)
+	}
+	body := func(p string) (int, string) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ng.Addr+p, nil)
+		req.Host = host
+		resp, err := f.client.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("X-Backend") + "|" + string(b)
+	}
+	if code, b := body("/static/a.txt"); code != http.StatusOK || b != "|from disk\n" {
+		t.Errorf("static file: %d %q, want 200 from disk", code, b)
+	}
+	for _, b := range f.backends {
+		b.Close()
+	}
+	if code, b := body("/dyn/x"); code != http.StatusBadGateway || !strings.Contains(b, "The server for this page is down") {
+		t.Errorf("every backend down: %d %q, want 502 with the config's page", code, b)
+	}
+	empty := worldDir(t, "rm-empty-")
+	if err := ng.Reload(conf, map[string]string{"MODULE": so, "RINGMAN_TABLES": empty}); err != nil {
+		t.Fatal(err)
+	}
+	err = cluster.Poll(ctx, 20*time.Millisecond, "503 with the config's page once there is no table", func() (bool, string) {
+		code, b := body("/dyn/y")
+		return code == http.StatusServiceUnavailable && strings.Contains(b, "Routing is not available"), fmt.Sprintf("%d %q", code, b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, b := body("/static/a.txt"); code != http.StatusOK || b != "|from disk\n" {
+		t.Errorf("static file without a table: %d %q, want 200 from disk", code, b)
+	}
+}
+
+// balance_factor=1.5: while the owner carries more than ceil(1.5 x the
+// average in flight), its keys go to their next candidate under that
+// bound; once the requests end, the owner gets its keys back.
+func TestModuleBalanceFactor(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	// Two workers: the counts must be shared between them.
+	f := newModuleFixture(t, ctx, "module.conf", 3, map[string]string{
+		"ringman_hash $host$uri service=web;": "ringman_hash $host$uri service=web balance_factor=1.5;",
+		"worker_processes 1;":                 "worker_processes 2;",
+	})
+	owner := f.backends[0]
+	ps := paths("hold", 300)
+	owners, err := f.ringOwners(host, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []string
+	for i, p := range ps {
+		if owners[i] == owner.Name {
+			mine = append(mine, p)
+		}
+	}
+	const inFlight = 6
+	if len(mine) < inFlight+10 {
+		t.Fatalf("only %d of %d URLs are owned by %s", len(mine), len(ps), owner.Name)
+	}
+	var releases []func()
+	for _, b := range f.backends {
+		releases = append(releases, b.Hold())
+	}
+	releaseAll := func() {
+		for _, r := range releases {
+			r()
+		}
+	}
+	defer releaseAll()
+	held := func() (total int, counts map[string]int) {
+		counts = map[string]int{}
+		for _, b := range f.backends {
+			counts[b.Name] = b.Held()
+			total += counts[b.Name]
+		}
+		return total, counts
+	}
+	// One at a time, each once the previous one is held: the bound each
+	// request meets is known. ceil(1.5 x (k+1) / 3) for the k-th.
+	results := make(chan result, inFlight)
+	for i := range inFlight {
+		go func() {
+			r, err := f.get(host, mine[i])
+			if err != nil {
+				r.Backend = err.Error()
+			}
+			results <- r
+		}()
+		err := cluster.Poll(ctx, 5*time.Millisecond, fmt.Sprintf("%d requests held", i+1), func() (bool, string) {
+			n, counts := held()
+			return n == i+1, fmt.Sprint(counts)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, counts := held()
+	if counts[owner.Name] != 3 {
+		t.Errorf("%d requests in flight for %s's keys: %v; want 3 on %s (the bound ceil(1.5 x 6 / 3))",
+			inFlight, owner.Name, counts, owner.Name)
+	}
+	t.Logf("in flight with balance_factor=1.5: %v", counts)
+	releaseAll()
+	for range inFlight {
+		if r := <-results; r.Status != http.StatusOK {
+			t.Errorf("a held request: %+v", r)
+		}
+	}
+	// Nothing in flight: the owner serves its keys again (the counts went
+	// back to 0).
+	for _, p := range mine[inFlight : inFlight+10] {
+		r, err := f.get(host, p)
+		if err != nil || r.Status != http.StatusOK || r.Backend != owner.Name {
+			t.Fatalf("%s after the load: %+v %v, want %s", p, r, err, owner.Name)
+		}
+	}
+}

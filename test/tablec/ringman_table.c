@@ -1,0 +1,1 @@
+../../nginx/module/ringman_table.c
