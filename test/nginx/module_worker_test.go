@@ -1,0 +1,131 @@
+package nginx
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"ringman/test/cluster"
+)
+
+// workers lists the PIDs of the nginx master's children (its workers).
+func workers(dir string) ([]int, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "logs", "nginx.pid"))
+	if err != nil {
+		return nil, err
+	}
+	master := strings.TrimSpace(string(raw))
+	kids, err := os.ReadFile(filepath.Join("/proc", master, "task", master, "children"))
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(kids)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, err
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
+}
+
+// A worker killed with SIGKILL is replaced by the master; the new worker
+// loads the table by itself and routes as ringman says, with no help from
+// ringman (nothing changed there).
+func TestModuleWorkerKilled(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	f := newModuleFixture(t, ctx, "module.conf", 3, nil)
+	before, err := workers(f.nginx.Dir)
+	if err != nil || len(before) != 1 {
+		t.Fatalf("nginx workers: %v %v, want one", before, err)
+	}
+	if err := syscall.Kill(before[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err = cluster.Poll(ctx, 20*time.Millisecond, "a new worker", func() (bool, string) {
+		now, err := workers(f.nginx.Dir)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(now) == 1 && now[0] != before[0], fmt.Sprintf("workers %v (killed %d)", now, before[0])
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new worker answers from the table it loaded at start-up.
+	if _, _, err := f.settled(ctx, host, paths("after-kill", 200)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With balance_factor off (the default), a hot URL's requests all stay on
+// its owner however many are in flight: keys never spill.
+func TestModuleNoBalanceFactorNeverSpills(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	f := newModuleFixture(t, ctx, "module.conf", 3, map[string]string{
+		"worker_processes 1;": "worker_processes 2;",
+	})
+	owner := f.backends[0]
+	ps := paths("hold", 300)
+	owners, err := f.ringOwners(host, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []string
+	for i, p := range ps {
+		if owners[i] == owner.Name {
+			mine = append(mine, p)
+		}
+	}
+	const inFlight = 6
+	if len(mine) < inFlight {
+		t.Fatalf("only %d of %d URLs are owned by %s", len(mine), len(ps), owner.Name)
+	}
+	var releases []func()
+	for _, b := range f.backends {
+		releases = append(releases, b.Hold())
+	}
+	releaseAll := func() {
+		for _, r := range releases {
+			r()
+		}
+	}
+	defer releaseAll()
+	results := make(chan result, inFlight)
+	for i := range inFlight {
+		go func() {
+			r, err := f.get(host, mine[i])
+			if err != nil {
+				r.Backend = err.Error()
+			}
+			results <- r
+		}()
+	}
+	err = cluster.Poll(ctx, 5*time.Millisecond, fmt.Sprintf("%d requests held", inFlight), func() (bool, string) {
+		total, counts := 0, map[string]int{}
+		for _, b := range f.backends {
+			counts[b.Name] = b.Held()
+			total += counts[b.Name]
+		}
+		return total == inFlight, fmt.Sprint(counts)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := owner.Held(); n != inFlight {
+		t.Errorf("%d of %d held requests on the owner %s, want all: without balance_factor keys never spill", n, inFlight, owner.Name)
+	}
+	releaseAll()
+	for range inFlight {
+		if r := <-results; r.Status != http.StatusOK || r.Backend != owner.Name {
+			t.Errorf("a held request: %+v, want 200 from %s", r, owner.Name)
+		}
+	}
+}
