@@ -404,10 +404,41 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 		return nil, err
 	}
 	// Every config once per round, in turn, so that the machine's noise
-	// (another job on the 2 cores) falls on all of them alike.
+	// (another job on the 2 cores) falls on all of them alike. Each pair
+	// compared with the module's goals runs back to back, in the other
+	// order every other round, so that its two halves run seconds apart
+	// and a drift in the machine's load favours neither.
+	var pairs [][2]int // {peer, measured}
+	if env.module >= 0 {
+		pairs = [][2]int{{env.hash, env.module}, {env.seedPeer, env.seed}}
+	}
+	var order []int
+	at := map[int]int{} // pair index -> its position in order
+	for i := range configs {
+		placed := false
+		for k, pr := range pairs {
+			if i == pr[1] {
+				placed = true
+			} else if i == pr[0] {
+				at[k] = len(order)
+				order = append(order, pr[0], pr[1])
+				placed = true
+			}
+		}
+		if !placed {
+			order = append(order, i)
+		}
+	}
 	results := make([][]wrkResult, len(configs))
 	for round := range o.rounds {
-		for i, cfg := range configs {
+		for k, pr := range pairs {
+			if round%2 == 1 {
+				pr[0], pr[1] = pr[1], pr[0]
+			}
+			order[at[k]], order[at[k]+1] = pr[0], pr[1]
+		}
+		for _, i := range order {
+			cfg := configs[i]
 			r, err := runWrk(ctx, script, procs[i].Addr)
 			if err != nil {
 				return nil, fmt.Errorf("%s, round %d: %w\n%s", cfg.name, round+1, err, procs[i].Logs())
@@ -467,15 +498,15 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 		peer:        fmt.Sprintf("%.0f (Lua floor)", med[env.floor].rps),
 		ratio:       fmt.Sprintf("%.2f×", med[env.lua].rps/med[env.floor].rps),
 	})
-	// The same comparison round by round (each pair ran seconds apart), so
-	// the spread of the module's ratio is visible on a noisy machine.
-	if env.module >= 0 {
+	// The module's comparisons round by round (each pair ran back to back),
+	// so that their spread is visible on a noisy machine.
+	for _, pr := range pairs {
 		var per []string
-		for k := range results[env.module] {
-			per = append(per, fmt.Sprintf("%.2f×", results[env.module][k].rps/results[env.hash][k].rps))
+		for k := range results[pr[1]] {
+			per = append(per, fmt.Sprintf("%.2f×", results[pr[1]][k].rps/results[pr[0]][k].rps))
 		}
 		rows = append(rows, row{
-			measurement: "nginx module.conf / built-in hash, each round",
+			measurement: fmt.Sprintf("nginx %s / %s, each round", configs[pr[1]].name, configs[pr[0]].name),
 			ringman:     strings.Join(per, " "),
 		})
 	}
