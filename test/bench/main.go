@@ -63,7 +63,7 @@ func main() {
 func run() int {
 	var o options
 	flag.StringVar(&o.bin, "bin", "", "ringman binary to measure (default: build ./cmd/ringman)")
-	flag.DurationVar(&o.total, "timeout", 490*time.Second, "bound on the whole run")
+	flag.DurationVar(&o.total, "timeout", 590*time.Second, "bound on the whole run")
 	flag.IntVar(&o.rounds, "rounds", 3, "redis-benchmark runs per server and pipeline depth (median)")
 	flag.IntVar(&o.requests1, "n1", 100_000, "requests per unpipelined redis-benchmark run")
 	flag.IntVar(&o.requests16, "n16", 1_000_000, "requests per pipelined (-P 16) redis-benchmark run")
