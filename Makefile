@@ -16,7 +16,7 @@ RUN_FLAGS ?= --name local --data-dir ./ringman-data --bind 127.0.0.1:7945 --serv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: build run demo demo-stop test test-deps deps-redis-cli deps-curl deps-nginx deps-nginx-dev deps-faults deps-ui deps-systemd nginx-module test-ui faults fuzz bench bench-deps lint clean
+.PHONY: build run demo demo-stop test test-deps deps-redis-cli deps-curl deps-nginx deps-nginx-dev deps-faults deps-ui deps-systemd nginx-module test-ui faults fuzz bench bench-deps bench-callgrind lint clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/ringman
@@ -122,13 +122,21 @@ fuzz:
 	done
 
 # Benchmark peers: redis-server and redis-benchmark; wrk, nginx and its Lua
-# module for the nginx section (nginx lives in /usr/sbin).
+# module for the nginx section (nginx lives in /usr/sbin); valgrind
+# (callgrind) for the instructions per request.
 bench-deps:
 	@command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) redis-server redis-tools; }
 	@command -v wrk >/dev/null && { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } && [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || { $(SUDO) apt-get update -qq && $(APT_INSTALL) wrk nginx libnginx-mod-http-lua; }
+	@command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) valgrind; }
 
 bench: bench-deps build nginx-module
 	$(GO) run ./test/bench -bin $(BIN)
+
+# The nginx configs' instructions per request under callgrind alone (about
+# 30 s; `make bench` runs it too). The request dumps stay in
+# bin/callgrind/, for `callgrind_annotate --inclusive=yes FILE`.
+bench-callgrind: bench-deps build nginx-module
+	$(GO) run ./test/bench -bin $(BIN) -only callgrind -callgrind-out bin/callgrind
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -13,7 +13,10 @@
 //     node's HTTP API, and how long a node that joins it takes to have them;
 //   - nginx: wrk through nginx with static proxy_pass, the built-in
 //     `hash $request_uri consistent`, and ringman's lua.conf and
-//     auth_request.conf over 3 ringman nodes, alternating runs, medians.
+//     auth_request.conf over 3 ringman nodes, alternating runs, medians;
+//     the native module's module.conf and set_backend, when it is built;
+//   - callgrind: instructions per request of one nginx with the built-in
+//     hash, lua.conf, module.conf and set_backend (valgrind).
 //
 // Figures are medians on a shared, noisy machine: trust ratios more than
 // absolute numbers. Progress goes to stderr, the table to stdout. Every
@@ -41,15 +44,16 @@ import (
 )
 
 type options struct {
-	bin        string
-	total      time.Duration
-	rounds     int
-	requests1  int
-	requests16 int
-	clients    int
-	reps       int
-	benchtime  string
-	only       string
+	bin          string
+	total        time.Duration
+	rounds       int
+	requests1    int
+	requests16   int
+	clients      int
+	reps         int
+	benchtime    string
+	only         string
+	callgrindOut string
 }
 
 func main() {
@@ -59,14 +63,15 @@ func main() {
 func run() int {
 	var o options
 	flag.StringVar(&o.bin, "bin", "", "ringman binary to measure (default: build ./cmd/ringman)")
-	flag.DurationVar(&o.total, "timeout", 490*time.Second, "bound on the whole run")
+	flag.DurationVar(&o.total, "timeout", 590*time.Second, "bound on the whole run")
 	flag.IntVar(&o.rounds, "rounds", 3, "redis-benchmark runs per server and pipeline depth (median)")
 	flag.IntVar(&o.requests1, "n1", 100_000, "requests per unpipelined redis-benchmark run")
 	flag.IntVar(&o.requests16, "n16", 1_000_000, "requests per pipelined (-P 16) redis-benchmark run")
 	flag.IntVar(&o.clients, "c", 50, "redis-benchmark connections")
 	flag.IntVar(&o.reps, "reps", 3, "crash/leave detection repetitions (median)")
 	flag.StringVar(&o.benchtime, "benchtime", "500ms", "go test -benchtime of the ring and override lookup benchmarks")
-	flag.StringVar(&o.only, "only", "ring,resp,detect,overrides,nginx", "sections to run, comma-separated")
+	flag.StringVar(&o.only, "only", "ring,resp,detect,overrides,nginx,callgrind", "sections to run, comma-separated")
+	flag.StringVar(&o.callgrindOut, "callgrind-out", "", "directory to keep the callgrind section's request dumps in, for callgrind_annotate")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -115,6 +120,7 @@ func run() int {
 		{"detect", detectRows},
 		{"overrides", overrideRows},
 		{"nginx", nginxRows},
+		{"callgrind", callgrindRows},
 	}
 	for _, s := range sections {
 		if !slices.Contains(strings.Split(o.only, ","), s.name) {

@@ -21,20 +21,31 @@ import (
 
 // The nginx section: wrk against nginx on this machine, with three real
 // `ringman serve` nodes each advertising one in-process Go HTTP backend.
-// Four configs, alternating, medians of req/s and latency p50/p99:
+// The configs, alternating, medians of req/s and latency p50/p99 (wrk's
+// --latency distribution), all with one worker and the same backends:
 //
 //   - static: proxy_pass to one backend (upstream keepalive);
 //   - hash: nginx's built-in `hash $request_uri consistent` over the three
-//     backends (upstream keepalive): the peer of the ringman configs;
+//     backends (upstream keepalive 64): the peer of the ringman configs;
 //   - lua: ringman's nginx/lua.conf (answers from each worker's copy of
 //     RING.TABLE), and the same with mode = "lookup" (a RESP lookup per
 //     request);
 //   - auth_request: ringman's nginx/auth_request.conf (an HTTP subrequest
-//     per request, no backend keepalive).
+//     per request, no backend keepalive);
+//   - module (when bin/ngx_http_ringman_module.so is built): module.conf
+//     (ringman_hash under keepalive 64, like the hash), and the seed's
+//     `set_backend $backend; proxy_pass http://$backend$request_uri;`
+//     against the same shape with a static map (no upstream keepalive in
+//     either).
 //
-// Issue 4's goal: each ringman config at ≥ 0.9× the built-in hash's req/s.
+// Goals: each Lua or auth_request config at ≥ 0.9× the built-in hash's
+// req/s; the native module at ≥ 1.0× its peer (the built-in hash; for
+// set_backend, the static map of the same shape), with a p99 at most 0.1 ms
+// above the peer's.
 const (
-	nginxGoal = 0.9
+	nginxGoal     = 0.9
+	moduleGoal    = 1.0
+	moduleP99Goal = 0.1e-3 // seconds
 	// wrk's load: 2 threads, 50 connections, 5 s per run.
 	wrkThreads     = 2
 	wrkConnections = 50
@@ -142,59 +153,120 @@ http {
 `
 
 type nginxConfig struct {
-	name    string // row label
-	conf    string // nginx.conf with @PLACEHOLDERS@
-	ringman bool   // a ringman config: compared with the built-in hash and the goal
+	name string  // row label
+	conf string  // nginx.conf with @PLACEHOLDERS@
+	goal float64 // a ringman config: its req/s ratio to its peer must reach this
+	peer int     // index of the config it is compared with; 0: the built-in hash
+	p99  bool    // its p99 is compared with its peer's (moduleP99Goal)
 }
 
 type wrkResult struct {
 	rps, p50, p99 float64 // req/s, seconds
 }
 
-func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row, error) {
+// nginxEnv is what the nginx and callgrind sections measure through: three
+// backends, three ringman nodes advertising them, and the configs.
+type nginxEnv struct {
+	bin      string   // nginx
+	backends []string // host:port of the Go backends
+	vars     map[string]string
+	configs  []nginxConfig
+	// Indexes into configs; -1 when absent (the module is not built).
+	hash, floor, lua, module, seed, seedPeer int
+}
+
+// variableConf is the frame of the proxy_pass-to-a-variable configs: the
+// seed's `set_backend $backend; proxy_pass http://$backend$request_uri;`
+// and its peer with the same shape and a static map. No upstream, so no
+// backend keepalive in either (nginx speaks HTTP/1.0 to the backend and
+// opens a connection per request).
+const variableConf = `worker_processes 1;
+pid logs/nginx.pid;
+error_log logs/error.log notice;
+@LOAD@
+events {
+    worker_connections 1024;
+}
+http {
+    access_log logs/access.log;
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+@HTTP@
+    server {
+        listen @LISTEN@;
+        location / {
+@LOCATION@
+            proxy_pass http://$backend$request_uri;
+            proxy_set_header Host $host;
+            proxy_connect_timeout 1s;
+            proxy_read_timeout 30s;
+        }
+    }
+}
+`
+
+func fillVariableConf(load, http, location string) string {
+	return strings.NewReplacer("@LOAD@", load, "@HTTP@", http, "@LOCATION@", location).Replace(variableConf)
+}
+
+// setupNginx starts the backends and the ringman nodes and prepares the
+// configs; stop ends the nodes (cl does too, on an early exit).
+func setupNginx(ctx context.Context, dir string, o options, cl *cleanups) (env *nginxEnv, stop func(), err error) {
 	bin, err := nginxrun.Binary()
 	if err != nil {
-		return nil, errors.New("nginx is not installed: apt-get install nginx libnginx-mod-http-lua (or `make bench-deps`)")
-	}
-	if _, err := exec.LookPath("wrk"); err != nil {
-		return nil, errors.New("wrk is not installed: apt-get install wrk (or `make bench-deps`)")
+		return nil, nil, errors.New("nginx is not installed: apt-get install nginx libnginx-mod-http-lua (or `make bench-deps`)")
 	}
 	if m := nginxrun.MissingLuaModule(); m != "" {
-		return nil, fmt.Errorf("nginx's Lua module is not installed (%s missing): apt-get install libnginx-mod-http-lua (or `make bench-deps`)", m)
+		return nil, nil, fmt.Errorf("nginx's Lua module is not installed (%s missing): apt-get install libnginx-mod-http-lua (or `make bench-deps`)", m)
 	}
+	var stops []func()
+	stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
 
 	// Three backends, one per ringman node.
 	var backends []string
 	for range 3 {
 		ln, err := net.Listen("tcp4", "127.0.0.1:0")
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, "ok\n")
 		}), ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		cl.add(func() { srv.Close() })
+		stops = append(stops, func() { srv.Close() })
 		backends = append(backends, ln.Addr().String())
 	}
 
 	cdir := filepath.Join(dir, "ringman")
 	if err := os.MkdirAll(cdir, 0o755); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	c := cluster.New(o.bin, cdir)
 	cl.add(c.Kill)
-	defer c.Kill()
+	stops = append(stops, c.Kill)
 	// The first node also writes table files for the native module, in a
 	// directory nginx's workers (nobody, when run as root) can read.
 	tables, err := os.MkdirTemp("", "ringman-bench-tables-")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cl.add(func() { os.RemoveAll(tables) })
-	defer os.RemoveAll(tables)
+	stops = append(stops, func() { os.RemoveAll(tables) })
 	if err := os.Chmod(tables, 0o755); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var nodes []*cluster.Node
 	for i, b := range backends {
@@ -206,7 +278,7 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 		}
 		n, err := c.Start(ctx, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("start ringman %s: %w\n%s", cfg.Name, err, c.Logs())
+			return nil, nil, fmt.Errorf("start ringman %s: %w\n%s", cfg.Name, err, c.Logs())
 		}
 		nodes = append(nodes, n)
 	}
@@ -214,16 +286,16 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 	err = cluster.WaitInstances(wctx, nodes, backends)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("%w\n%s", err, c.Logs())
+		return nil, nil, fmt.Errorf("%w\n%s", err, c.Logs())
 	}
 
 	luaConf, err := nginxrun.ReadConfig("lua.conf")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	authConf, err := nginxrun.ReadConfig("auth_request.conf")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var hashServers strings.Builder
 	hashServers.WriteString("        hash $request_uri consistent;\n")
@@ -232,26 +304,27 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 	}
 	const tableMode = `mode = "table",`
 	if !strings.Contains(luaConf, tableMode) {
-		return nil, fmt.Errorf("nginx/lua.conf has no %q to switch to the lookup mode", tableMode)
+		return nil, nil, fmt.Errorf("nginx/lua.conf has no %q to switch to the lookup mode", tableMode)
 	}
 	// mode=lookup as the README sets it up: every request on the slow path
 	// (route() + balance()), without first trying pick().
 	const fastPath = "proxy_pass http://ringman_backend;"
 	if !strings.Contains(luaConf, fastPath) {
-		return nil, fmt.Errorf("nginx/lua.conf has no %q to switch to the slow path", fastPath)
+		return nil, nil, fmt.Errorf("nginx/lua.conf has no %q to switch to the slow path", fastPath)
 	}
 	lookupConf := strings.Replace(strings.Replace(luaConf, tableMode, `mode = "lookup",`, 1), fastPath,
 		`access_by_lua_block { require("ringman").route(ngx.var.ringman_key) }
             proxy_pass http://ringman_routed;`, 1)
-	configs := []nginxConfig{
-		{"static proxy_pass", strings.Replace(builtinConf, "@UPSTREAM@", "        server "+backends[0]+";", 1), false},
-		{"built-in hash", strings.Replace(builtinConf, "@UPSTREAM@", strings.TrimRight(hashServers.String(), "\n"), 1), false},
-		{"Lua floor (no lookup)", strings.Replace(luaFloorConf, "@PEERS@", luaPeers(backends), 1), false},
-		{"ringman lua.conf", luaConf, true},
-		{"ringman lua.conf, mode=lookup", lookupConf, true},
-		{"ringman auth_request.conf", authConf, true},
+	env = &nginxEnv{bin: bin, backends: backends, hash: 1, floor: 2, lua: 3, module: -1, seed: -1, seedPeer: -1}
+	env.configs = []nginxConfig{
+		{name: "static proxy_pass", conf: strings.Replace(builtinConf, "@UPSTREAM@", "        server "+backends[0]+";", 1)},
+		{name: "built-in hash", conf: strings.Replace(builtinConf, "@UPSTREAM@", strings.TrimRight(hashServers.String(), "\n"), 1)},
+		{name: "Lua floor (no lookup)", conf: strings.Replace(luaFloorConf, "@PEERS@", luaPeers(backends), 1)},
+		{name: "ringman lua.conf", conf: luaConf, goal: nginxGoal},
+		{name: "ringman lua.conf, mode=lookup", conf: lookupConf, goal: nginxGoal},
+		{name: "ringman auth_request.conf", conf: authConf, goal: nginxGoal},
 	}
-	vars := map[string]string{
+	env.vars = map[string]string{
 		"RINGMAN_RESP":   nodes[0].RESPAddr,
 		"RINGMAN_HTTP":   nodes[0].HTTPAddr,
 		"RINGMAN_TABLES": filepath.Join(tables, "n1"),
@@ -262,10 +335,21 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 		if _, err := os.Stat(so); err != nil {
 			progress("nginx: module.conf not measured: %s is missing (make nginx-module)", so)
 		} else if moduleConf, err := nginxrun.ReadConfig("module.conf"); err != nil {
-			return nil, err
+			return nil, nil, err
 		} else {
-			vars["MODULE"] = so
-			configs = append(configs, nginxConfig{"ringman module.conf", moduleConf, true})
+			env.vars["MODULE"] = so
+			env.module = len(env.configs)
+			env.configs = append(env.configs, nginxConfig{name: "ringman module.conf", conf: moduleConf, goal: moduleGoal, p99: true})
+			// The seed's form against the same shape with a static map:
+			// both proxy_pass to a variable, without backend keepalive.
+			env.seed = len(env.configs)
+			env.configs = append(env.configs, nginxConfig{name: "module set_backend (seed form)", conf: fillVariableConf(
+				"load_module @MODULE@;",
+				"    ringman_table_dir @RINGMAN_TABLES@;\n    ringman_refresh 100ms;\n    ringman_max_stale 30s;\n    ringman_service web;",
+				"            set_backend $backend;"), peer: len(env.configs) + 1, goal: moduleGoal, p99: true})
+			env.seedPeer = len(env.configs)
+			env.configs = append(env.configs, nginxConfig{name: "static map + proxy_pass $backend", conf: fillVariableConf(
+				"", "    map $uri $backend {\n        default "+backends[0]+";\n    }", "")})
 			// The node writes its first table just after it is ready.
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := cluster.Poll(wctx, 20*time.Millisecond, "node n1 writes its table file", func() (bool, string) {
@@ -274,18 +358,31 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 			})
 			cancel()
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 	}
+	return env, stop, nil
+}
+
+func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row, error) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return nil, errors.New("wrk is not installed: apt-get install wrk (or `make bench-deps`)")
+	}
+	env, stop, err := setupNginx(ctx, dir, o, cl)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	configs := env.configs
 
 	procs := make([]*nginxrun.Nginx, len(configs))
 	for i, cfg := range configs {
 		p, err := nginxrun.Start(ctx, nginxrun.Config{
-			Bin:          bin,
+			Bin:          env.bin,
 			Dir:          filepath.Join(dir, fmt.Sprintf("nginx%d", i)),
 			Conf:         cfg.conf,
-			Vars:         vars,
+			Vars:         env.vars,
 			ReadyTimeout: nginxStart,
 			QuitWait:     nginxQuitWait,
 			LogTail:      nginxLogTail,
@@ -306,14 +403,47 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 	if err := os.WriteFile(script, []byte(wrkScript), 0o644); err != nil {
 		return nil, err
 	}
+	// Every config once per round, in turn, so that the machine's noise
+	// (another job on the 2 cores) falls on all of them alike. Each pair
+	// compared with the module's goals runs back to back, in the other
+	// order every other round, so that its two halves run seconds apart
+	// and a drift in the machine's load favours neither.
+	var pairs [][2]int // {peer, measured}
+	if env.module >= 0 {
+		pairs = [][2]int{{env.hash, env.module}, {env.seedPeer, env.seed}}
+	}
+	var order []int
+	at := map[int]int{} // pair index -> its position in order
+	for i := range configs {
+		placed := false
+		for k, pr := range pairs {
+			if i == pr[1] {
+				placed = true
+			} else if i == pr[0] {
+				at[k] = len(order)
+				order = append(order, pr[0], pr[1])
+				placed = true
+			}
+		}
+		if !placed {
+			order = append(order, i)
+		}
+	}
 	results := make([][]wrkResult, len(configs))
 	for round := range o.rounds {
-		for i, cfg := range configs {
+		for k, pr := range pairs {
+			if round%2 == 1 {
+				pr[0], pr[1] = pr[1], pr[0]
+			}
+			order[at[k]], order[at[k]+1] = pr[0], pr[1]
+		}
+		for _, i := range order {
+			cfg := configs[i]
 			r, err := runWrk(ctx, script, procs[i].Addr)
 			if err != nil {
 				return nil, fmt.Errorf("%s, round %d: %w\n%s", cfg.name, round+1, err, procs[i].Logs())
 			}
-			progress("nginx: round %d: %-26s %8.0f req/s  p50 %s  p99 %s", round+1, cfg.name, r.rps, fmtLatency(r.p50), fmtLatency(r.p99))
+			progress("nginx: round %d: %-33s %8.0f req/s  p50 %s  p99 %s", round+1, cfg.name, r.rps, fmtLatency(r.p50), fmtLatency(r.p99))
 			results[i] = append(results[i], r)
 		}
 	}
@@ -326,7 +456,6 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 		}
 		med[i] = wrkResult{median(rps), median(p50), median(p99)}
 	}
-	const hash, floor, lua = 1, 2, 3
 	load := fmt.Sprintf("wrk -t%d -c%d -d%v, median of %d", wrkThreads, wrkConnections, wrkDuration, o.rounds)
 	var rows []row
 	for i, cfg := range configs {
@@ -334,27 +463,53 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 			measurement: fmt.Sprintf("nginx %s: req/s (%s)", cfg.name, load),
 			ringman:     fmt.Sprintf("%.0f", med[i].rps),
 		}
-		if cfg.ringman {
-			ratio := med[i].rps / med[hash].rps
-			r.peer = fmt.Sprintf("%.0f (built-in hash)", med[hash].rps)
+		peer := env.hash
+		if cfg.peer != 0 {
+			peer = cfg.peer
+		}
+		if cfg.goal != 0 {
+			ratio := med[i].rps / med[peer].rps
+			r.peer = fmt.Sprintf("%.0f (%s)", med[peer].rps, configs[peer].name)
 			r.ratio = fmt.Sprintf("%.2f×", ratio)
-			r.goal = fmt.Sprintf("≥ %.1f×", nginxGoal)
-			r.met = yesNo(ratio >= nginxGoal)
+			r.goal = fmt.Sprintf("≥ %.1f×", cfg.goal)
+			r.met = yesNo(ratio >= cfg.goal)
 		}
 		rows = append(rows, r)
-		rows = append(rows, row{
+		lat := row{
 			measurement: fmt.Sprintf("nginx %s: latency p50 / p99", cfg.name),
 			ringman:     fmtLatency(med[i].p50) + " / " + fmtLatency(med[i].p99),
-		})
+		}
+		// The module's p99 beside its peer's, as a difference: wrk's
+		// latency distribution (--latency), median of the rounds.
+		if cfg.p99 {
+			d := med[i].p99 - med[peer].p99
+			lat.peer = fmt.Sprintf("p99 %s (%s)", fmtLatency(med[peer].p99), configs[peer].name)
+			lat.ratio = fmt.Sprintf("p99 %+.2f ms", d*1e3)
+			lat.goal = fmt.Sprintf("≤ %+.1f ms", moduleP99Goal*1e3)
+			lat.met = yesNo(d <= moduleP99Goal)
+		}
+		rows = append(rows, lat)
 	}
 	// What ringman itself costs in lua.conf, apart from the Lua module's
 	// phases: lua.conf against the same shape with no lookup.
 	rows = append(rows, row{
 		measurement: "nginx ringman lua.conf vs Lua floor: req/s",
-		ringman:     fmt.Sprintf("%.0f", med[lua].rps),
-		peer:        fmt.Sprintf("%.0f (Lua floor)", med[floor].rps),
-		ratio:       fmt.Sprintf("%.2f×", med[lua].rps/med[floor].rps),
+		ringman:     fmt.Sprintf("%.0f", med[env.lua].rps),
+		peer:        fmt.Sprintf("%.0f (Lua floor)", med[env.floor].rps),
+		ratio:       fmt.Sprintf("%.2f×", med[env.lua].rps/med[env.floor].rps),
 	})
+	// The module's comparisons round by round (each pair ran back to back),
+	// so that their spread is visible on a noisy machine.
+	for _, pr := range pairs {
+		var per []string
+		for k := range results[pr[1]] {
+			per = append(per, fmt.Sprintf("%.2f×", results[pr[1]][k].rps/results[pr[0]][k].rps))
+		}
+		rows = append(rows, row{
+			measurement: fmt.Sprintf("nginx %s / %s, each round", configs[pr[1]].name, configs[pr[0]].name),
+			ringman:     strings.Join(per, " "),
+		})
+	}
 	return rows, nil
 }
 
