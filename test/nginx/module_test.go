@@ -25,7 +25,7 @@ import (
 // bin/ngx_http_ringman_module.so), or skips saying how to build it.
 func moduleSO(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("RINGMAN_NGINX_MODULE"); p != "" {
+	if p := os.Getenv(nginxrun.EnvModule); p != "" {
 		return p
 	}
 	root, err := cluster.ModuleRoot()
@@ -408,7 +408,9 @@ func TestModuleStaticThenRing(t *testing.T) {
 		t.Fatal(err)
 	}
 	vars := map[string]string{"MODULE": so, "RINGMAN_TABLES": tables}
-	ng, err := nginxrun.Start(ctx, nginxrun.Config{Bin: bin, Dir: dir, Conf: conf, Vars: vars, ReadyTimeout: nginxReady, QuitWait: nginxQuit})
+	preload, sanDir := sanitizers(t)
+	ng, err := nginxrun.Start(ctx, nginxrun.Config{Bin: bin, Dir: dir, Conf: conf, Vars: vars, ReadyTimeout: nginxReady, QuitWait: nginxQuit,
+		Preload: preload, SanitizerDir: sanDir})
 	if err != nil {
 		t.Fatal(err)
 	}
