@@ -90,7 +90,8 @@ typedef struct {
     off_t                           size;
     ngx_msec_t                      mtime;      /* last seen, ms since 1970 */
 
-    dev_t                           bad_dev;    /* last refused file */
+    ngx_fd_t                        bad_fd;     /* last refused file, */
+    dev_t                           bad_dev;    /* kept open: see refresh */
     ino_t                           bad_ino;
     off_t                           bad_size;
 
@@ -396,6 +397,7 @@ ngx_http_ringman_add_service(ngx_conf_t *cf, ngx_str_t *name)
     }
 
     s->name = *name;
+    s->bad_fd = NGX_INVALID_FILE;
 
     sp = ngx_array_push(&mcf->services);
     if (sp == NULL) {
@@ -887,6 +889,27 @@ ngx_http_ringman_mtime(ngx_file_info_t *fi)
 }
 
 
+/*
+ * ngx_http_ringman_forget_refused closes s's last refused file: it is no
+ * longer at s's path, and its inode number may be given to a new file.
+ */
+static void
+ngx_http_ringman_forget_refused(ngx_http_ringman_service_t *s, ngx_log_t *log)
+{
+    if (s->bad_fd == NGX_INVALID_FILE) {
+        return;
+    }
+
+    if (ngx_close_file(s->bad_fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      ngx_close_file_n " refused table \"%V\" failed",
+                      &s->path);
+    }
+
+    s->bad_fd = NGX_INVALID_FILE;
+}
+
+
 /* ngx_http_ringman_load reads, checks and swaps in s's file, or logs why not. */
 static void
 ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
@@ -1081,9 +1104,14 @@ refused:
                   s->table ? "the previous table stays in use"
                            : "no table in use yet");
 
+    ngx_http_ringman_forget_refused(s, log);
+
+    s->bad_fd = fd;
     s->bad_dev = fi.st_dev;
     s->bad_ino = fi.st_ino;
     s->bad_size = fi.st_size;
+
+    fd = NGX_INVALID_FILE;
 
 failed:
 
@@ -1095,7 +1123,9 @@ failed:
         ngx_free(map);
     }
 
-    ngx_close_file(fd);
+    if (fd != NGX_INVALID_FILE) {
+        ngx_close_file(fd);
+    }
 }
 
 
@@ -1115,6 +1145,8 @@ ngx_http_ringman_refresh(ngx_http_ringman_main_conf_t *mcf, ngx_log_t *log)
 
         if (ngx_file_info(s->path.data, &fi) == NGX_FILE_ERROR) {
             err = ngx_errno;
+
+            ngx_http_ringman_forget_refused(s, log);
 
             if (!s->missing_logged) {
                 s->missing_logged = 1;
@@ -1147,11 +1179,21 @@ ngx_http_ringman_refresh(ngx_http_ringman_main_conf_t *mcf, ngx_log_t *log)
             continue;
         }
 
-        if (fi.st_dev == s->bad_dev && fi.st_ino == s->bad_ino
-            && fi.st_size == s->bad_size)
-        {
-            /* Refused already, and logged; a heartbeat does not change it. */
-            continue;
+        /*
+         * A refused file is kept open for the same reason, until another
+         * file is at the path: else, once it is gone, a good file given
+         * its inode number (ext4 does at once) and of the same size (a
+         * table of the same shape) would be taken for it and never read.
+         */
+        if (s->bad_fd != NGX_INVALID_FILE) {
+            if (fi.st_dev == s->bad_dev && fi.st_ino == s->bad_ino
+                && fi.st_size == s->bad_size)
+            {
+                /* Refused already, and logged; a heartbeat changes nothing. */
+                continue;
+            }
+
+            ngx_http_ringman_forget_refused(s, log);
         }
 
         ngx_http_ringman_load(s, log);

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"ringman/router"
+	"ringman/tablefile"
 	"ringman/test/cluster"
 	"ringman/test/nginxrun"
 )
@@ -561,5 +563,113 @@ func TestModuleBalanceFactor(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// oneInstanceTable returns a table file of service web that sends every
+// key to addr.
+func oneInstanceTable(t *testing.T, epoch uint64, addr string) []byte {
+	t.Helper()
+	raw, err := tablefile.Encode(&router.Export{Epoch: epoch, Hash: "xxhash64", Partitions: 4, Width: 1,
+		Instances: []string{addr}, Table: []uint32{0, 0, 0, 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// A refused file is remembered by its inode, so that it is not read again
+// on every refresh. Once it is gone, a later good file may get the same
+// inode number (ext4 hands a freed inode out again at once) and the same
+// size (ringman's tables keep their shape): that file must be read, not
+// taken for the refused one, or nginx would route from the old table and
+// answer 503 once it went stale.
+func TestModuleRefusedInodeReused(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	nginxBin(t, false)
+	so := moduleSO(t)
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	tblA, tblB := oneInstanceTable(t, 1, a.Addr), oneInstanceTable(t, 2, b.Addr)
+	if len(tblA) != len(tblB) {
+		t.Skipf("backends %s and %s: the test needs tables of one size", a.Addr, b.Addr)
+	}
+	dir := worldDir(t, "rm-tbl-")
+	path := filepath.Join(dir, "web.table")
+	inode := func(p string) uint64 {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	// put renames tmp, holding raw, over the table and returns its inode.
+	put := func(tmp string, raw []byte) uint64 {
+		t.Helper()
+		if raw != nil {
+			if err := os.WriteFile(tmp, raw, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ino := inode(tmp)
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+		return ino
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	var ng *nginxrun.Nginx
+	routesTo := func(want *backend, why string) {
+		t.Helper()
+		err := cluster.Poll(ctx, 10*time.Millisecond, "nginx routes to "+want.Name+" "+why, func() (bool, string) {
+			r, err := get(ctx, client, ng.Addr, host, "/x")
+			if err != nil {
+				return false, err.Error()
+			}
+			return r.Status == http.StatusOK && r.Backend == want.Name, fmt.Sprintf("%+v", r)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	put(filepath.Join(dir, "a.tmp"), tblA)
+	ng = startNginx(t, "module.conf", map[string]string{"MODULE": so, "RINGMAN_TABLES": dir})
+	routesTo(a, "from the first table")
+
+	corrupt := slices.Clone(tblB)
+	corrupt[len(corrupt)-1] ^= 0xff
+	bad := put(filepath.Join(dir, "corrupt.tmp"), corrupt)
+	err := cluster.Poll(ctx, 10*time.Millisecond, "nginx refuses the corrupt table", func() (bool, string) {
+		return strings.Contains(ng.ErrorLog(), "refused: checksum"), "no refusal in the error log yet"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Created while the corrupt file is still there: another inode.
+	put(filepath.Join(dir, "b.tmp"), tblB)
+	routesTo(b, "once a good file replaced the corrupt one")
+
+	// The corrupt file is gone now (nginx saw another file at the path).
+	// Look for its inode among new files of table A's bytes.
+	var reused string
+	for i := range 20 {
+		tmp := filepath.Join(dir, fmt.Sprintf("again%d.tmp", i))
+		if err := os.WriteFile(tmp, tblA, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if inode(tmp) == bad {
+			reused = tmp
+			break
+		}
+	}
+	if reused == "" {
+		t.Skipf("the filesystem of %s did not hand out inode %d again", dir, bad)
+	}
+	put(reused, nil)
+	routesTo(a, "from a good file with the refused one's inode and size")
+	if n := strings.Count(ng.ErrorLog(), "refused: checksum"); n != 1 {
+		t.Errorf("the corrupt file was logged %d times, want once:\n%s", n, ng.ErrorLog())
 	}
 }
