@@ -1285,6 +1285,89 @@ ngx_http_ringman_fresh(ngx_http_request_t *r, ngx_http_ringman_service_t *s)
 }
 
 
+/*
+ * Each request's key is built in one buffer per worker, grown only for a
+ * key longer than any before: ngx_http_complex_value() takes it from the
+ * request's pool, which sends a key over the pool's block (about 4 kB, a
+ * long URI) to malloc(), once in set_backend and again in the balancer.
+ * Nothing keeps a key past its lookup.
+ */
+static u_char   ngx_http_ringman_key_static[1024];
+static u_char  *ngx_http_ringman_key_buf = ngx_http_ringman_key_static;
+static size_t   ngx_http_ringman_key_size = sizeof(ngx_http_ringman_key_static);
+
+
+/* ngx_http_ringman_key is ngx_http_complex_value() into that buffer. */
+static ngx_int_t
+ngx_http_ringman_key(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
+    ngx_str_t *key)
+{
+    u_char                       *p;
+    size_t                        len, size;
+    ngx_http_script_code_pt       code;
+    ngx_http_script_len_code_pt   lcode;
+    ngx_http_script_engine_t      e;
+
+    if (cv->lengths == NULL) {
+        len = cv->value.len;
+
+    } else {
+        ngx_http_script_flush_complex_value(r, cv);
+
+        ngx_memzero(&e, sizeof(ngx_http_script_engine_t));
+
+        e.ip = cv->lengths;
+        e.request = r;
+        e.flushed = 1;
+
+        len = 0;
+
+        while (*(uintptr_t *) e.ip) {
+            lcode = *(ngx_http_script_len_code_pt *) e.ip;
+            len += lcode(&e);
+        }
+    }
+
+    if (len > ngx_http_ringman_key_size) {
+        size = ngx_max(len, 2 * ngx_http_ringman_key_size);
+
+        p = ngx_alloc(size, r->connection->log);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_ringman_key_buf != ngx_http_ringman_key_static) {
+            ngx_free(ngx_http_ringman_key_buf);
+        }
+
+        ngx_http_ringman_key_buf = p;
+        ngx_http_ringman_key_size = size;
+    }
+
+    key->data = ngx_http_ringman_key_buf;
+    key->len = len;
+
+    /* A constant key is copied too: unescape decodes the copy in place. */
+    if (cv->lengths == NULL) {
+        ngx_memcpy(key->data, cv->value.data, len);
+        return NGX_OK;
+    }
+
+    e.ip = cv->values;
+    e.pos = key->data;
+    e.buf = *key;
+
+    while (*(uintptr_t *) e.ip) {
+        code = *(ngx_http_script_code_pt *) e.ip;
+        code((ngx_http_script_engine_t *) &e);
+    }
+
+    *key = e.buf;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_ringman_answer(ngx_http_request_t *r, ngx_http_ringman_table_t *tbl,
     ngx_http_complex_value_t *cv, ngx_flag_t unescape, ringman_answer_t *a)
@@ -1292,18 +1375,14 @@ ngx_http_ringman_answer(ngx_http_request_t *r, ngx_http_ringman_table_t *tbl,
     u_char     *dst, *src;
     ngx_str_t   key;
 
-    if (ngx_http_complex_value(r, cv, &key) != NGX_OK) {
+    if (ngx_http_ringman_key(r, cv, &key) != NGX_OK) {
         return NGX_ERROR;
     }
 
     if (unescape) {
-        dst = ngx_pnalloc(r->pool, key.len + 1);
-        if (dst == NULL) {
-            return NGX_ERROR;
-        }
-
+        /* In place: no byte decodes into more than it took. */
+        dst = key.data;
         src = key.data;
-        key.data = dst;
         ngx_unescape_uri(&dst, &src, key.len, 0);
         key.len = dst - key.data;
     }
