@@ -463,25 +463,28 @@ func TestModuleStaticThenRing(t *testing.T) {
 	}
 }
 
+// balanceEdits turn module.conf into the balance tests' config: two
+// workers, so that the counts must be shared between them, and
+// balance_factor=1.5. The fixture waits for the table with 16 requests at
+// a time, which a balanced upstream sends to second candidates whenever
+// they pile up on an owner: that wait could last past the test's deadline
+// on a busy machine. It goes through an unbalanced upstream of the same
+// service (one table per service and worker) instead, and counts nothing.
+// (Its key is quoted: the edits apply in any order, and the first one
+// must find the balanced upstream's line.)
+var balanceEdits = map[string]string{
+	"ringman_hash $host$uri service=web;": "ringman_hash $host$uri service=web balance_factor=1.5;",
+	"worker_processes 1;":                 "worker_processes 2;",
+	"    upstream ringman_web {":          "    upstream ringman_unbalanced {\n        ringman_hash \"$host$uri\" service=web;\n    }\n\n    upstream ringman_web {",
+	"        location / {":                "        location /warmup/ {\n            proxy_pass http://ringman_unbalanced;\n        }\n\n        location / {",
+}
+
 // balance_factor=1.5: while the owner carries more than ceil(1.5 x the
 // average in flight), its keys go to their next candidate under that
 // bound; once the requests end, the owner gets its keys back.
 func TestModuleBalanceFactor(t *testing.T) {
 	ctx := testContext(t, 90*time.Second)
-	// Two workers: the counts must be shared between them. The fixture
-	// waits for the table with 16 requests at a time, which a balanced
-	// upstream sends to second candidates whenever they pile up on an
-	// owner: that wait could last until the test's deadline on a busy
-	// machine. It goes through an unbalanced upstream of the same service
-	// (one table per service and worker) instead, and counts nothing. (Its
-	// key is quoted: the edits apply in any order, and the first one must
-	// find the balanced upstream's line.)
-	f := newModuleFixture(t, ctx, "module.conf", 3, map[string]string{
-		"ringman_hash $host$uri service=web;": "ringman_hash $host$uri service=web balance_factor=1.5;",
-		"worker_processes 1;":                 "worker_processes 2;",
-		"    upstream ringman_web {":          "    upstream ringman_unbalanced {\n        ringman_hash \"$host$uri\" service=web;\n    }\n\n    upstream ringman_web {",
-		"        location / {":                "        location /warmup/ {\n            proxy_pass http://ringman_unbalanced;\n        }\n\n        location / {",
-	})
+	f := newModuleFixture(t, ctx, "module.conf", 3, balanceEdits)
 	owner := f.backends[0]
 	ps := paths("hold", 300)
 	owners, err := f.ringOwners(host, ps)
@@ -671,5 +674,79 @@ func TestModuleRefusedInodeReused(t *testing.T) {
 	routesTo(a, "from a good file with the refused one's inode and size")
 	if n := strings.Count(ng.ErrorLog(), "refused: checksum"); n != 1 {
 		t.Errorf("the corrupt file was logged %d times, want once:\n%s", n, ng.ErrorLog())
+	}
+}
+
+// A try is counted out once whatever ends it: a client that gives up while
+// the backend holds its request (499) leaves no count behind, which would
+// make its instance look busy for good and send its keys elsewhere.
+func TestModuleBalanceClientAbort(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	f := newModuleFixture(t, ctx, "module.conf", 3, balanceEdits)
+	owner := f.backends[0]
+	ps := paths("hold", 300)
+	owners, err := f.ringOwners(host, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []string
+	for i, p := range ps {
+		if owners[i] == owner.Name {
+			mine = append(mine, p)
+		}
+	}
+	const aborted = 4
+	if len(mine) < aborted+5 {
+		t.Fatalf("only %d of %d URLs are owned by %s", len(mine), len(ps), owner.Name)
+	}
+	release := owner.Hold()
+	defer release()
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	done := make(chan error, aborted)
+	for i := range aborted {
+		rctx, cancel := context.WithCancel(ctx)
+		go func() {
+			_, err := get(rctx, client, f.nginx.Addr, host, mine[i])
+			done <- err
+		}()
+		// One at a time: each reaches the owner (under the bound
+		// ceil(1.5 x 1 / 3)) only if the aborted ones were counted out,
+		// and waits there beside them (the backend holds them all).
+		err := cluster.Poll(ctx, 5*time.Millisecond, fmt.Sprintf("request %d held by %s", i+1, owner.Name), func() (bool, string) {
+			n := owner.Held()
+			return n == i+1, fmt.Sprintf("%d held", n)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if err := <-done; err == nil {
+			t.Fatalf("request %d: not canceled", i+1)
+		}
+		access := filepath.Join(f.nginx.Dir, "logs", "access.log")
+		err = cluster.Poll(ctx, 5*time.Millisecond, fmt.Sprintf("nginx logs request %d as 499", i+1), func() (bool, string) {
+			raw, _ := os.ReadFile(access)
+			n := strings.Count(string(raw), `" 499 `)
+			return n == i+1, fmt.Sprintf("%d requests logged 499", n)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	release()
+	// Every count is back to 0: the owner serves its keys (polled: a
+	// worker counts a request out just after it wrote the response).
+	for _, p := range mine[aborted : aborted+5] {
+		err := cluster.Poll(ctx, 10*time.Millisecond, p+" reaches its owner "+owner.Name, func() (bool, string) {
+			r, err := f.get(host, p)
+			if err != nil {
+				return false, err.Error()
+			}
+			return r.Status == http.StatusOK && r.Backend == owner.Name, fmt.Sprintf("%+v", r)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }
