@@ -101,8 +101,8 @@ $(NGINX_MODULE_ASAN): $(NGINX_MODULE_SRCS) | deps-nginx deps-nginx-dev
 # The native module's tests (TestModule*, and nginx -t of its configs) with
 # the sanitized module: nginx runs with libasan in LD_PRELOAD, and a
 # sanitizer report from any nginx process fails the test that ran it (see
-# test/nginxrun's Env). About 40 s on a shared 2-core machine; not part of
-# `make test`.
+# test/nginxrun's Env). 13-27 s on a shared 2-core machine (10 s of it to
+# rebuild the module after a change), so `make test` runs it too.
 test-nginx-asan: nginx-module-asan build
 	RINGMAN_NGINX_MODULE=$(CURDIR)/$(NGINX_MODULE_ASAN) RINGMAN_NGINX_PRELOAD=$(LIBASAN) \
 		$(GO) test -count=1 -timeout 10m -run 'TestModule|TestConfigsSyntax' -v ./test/nginx/
@@ -125,6 +125,7 @@ test: test-deps
 	@# ring's 1,000-instance checks skip under -race (~15 s per ring there): run them plain.
 	$(GO) test -count=1 ./ring/
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+	$(MAKE) --no-print-directory test-nginx-asan
 
 # The fault suite (test/faults): root only (network namespaces, nftables);
 # regenerates docs/RELIABILITY.md. About 3 minutes; `make test` runs it too.
