@@ -103,7 +103,7 @@ $(NGINX_MODULE_ASAN): $(NGINX_MODULE_SRCS) | deps-nginx deps-nginx-dev
 # sanitizer report from any nginx process fails the test that ran it (see
 # test/nginxrun's Env). 13-27 s on a shared 2-core machine (10 s of it to
 # rebuild the module after a change), so `make test` runs it too.
-test-nginx-asan: nginx-module-asan build
+test-nginx-asan: nginx-module-asan
 	RINGMAN_NGINX_MODULE=$(CURDIR)/$(NGINX_MODULE_ASAN) RINGMAN_NGINX_PRELOAD=$(LIBASAN) \
 		$(GO) test -count=1 -timeout 10m -run 'TestModule|TestConfigsSyntax' -v ./test/nginx/
 
