@@ -1349,7 +1349,10 @@ ngx_http_ringman_key(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
 
     /* A constant key is copied too: unescape decodes the copy in place. */
     if (cv->lengths == NULL) {
-        ngx_memcpy(key->data, cv->value.data, len);
+        if (len) {
+            ngx_memcpy(key->data, cv->value.data, len);
+        }
+
         return NGX_OK;
     }
 
