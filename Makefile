@@ -78,6 +78,35 @@ $(NGINX_MODULE): $(NGINX_MODULE_SRCS) | deps-nginx deps-nginx-dev
 	@# A rename, not a write over it: a running nginx has the old file mapped.
 	cp $(NGINX_MODULE_BUILD)/objs/ngx_http_ringman_module.so $@.tmp && mv $@.tmp $@
 
+# The module under AddressSanitizer and UndefinedBehaviorSanitizer, for
+# test-nginx-asan: bin/ngx_http_ringman_module.asan.so, built apart in
+# bin/nginx-module-asan-build/ with the same configure and warnings (the
+# CFLAGS configure wrote, plus SANITIZE). Only the module is instrumented:
+# Debian's nginx must start with libasan preloaded (LIBASAN) to load it.
+NGINX_MODULE_ASAN := bin/ngx_http_ringman_module.asan.so
+NGINX_MODULE_ASAN_BUILD := bin/nginx-module-asan-build
+SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer
+LIBASAN = $(shell $(CC) -print-file-name=libasan.so)
+
+nginx-module-asan: $(NGINX_MODULE_ASAN)
+
+$(NGINX_MODULE_ASAN): $(NGINX_MODULE_SRCS) | deps-nginx deps-nginx-dev
+	@rm -rf $(NGINX_MODULE_ASAN_BUILD) && mkdir -p bin && cp -r /usr/share/nginx/src $(NGINX_MODULE_ASAN_BUILD)
+	cd $(NGINX_MODULE_ASAN_BUILD) && bash -c '. ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(CURDIR)/nginx/module' >configure.log 2>&1 || { tail -20 configure.log; exit 1; }
+	$(MAKE) -C $(NGINX_MODULE_ASAN_BUILD) -f objs/Makefile modules \
+		CFLAGS="$$(sed -n 's/^CFLAGS = *//p' $(NGINX_MODULE_ASAN_BUILD)/objs/Makefile) $(SANITIZE)" \
+		LINK='$$(CC) $(SANITIZE)' >/dev/null
+	cp $(NGINX_MODULE_ASAN_BUILD)/objs/ngx_http_ringman_module.so $@.tmp && mv $@.tmp $@
+
+# The native module's tests (TestModule*, and nginx -t of its configs) with
+# the sanitized module: nginx runs with libasan in LD_PRELOAD, and a
+# sanitizer report from any nginx process fails the test that ran it (see
+# test/nginxrun's Env). 13-27 s on a shared 2-core machine (10 s of it to
+# rebuild the module after a change), so `make test` runs it too.
+test-nginx-asan: nginx-module-asan
+	RINGMAN_NGINX_MODULE=$(CURDIR)/$(NGINX_MODULE_ASAN) RINGMAN_NGINX_PRELOAD=$(LIBASAN) \
+		$(GO) test -count=1 -timeout 10m -run 'TestModule|TestConfigsSyntax' -v ./test/nginx/
+
 # test/faults: network namespaces and nftables (ip and nft live in /usr/sbin).
 deps-faults:
 	@{ command -v ip || [ -x /usr/sbin/ip ]; } >/dev/null && { command -v nft || [ -x /usr/sbin/nft ]; } >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) iproute2 nftables; }
@@ -96,6 +125,7 @@ test: test-deps
 	@# ring's 1,000-instance checks skip under -race (~15 s per ring there): run them plain.
 	$(GO) test -count=1 ./ring/
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+	$(MAKE) --no-print-directory test-nginx-asan
 
 # The fault suite (test/faults): root only (network namespaces, nftables);
 # regenerates docs/RELIABILITY.md. About 3 minutes; `make test` runs it too.

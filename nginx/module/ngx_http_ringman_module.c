@@ -90,7 +90,8 @@ typedef struct {
     off_t                           size;
     ngx_msec_t                      mtime;      /* last seen, ms since 1970 */
 
-    dev_t                           bad_dev;    /* last refused file */
+    ngx_fd_t                        bad_fd;     /* last refused file, */
+    dev_t                           bad_dev;    /* kept open: see refresh */
     ino_t                           bad_ino;
     off_t                           bad_size;
 
@@ -396,6 +397,7 @@ ngx_http_ringman_add_service(ngx_conf_t *cf, ngx_str_t *name)
     }
 
     s->name = *name;
+    s->bad_fd = NGX_INVALID_FILE;
 
     sp = ngx_array_push(&mcf->services);
     if (sp == NULL) {
@@ -887,6 +889,27 @@ ngx_http_ringman_mtime(ngx_file_info_t *fi)
 }
 
 
+/*
+ * ngx_http_ringman_forget_refused closes s's last refused file: it is no
+ * longer at s's path, and its inode number may be given to a new file.
+ */
+static void
+ngx_http_ringman_forget_refused(ngx_http_ringman_service_t *s, ngx_log_t *log)
+{
+    if (s->bad_fd == NGX_INVALID_FILE) {
+        return;
+    }
+
+    if (ngx_close_file(s->bad_fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      ngx_close_file_n " refused table \"%V\" failed",
+                      &s->path);
+    }
+
+    s->bad_fd = NGX_INVALID_FILE;
+}
+
+
 /* ngx_http_ringman_load reads, checks and swaps in s's file, or logs why not. */
 static void
 ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
@@ -1081,9 +1104,14 @@ refused:
                   s->table ? "the previous table stays in use"
                            : "no table in use yet");
 
+    ngx_http_ringman_forget_refused(s, log);
+
+    s->bad_fd = fd;
     s->bad_dev = fi.st_dev;
     s->bad_ino = fi.st_ino;
     s->bad_size = fi.st_size;
+
+    fd = NGX_INVALID_FILE;
 
 failed:
 
@@ -1095,7 +1123,9 @@ failed:
         ngx_free(map);
     }
 
-    ngx_close_file(fd);
+    if (fd != NGX_INVALID_FILE) {
+        ngx_close_file(fd);
+    }
 }
 
 
@@ -1115,6 +1145,8 @@ ngx_http_ringman_refresh(ngx_http_ringman_main_conf_t *mcf, ngx_log_t *log)
 
         if (ngx_file_info(s->path.data, &fi) == NGX_FILE_ERROR) {
             err = ngx_errno;
+
+            ngx_http_ringman_forget_refused(s, log);
 
             if (!s->missing_logged) {
                 s->missing_logged = 1;
@@ -1147,11 +1179,21 @@ ngx_http_ringman_refresh(ngx_http_ringman_main_conf_t *mcf, ngx_log_t *log)
             continue;
         }
 
-        if (fi.st_dev == s->bad_dev && fi.st_ino == s->bad_ino
-            && fi.st_size == s->bad_size)
-        {
-            /* Refused already, and logged; a heartbeat does not change it. */
-            continue;
+        /*
+         * A refused file is kept open for the same reason, until another
+         * file is at the path: else, once it is gone, a good file given
+         * its inode number (ext4 does at once) and of the same size (a
+         * table of the same shape) would be taken for it and never read.
+         */
+        if (s->bad_fd != NGX_INVALID_FILE) {
+            if (fi.st_dev == s->bad_dev && fi.st_ino == s->bad_ino
+                && fi.st_size == s->bad_size)
+            {
+                /* Refused already, and logged; a heartbeat changes nothing. */
+                continue;
+            }
+
+            ngx_http_ringman_forget_refused(s, log);
         }
 
         ngx_http_ringman_load(s, log);
@@ -1243,6 +1285,92 @@ ngx_http_ringman_fresh(ngx_http_request_t *r, ngx_http_ringman_service_t *s)
 }
 
 
+/*
+ * Each request's key is built in one buffer per worker, grown only for a
+ * key longer than any before: ngx_http_complex_value() takes it from the
+ * request's pool, which sends a key over the pool's block (about 4 kB, a
+ * long URI) to malloc(), once in set_backend and again in the balancer.
+ * Nothing keeps a key past its lookup.
+ */
+static u_char   ngx_http_ringman_key_static[1024];
+static u_char  *ngx_http_ringman_key_buf = ngx_http_ringman_key_static;
+static size_t   ngx_http_ringman_key_size = sizeof(ngx_http_ringman_key_static);
+
+
+/* ngx_http_ringman_key is ngx_http_complex_value() into that buffer. */
+static ngx_int_t
+ngx_http_ringman_key(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
+    ngx_str_t *key)
+{
+    u_char                       *p;
+    size_t                        len, size;
+    ngx_http_script_code_pt       code;
+    ngx_http_script_len_code_pt   lcode;
+    ngx_http_script_engine_t      e;
+
+    if (cv->lengths == NULL) {
+        len = cv->value.len;
+
+    } else {
+        ngx_http_script_flush_complex_value(r, cv);
+
+        ngx_memzero(&e, sizeof(ngx_http_script_engine_t));
+
+        e.ip = cv->lengths;
+        e.request = r;
+        e.flushed = 1;
+
+        len = 0;
+
+        while (*(uintptr_t *) e.ip) {
+            lcode = *(ngx_http_script_len_code_pt *) e.ip;
+            len += lcode(&e);
+        }
+    }
+
+    if (len > ngx_http_ringman_key_size) {
+        size = ngx_max(len, 2 * ngx_http_ringman_key_size);
+
+        p = ngx_alloc(size, r->connection->log);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_ringman_key_buf != ngx_http_ringman_key_static) {
+            ngx_free(ngx_http_ringman_key_buf);
+        }
+
+        ngx_http_ringman_key_buf = p;
+        ngx_http_ringman_key_size = size;
+    }
+
+    key->data = ngx_http_ringman_key_buf;
+    key->len = len;
+
+    /* A constant key is copied too: unescape decodes the copy in place. */
+    if (cv->lengths == NULL) {
+        if (len) {
+            ngx_memcpy(key->data, cv->value.data, len);
+        }
+
+        return NGX_OK;
+    }
+
+    e.ip = cv->values;
+    e.pos = key->data;
+    e.buf = *key;
+
+    while (*(uintptr_t *) e.ip) {
+        code = *(ngx_http_script_code_pt *) e.ip;
+        code((ngx_http_script_engine_t *) &e);
+    }
+
+    *key = e.buf;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_ringman_answer(ngx_http_request_t *r, ngx_http_ringman_table_t *tbl,
     ngx_http_complex_value_t *cv, ngx_flag_t unescape, ringman_answer_t *a)
@@ -1250,18 +1378,14 @@ ngx_http_ringman_answer(ngx_http_request_t *r, ngx_http_ringman_table_t *tbl,
     u_char     *dst, *src;
     ngx_str_t   key;
 
-    if (ngx_http_complex_value(r, cv, &key) != NGX_OK) {
+    if (ngx_http_ringman_key(r, cv, &key) != NGX_OK) {
         return NGX_ERROR;
     }
 
     if (unescape) {
-        dst = ngx_pnalloc(r->pool, key.len + 1);
-        if (dst == NULL) {
-            return NGX_ERROR;
-        }
-
+        /* In place: no byte decodes into more than it took. */
+        dst = key.data;
         src = key.data;
-        key.data = dst;
         ngx_unescape_uri(&dst, &src, key.len, 0);
         key.len = dst - key.data;
     }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"ringman/httpapi"
+	"ringman/test/nginxrun"
 )
 
 // Every config in nginx/ passes `nginx -t` once its placeholders are
@@ -49,7 +50,13 @@ func TestConfigsSyntax(t *testing.T) {
 			if err := os.WriteFile(path, renderConfig(t, conf, vars), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			out, err := exec.Command(bin, "-t", "-q", "-p", dir+"/", "-c", path, "-e", "stderr").CombinedOutput()
+			cmd := exec.Command(bin, "-t", "-q", "-p", dir+"/", "-c", path, "-e", "stderr")
+			if strings.HasPrefix(conf, "module") || strings.HasPrefix(conf, "static") {
+				// A module built with -fsanitize loads only after libasan.
+				preload, sanDir := sanitizers(t)
+				cmd.Env = nginxrun.Env(preload, sanDir)
+			}
+			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Errorf("nginx -t %s: %v\n%s", conf, err, out)
 			}

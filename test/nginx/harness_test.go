@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,6 +81,7 @@ func startEditedNginx(t *testing.T, conf string, edit map[string]string, vars ma
 		}
 		raw = strings.Replace(raw, old, repl, 1)
 	}
+	preload, sanDir := sanitizers(t)
 	p, err := nginxrun.Start(context.Background(), nginxrun.Config{
 		Bin:          bin,
 		Dir:          t.TempDir(),
@@ -87,6 +89,8 @@ func startEditedNginx(t *testing.T, conf string, edit map[string]string, vars ma
 		Vars:         vars,
 		ReadyTimeout: nginxReady,
 		QuitWait:     nginxQuit,
+		Preload:      preload,
+		SanitizerDir: sanDir,
 	})
 	if err != nil {
 		t.Fatalf("start nginx with %s: %v", conf, err)
@@ -98,6 +102,37 @@ func startEditedNginx(t *testing.T, conf string, edit map[string]string, vars ma
 		}
 	})
 	return p
+}
+
+// sanitizers returns $RINGMAN_NGINX_PRELOAD (see nginxrun.Env; "" when
+// unset) and a directory for the sanitizers' reports that nginx's workers
+// can write. Once the test's nginx is stopped (its cleanup, registered
+// after this call, runs first), a report in it fails the test: the module
+// under test was built with -fsanitize (make test-nginx-asan).
+func sanitizers(t *testing.T) (preload, dir string) {
+	t.Helper()
+	preload = os.Getenv(nginxrun.EnvPreload)
+	if preload == "" {
+		return "", ""
+	}
+	dir = worldDir(t, "rm-san-")
+	if err := os.Chmod(dir, 0o777); err != nil { // the workers run as nobody under root
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		reports, err := nginxrun.SanitizerReports(dir)
+		if err != nil {
+			t.Error(err)
+		} else if reports != "" {
+			// Each report stops a worker and nginx starts another, which
+			// may meet the same bug: the first ones say enough.
+			if len(reports) > 32<<10 {
+				reports = fmt.Sprintf("%s\n[... %d more bytes of reports]", reports[:32<<10], len(reports)-32<<10)
+			}
+			t.Errorf("sanitizer reports from nginx (module %s):\n%s", os.Getenv(nginxrun.EnvModule), reports)
+		}
+	})
+	return preload, dir
 }
 
 // backend is a real HTTP instance: it answers every request with its name

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"ringman/router"
+	"ringman/tablefile"
 	"ringman/test/cluster"
 	"ringman/test/nginxrun"
 )
@@ -25,7 +27,7 @@ import (
 // bin/ngx_http_ringman_module.so), or skips saying how to build it.
 func moduleSO(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("RINGMAN_NGINX_MODULE"); p != "" {
+	if p := os.Getenv(nginxrun.EnvModule); p != "" {
 		return p
 	}
 	root, err := cluster.ModuleRoot()
@@ -408,7 +410,9 @@ func TestModuleStaticThenRing(t *testing.T) {
 		t.Fatal(err)
 	}
 	vars := map[string]string{"MODULE": so, "RINGMAN_TABLES": tables}
-	ng, err := nginxrun.Start(ctx, nginxrun.Config{Bin: bin, Dir: dir, Conf: conf, Vars: vars, ReadyTimeout: nginxReady, QuitWait: nginxQuit})
+	preload, sanDir := sanitizers(t)
+	ng, err := nginxrun.Start(ctx, nginxrun.Config{Bin: bin, Dir: dir, Conf: conf, Vars: vars, ReadyTimeout: nginxReady, QuitWait: nginxQuit,
+		Preload: preload, SanitizerDir: sanDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,16 +463,28 @@ func TestModuleStaticThenRing(t *testing.T) {
 	}
 }
 
+// balanceEdits turn module.conf into the balance tests' config: two
+// workers, so that the counts must be shared between them, and
+// balance_factor=1.5. The fixture waits for the table with 16 requests at
+// a time, which a balanced upstream sends to second candidates whenever
+// they pile up on an owner: that wait could last past the test's deadline
+// on a busy machine. It goes through an unbalanced upstream of the same
+// service (one table per service and worker) instead, and counts nothing.
+// (Its key is quoted: the edits apply in any order, and the first one
+// must find the balanced upstream's line.)
+var balanceEdits = map[string]string{
+	"ringman_hash $host$uri service=web;": "ringman_hash $host$uri service=web balance_factor=1.5;",
+	"worker_processes 1;":                 "worker_processes 2;",
+	"    upstream ringman_web {":          "    upstream ringman_unbalanced {\n        ringman_hash \"$host$uri\" service=web;\n    }\n\n    upstream ringman_web {",
+	"        location / {":                "        location /warmup/ {\n            proxy_pass http://ringman_unbalanced;\n        }\n\n        location / {",
+}
+
 // balance_factor=1.5: while the owner carries more than ceil(1.5 x the
 // average in flight), its keys go to their next candidate under that
 // bound; once the requests end, the owner gets its keys back.
 func TestModuleBalanceFactor(t *testing.T) {
 	ctx := testContext(t, 90*time.Second)
-	// Two workers: the counts must be shared between them.
-	f := newModuleFixture(t, ctx, "module.conf", 3, map[string]string{
-		"ringman_hash $host$uri service=web;": "ringman_hash $host$uri service=web balance_factor=1.5;",
-		"worker_processes 1;":                 "worker_processes 2;",
-	})
+	f := newModuleFixture(t, ctx, "module.conf", 3, balanceEdits)
 	owner := f.backends[0]
 	ps := paths("hold", 300)
 	owners, err := f.ringOwners(host, ps)
@@ -535,11 +551,202 @@ func TestModuleBalanceFactor(t *testing.T) {
 		}
 	}
 	// Nothing in flight: the owner serves its keys again (the counts went
-	// back to 0).
+	// back to 0). A worker counts a request out just after it wrote the
+	// response, so the next request, on the other worker, may still meet
+	// the previous one's count and go to a second candidate: poll. A count
+	// that never comes back (a try counted out never or twice) fails.
 	for _, p := range mine[inFlight : inFlight+10] {
-		r, err := f.get(host, p)
-		if err != nil || r.Status != http.StatusOK || r.Backend != owner.Name {
-			t.Fatalf("%s after the load: %+v %v, want %s", p, r, err, owner.Name)
+		err := cluster.Poll(ctx, 10*time.Millisecond, p+" reaches its owner "+owner.Name+" after the load", func() (bool, string) {
+			r, err := f.get(host, p)
+			if err != nil {
+				return false, err.Error()
+			}
+			return r.Status == http.StatusOK && r.Backend == owner.Name, fmt.Sprintf("%+v", r)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// oneInstanceTable returns a table file of service web that sends every
+// key to addr.
+func oneInstanceTable(t *testing.T, epoch uint64, addr string) []byte {
+	t.Helper()
+	raw, err := tablefile.Encode(&router.Export{Epoch: epoch, Hash: "xxhash64", Partitions: 4, Width: 1,
+		Instances: []string{addr}, Table: []uint32{0, 0, 0, 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// A refused file is remembered by its inode, so that it is not read again
+// on every refresh. Once it is gone, a later good file may get the same
+// inode number (ext4 hands a freed inode out again at once) and the same
+// size (ringman's tables keep their shape): that file must be read, not
+// taken for the refused one, or nginx would route from the old table and
+// answer 503 once it went stale.
+func TestModuleRefusedInodeReused(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	nginxBin(t, false)
+	so := moduleSO(t)
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	tblA, tblB := oneInstanceTable(t, 1, a.Addr), oneInstanceTable(t, 2, b.Addr)
+	if len(tblA) != len(tblB) {
+		t.Skipf("backends %s and %s: the test needs tables of one size", a.Addr, b.Addr)
+	}
+	dir := worldDir(t, "rm-tbl-")
+	path := filepath.Join(dir, "web.table")
+	inode := func(p string) uint64 {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	// put renames tmp, holding raw, over the table and returns its inode.
+	put := func(tmp string, raw []byte) uint64 {
+		t.Helper()
+		if raw != nil {
+			if err := os.WriteFile(tmp, raw, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ino := inode(tmp)
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+		return ino
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	var ng *nginxrun.Nginx
+	routesTo := func(want *backend, why string) {
+		t.Helper()
+		err := cluster.Poll(ctx, 10*time.Millisecond, "nginx routes to "+want.Name+" "+why, func() (bool, string) {
+			r, err := get(ctx, client, ng.Addr, host, "/x")
+			if err != nil {
+				return false, err.Error()
+			}
+			return r.Status == http.StatusOK && r.Backend == want.Name, fmt.Sprintf("%+v", r)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	put(filepath.Join(dir, "a.tmp"), tblA)
+	ng = startNginx(t, "module.conf", map[string]string{"MODULE": so, "RINGMAN_TABLES": dir})
+	routesTo(a, "from the first table")
+
+	corrupt := slices.Clone(tblB)
+	corrupt[len(corrupt)-1] ^= 0xff
+	bad := put(filepath.Join(dir, "corrupt.tmp"), corrupt)
+	err := cluster.Poll(ctx, 10*time.Millisecond, "nginx refuses the corrupt table", func() (bool, string) {
+		return strings.Contains(ng.ErrorLog(), "refused: checksum"), "no refusal in the error log yet"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Created while the corrupt file is still there: another inode.
+	put(filepath.Join(dir, "b.tmp"), tblB)
+	routesTo(b, "once a good file replaced the corrupt one")
+
+	// The corrupt file is gone now (nginx saw another file at the path).
+	// Look for its inode among new files of table A's bytes.
+	var reused string
+	for i := range 20 {
+		tmp := filepath.Join(dir, fmt.Sprintf("again%d.tmp", i))
+		if err := os.WriteFile(tmp, tblA, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if inode(tmp) == bad {
+			reused = tmp
+			break
+		}
+	}
+	if reused == "" {
+		t.Skipf("the filesystem of %s did not hand out inode %d again", dir, bad)
+	}
+	put(reused, nil)
+	routesTo(a, "from a good file with the refused one's inode and size")
+	if n := strings.Count(ng.ErrorLog(), "refused: checksum"); n != 1 {
+		t.Errorf("the corrupt file was logged %d times, want once:\n%s", n, ng.ErrorLog())
+	}
+}
+
+// A try is counted out once whatever ends it: a client that gives up while
+// the backend holds its request (499) leaves no count behind, which would
+// make its instance look busy for good and send its keys elsewhere.
+func TestModuleBalanceClientAbort(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	f := newModuleFixture(t, ctx, "module.conf", 3, balanceEdits)
+	owner := f.backends[0]
+	ps := paths("hold", 300)
+	owners, err := f.ringOwners(host, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []string
+	for i, p := range ps {
+		if owners[i] == owner.Name {
+			mine = append(mine, p)
+		}
+	}
+	const aborted = 4
+	if len(mine) < aborted+5 {
+		t.Fatalf("only %d of %d URLs are owned by %s", len(mine), len(ps), owner.Name)
+	}
+	release := owner.Hold()
+	defer release()
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	done := make(chan error, aborted)
+	for i := range aborted {
+		rctx, cancel := context.WithCancel(ctx)
+		go func() {
+			_, err := get(rctx, client, f.nginx.Addr, host, mine[i])
+			done <- err
+		}()
+		// One at a time: each reaches the owner (under the bound
+		// ceil(1.5 x 1 / 3)) only if the aborted ones were counted out,
+		// and waits there beside them (the backend holds them all).
+		err := cluster.Poll(ctx, 5*time.Millisecond, fmt.Sprintf("request %d held by %s", i+1, owner.Name), func() (bool, string) {
+			n := owner.Held()
+			return n == i+1, fmt.Sprintf("%d held", n)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if err := <-done; err == nil {
+			t.Fatalf("request %d: not canceled", i+1)
+		}
+		access := filepath.Join(f.nginx.Dir, "logs", "access.log")
+		err = cluster.Poll(ctx, 5*time.Millisecond, fmt.Sprintf("nginx logs request %d as 499", i+1), func() (bool, string) {
+			raw, _ := os.ReadFile(access)
+			n := strings.Count(string(raw), `" 499 `)
+			return n == i+1, fmt.Sprintf("%d requests logged 499", n)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	release()
+	// Every count is back to 0: the owner serves its keys (polled: a
+	// worker counts a request out just after it wrote the response).
+	for _, p := range mine[aborted : aborted+5] {
+		err := cluster.Poll(ctx, 10*time.Millisecond, p+" reaches its owner "+owner.Name, func() (bool, string) {
+			r, err := f.get(host, p)
+			if err != nil {
+				return false, err.Error()
+			}
+			return r.Status == http.StatusOK && r.Backend == owner.Name, fmt.Sprintf("%+v", r)
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 }

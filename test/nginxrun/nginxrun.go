@@ -122,6 +122,77 @@ type Config struct {
 	ReadyTimeout time.Duration // 0: DefaultReadyTimeout
 	QuitWait     time.Duration // 0: DefaultQuitWait
 	LogTail      int           // bytes of each log in Logs; 0: DefaultLogTail
+
+	// Preload is LD_PRELOAD for nginx ("" none), e.g. libasan.so for a
+	// module built with -fsanitize=address (see Env).
+	Preload string
+	// SanitizerDir receives the sanitizers' reports when Preload is set
+	// (see Env); "" puts them in Dir/sanitizer.
+	SanitizerDir string
+}
+
+// Environment variables that make callers run nginx with an instrumented
+// module: the module's path, and what nginx must preload for it.
+const (
+	EnvModule  = "RINGMAN_NGINX_MODULE"
+	EnvPreload = "RINGMAN_NGINX_PRELOAD"
+)
+
+// Env returns the environment for an nginx started with preload in
+// LD_PRELOAD (nil when preload is ""): Debian's nginx is not built with
+// AddressSanitizer, so libasan must be loaded before anything else for a
+// module built with -fsanitize=address to load at all.
+//
+// The sanitizers write each report to a file in sanitizerDir (asan.PID,
+// ubsan.PID; see SanitizerReports), which nginx's workers must be able to
+// write: run as root, they run as nobody. A report stops the process
+// (halt_on_error): nginx's master starts a new worker, and the report file
+// stays for the caller to find. Leaks are not reported: nginx frees its
+// pools at exit only in part, by design. ASAN_OPTIONS and UBSAN_OPTIONS
+// from the environment come after these, so they may override any but
+// log_path.
+func Env(preload, sanitizerDir string) []string {
+	if preload == "" {
+		return nil
+	}
+	asan := "detect_leaks=0:halt_on_error=1:abort_on_error=0:detect_odr_violation=0"
+	ubsan := "print_stacktrace=1:halt_on_error=1"
+	if v := os.Getenv("ASAN_OPTIONS"); v != "" {
+		asan += ":" + v
+	}
+	if v := os.Getenv("UBSAN_OPTIONS"); v != "" {
+		ubsan += ":" + v
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS":
+		default:
+			env = append(env, kv)
+		}
+	}
+	return append(env,
+		"LD_PRELOAD="+preload,
+		"ASAN_OPTIONS="+asan+":log_path="+filepath.Join(sanitizerDir, "asan"),
+		"UBSAN_OPTIONS="+ubsan+":log_path="+filepath.Join(sanitizerDir, "ubsan"))
+}
+
+// SanitizerReports returns the text of every report file in dir (see
+// Env), "" when there is none.
+func SanitizerReports(dir string) (string, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "*san.*"))
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, n := range names {
+		raw, err := os.ReadFile(n)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "--- %s ---\n%s\n", n, raw)
+	}
+	return b.String(), nil
 }
 
 // Nginx is one unprivileged nginx master (and its workers) in its own
@@ -148,6 +219,15 @@ func Start(ctx context.Context, cfg Config) (*Nginx, error) {
 	}
 	if cfg.LogTail == 0 {
 		cfg.LogTail = DefaultLogTail
+	}
+	if cfg.Preload != "" && cfg.SanitizerDir == "" {
+		cfg.SanitizerDir = filepath.Join(cfg.Dir, "sanitizer")
+		if err := os.MkdirAll(cfg.SanitizerDir, 0o777); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(cfg.SanitizerDir, 0o777); err != nil { // past the umask
+			return nil, err
+		}
 	}
 	for _, d := range []string{"lua", "logs", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(cfg.Dir, d), 0o755); err != nil {
@@ -197,6 +277,7 @@ func (p *Nginx) start(ctx context.Context) error {
 	defer out.Close()
 	p.cmd = exec.Command(p.cfg.Bin, "-p", p.Dir+"/", "-c", filepath.Join(p.Dir, "nginx.conf"), "-e", "stderr", "-g", "daemon off;")
 	p.cmd.Stdout, p.cmd.Stderr = out, out
+	p.cmd.Env = Env(p.cfg.Preload, p.cfg.SanitizerDir)
 	p.cmd.SysProcAttr = cluster.SysProcAttr() // own process group, killed with its parent
 	if err := p.cmd.Start(); err != nil {
 		return err
@@ -264,6 +345,15 @@ func (p *Nginx) Logs() string {
 		fmt.Fprintf(&b, "--- nginx %s ---\n%s\n", f, raw)
 	}
 	return b.String()
+}
+
+// SanitizerReports returns the sanitizers' reports so far (see Env): ""
+// when there is none, or when nginx runs without Config.Preload.
+func (p *Nginx) SanitizerReports() (string, error) {
+	if p.cfg.Preload == "" {
+		return "", nil
+	}
+	return SanitizerReports(p.cfg.SanitizerDir)
 }
 
 // ErrorLog returns nginx's whole error log.
