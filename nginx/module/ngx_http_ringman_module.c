@@ -147,6 +147,21 @@ typedef struct {
 } ngx_http_ringman_peer_data_t;
 
 
+/*
+ * What set_backend answered, for the balancer of the same request: when it
+ * asks the same service for the same key, the answer is reused instead of
+ * evaluated and looked up again (module.conf uses both). The table is
+ * referenced, so the row and slot stay valid even if a newer table is
+ * swapped in meanwhile.
+ */
+typedef struct {
+    ngx_http_ringman_service_t     *service;
+    ngx_http_ringman_table_t       *table;
+    ngx_str_t                       key;        /* the key's source text */
+    ringman_answer_t                a;
+} ngx_http_ringman_ctx_t;
+
+
 static ngx_int_t ngx_http_ringman_postconf(ngx_conf_t *cf);
 static void *ngx_http_ringman_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_ringman_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -1405,6 +1420,8 @@ ngx_http_ringman_handler(ngx_http_request_t *r)
     size_t                        len;
     const u_char                 *backend;
     ringman_answer_t              a;
+    ngx_pool_cleanup_t           *cln;
+    ngx_http_ringman_ctx_t       *ctx;
     ngx_http_variable_value_t    *v;
     ngx_http_ringman_table_t     *tbl;
     ngx_http_ringman_loc_conf_t  *lcf;
@@ -1439,6 +1456,26 @@ ngx_http_ringman_handler(ngx_http_request_t *r)
     default:
         return lcf->no_route_status;
     }
+
+    ctx = ngx_palloc(r->pool, sizeof(ngx_http_ringman_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    tbl->refs++;
+    cln->handler = ngx_http_ringman_unref;
+    cln->data = tbl;
+
+    ctx->service = lcf->service;
+    ctx->table = tbl;
+    ctx->key = lcf->key->value;
+    ctx->a = a;
+    ngx_http_set_ctx(r, ctx, ngx_http_ringman_module);
 
     /* A copy: the table may be swapped before proxy_pass reads it. */
     p = ngx_pnalloc(r->pool, len);
@@ -1581,6 +1618,7 @@ ngx_http_ringman_init_peer(ngx_http_request_t *r,
     uint32_t                       i;
     ringman_answer_t               a;
     ngx_pool_cleanup_t            *cln;
+    ngx_http_ringman_ctx_t        *ctx;
     ngx_http_ringman_peer_t       *peer;
     ngx_http_ringman_table_t      *tbl;
     ngx_http_ringman_srv_conf_t   *scf;
@@ -1599,12 +1637,26 @@ ngx_http_ringman_init_peer(ngx_http_request_t *r,
     r->upstream->peer.get = ngx_http_ringman_get_peer;
     r->upstream->peer.free = ngx_http_ringman_free_peer;
 
-    tbl = ngx_http_ringman_fresh(r, scf->service);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ringman_module);
 
-    if (tbl != NULL) {
-        if (ngx_http_ringman_answer(r, tbl, scf->key, 0, &a) != NGX_OK) {
+    if (ctx != NULL && ctx->service == scf->service
+        && ctx->key.len == scf->key->value.len
+        && ngx_strncmp(ctx->key.data, scf->key->value.data, ctx->key.len) == 0)
+    {
+        tbl = ctx->table;
+        a = ctx->a;
+
+    } else {
+        tbl = ngx_http_ringman_fresh(r, scf->service);
+
+        if (tbl != NULL
+            && ngx_http_ringman_answer(r, tbl, scf->key, 0, &a) != NGX_OK)
+        {
             return NGX_ERROR;
         }
+    }
+
+    if (tbl != NULL) {
 
         if (a.kind == RINGMAN_OVERRIDE) {
             peer = &tbl->overrides[a.slot];
