@@ -1,6 +1,6 @@
 package discovery
 
-// Cluster tests of the host overrides (issue 3): real hostmap.Tables, each
+// Cluster tests of the host overrides: real hostmap.Tables, each
 // on its own bbolt file, replicated by real nodes, wired as
 // cmd/ringman/serve.go wires them (Config.SharedState = table, Peers = the
 // store, then table.SetBroadcast(node.Broadcast) once the node runs).

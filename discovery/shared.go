@@ -42,7 +42,7 @@ const (
 // wan); on the wire 20 MiB of overrides is ~7.5 MB.
 //
 // An override takes ~60-100 bytes of state (host, backend, version, tombstone
-// flag), so MaxStateBytes holds 210,000-350,000 of them; issue 3's 100,000
+// flag), so MaxStateBytes holds 210,000-350,000 of them; 100,000 overrides
 // take 6-10 MB. Every push/pull carries the whole state: at 100,000
 // overrides each node sends and receives 6-10 MB (2-4 MB compressed) every
 // PushPullInterval (5 s fast, 15 s lan, 30 s wan) plus one per join. Past a

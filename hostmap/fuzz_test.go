@@ -30,7 +30,7 @@ func checkFieldError(t *testing.T, what string, err error, field string) {
 	}
 }
 
-// isDNSName is SPEC §4's host rule written plainly, as the oracle for
+// isDNSName is README: HTTP API's host rule written plainly, as the oracle for
 // NormalizeHost: ASCII letters, digits and '-', labels of 1 to 63 bytes
 // that neither start nor end with '-', at most 253 bytes in all.
 func isDNSName(h string) bool {
@@ -125,7 +125,7 @@ func FuzzValidateBackend(f *testing.F) {
 	})
 }
 
-// keyHost is SPEC §2's host part of a key, written plainly: the text before
+// keyHost is README: How it decides's host part of a key, written plainly: the text before
 // the first '/' unless the key starts with '/', without a ":port" suffix
 // and without one trailing dot (the form a Host header may have), ASCII
 // lower-cased.
@@ -193,7 +193,7 @@ func openFuzzTable(f *testing.F, pairs []Pair) *Table {
 	return tb
 }
 
-// FuzzKeyHost checks the lookup side of overrides against SPEC §2 written
+// FuzzKeyHost checks the lookup side of overrides against README: How it decides written
 // plainly: Match answers what matchOracle answers for every key, and it
 // depends only on the key's host part (case, port and path do not matter).
 func FuzzKeyHost(f *testing.F) {

@@ -1,5 +1,5 @@
 // Package hostmap holds ringman's overrides: explicit host -> backend entries
-// that win over the ring (SPEC §2), kept in the node's bbolt file and shared
+// that win over the ring (README: How it decides), kept in the node's bbolt file and shared
 // with every node of the cluster.
 //
 // Each entry carries a Version (a hybrid logical clock reading plus the

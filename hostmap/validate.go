@@ -114,7 +114,7 @@ func ValidateBackend(backend string) error {
 	return nil
 }
 
-// hostOf returns the host part of a lookup key (SPEC §2): the text before
+// hostOf returns the host part of a lookup key (README: How it decides): the text before
 // the first '/' when the key does not start with '/', without a ":port"
 // suffix and without one trailing dot (a Host header may be the absolute
 // "example.com."; NormalizeHost stores hosts without it). It is not

@@ -1,6 +1,6 @@
 package httpapi
 
-// Hostile HTTP clients (issue 5), against the API served by a real
+// Hostile HTTP clients, against the API served by a real
 // http.Server on 127.0.0.1:0 with serve.go's limits (timeouts shortened so
 // the tests are quick). Each attack must get a 4xx, a JSON error where the
 // handler answers (net/http answers some attacks itself, in plain text,

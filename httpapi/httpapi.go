@@ -1,4 +1,4 @@
-// Package httpapi is ringman's HTTP API (SPEC §4): host overrides (the
+// Package httpapi is ringman's HTTP API (README: HTTP API): host overrides (the
 // original set_backend project's /entries routes), members, lookups, join,
 // leave, drain, rings, health and metrics, JSON everywhere. The CLI is its
 // main client (see Client).
@@ -25,7 +25,7 @@ import (
 	"ringman/router"
 )
 
-// MaxBody is the largest request body accepted (SPEC §4).
+// MaxBody is the largest request body accepted (README: HTTP API).
 const MaxBody = 1 << 20
 
 // Cluster is the part of a discovery.Node the API uses.

@@ -43,7 +43,7 @@
 --     `refresh` seconds; an unchanged table costs one nil reply) and answers
 --     each request itself: the override of the key's host if there is one,
 --     else row xxhash64(key) % partitions of the table, exactly as ringman
---     answers (SPEC §2; router.Export documents the rules). No round trip per
+--     answers (README: How it decides; router.Export documents the rules). No round trip per
 --     request. A copy is at most `refresh` seconds behind ringman while polls
 --     succeed; when they fail for longer than `max_stale` seconds the copy is
 --     dropped and requests fall back to per-request lookups (so a dead
@@ -500,7 +500,7 @@ local function fresh(service)
     return nil
 end
 
--- override returns the backend of key's host in copy t (SPEC §2: the text
+-- override returns the backend of key's host in copy t (README: How it decides: the text
 -- before the first '/' of a key that does not start with '/', without :port
 -- and one trailing dot, lower-cased; exact host first, then the nearest
 -- "*." wildcard), or nil.

@@ -1,6 +1,6 @@
 package redisapi
 
-// Hostile clients over real sockets (issue 5). Each attack runs against a
+// Hostile clients over real sockets. Each attack runs against a
 // real server, once per engine (TestMain), while a go-redis client keeps
 // doing GETs. What must hold: the bystander is answered all along; the
 // attacker is cut off, with a "-ERR Protocol error" reply where RESP has

@@ -5,7 +5,7 @@ import (
 	"strconv"
 )
 
-// Limits on one request, whatever the framing (SPEC §3). A request that
+// Limits on one request, whatever the framing (README: Redis protocol). A request that
 // exceeds them is refused with an error reply and the connection is closed,
 // so that what a client sends never grows the server's memory.
 const (

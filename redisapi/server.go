@@ -1,4 +1,4 @@
-// Package redisapi answers lookups over the Redis protocol (SPEC §3), so that
+// Package redisapi answers lookups over the Redis protocol (README: Redis protocol), so that
 // nginx (ngx_http_redis, lua-resty-redis), redis-cli and any Redis client can
 // ask ringman which instance serves a key: GET <key> returns the instance's
 // "host:port" as a bulk string, or nil when there is none.

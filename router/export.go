@@ -14,7 +14,7 @@ import (
 // Export is one service's whole answer function, for a router outside
 // ringman that answers lookups itself (nginx/ringman.lua, through the RESP
 // command RING.TABLE): the key's host part is looked up in the overrides
-// first (SPEC §2), and otherwise the key's row of Table, at
+// first (README: How it decides), and otherwise the key's row of Table, at
 // hash(key) % Partitions, lists its candidates, owner first. Following these
 // rules gives exactly what Lookup and Candidates answer.
 type Export struct {

@@ -1,6 +1,6 @@
 // Package router answers ringman's one question: for this key and service,
 // which backend? Every protocol (RESP, HTTP, CLI through HTTP) asks through
-// Router, so the answer is the same everywhere (SPEC §2).
+// Router, so the answer is the same everywhere (README: How it decides).
 //
 // Rings are rebuilt elsewhere (Update, called by the membership loop) and
 // published with one atomic swap; lookups only load a pointer.
@@ -235,7 +235,7 @@ func (r *Router) Ring(service string) *ring.Ring {
 func (r *Router) Rings() map[string]*ring.Ring { return *r.rings.Load() }
 
 // Lookup returns the backend for key on service ("" = the default service):
-// the override of the key's host if there is one (SPEC §2), else the key's
+// the override of the key's host if there is one (README: How it decides), else the key's
 // owner on the ring. It never locks or allocates.
 func (r *Router) Lookup(service string, key []byte) (string, Source) {
 	if r.overrides != nil {

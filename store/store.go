@@ -1,4 +1,4 @@
-// Package store owns ringman's one data file (SPEC §6): a bbolt database in
+// Package store owns ringman's one data file: a bbolt database in
 // the data dir that holds what must survive a restart. Other packages get
 // their own buckets; this package makes opening it safe: the data dir is
 // private, a second process fails at once instead of waiting on the lock,

@@ -62,7 +62,7 @@ func fromBuildInfo(version, commit string, info *debug.BuildInfo) (string, strin
 	return version, rev
 }
 
-// Exit codes (SPEC §5).
+// Exit codes (README: CLI).
 const (
 	exitOK      = 0
 	exitFailure = 1 // no answer, or the command failed

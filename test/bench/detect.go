@@ -12,7 +12,7 @@ import (
 	"ringman/test/cluster"
 )
 
-// Goals: issue 2 says a killed node's instance leaves every ring "within
+// Goals: a killed node's instance leaves every ring "within
 // about a second"; a graceful leave is announced, so it should be faster
 // (FINDINGS: 0.05–0.15 s with the tuned timings).
 const (

@@ -17,7 +17,7 @@ import (
 	"ringman/test/cluster"
 )
 
-// Goals of the host overrides (issue 3).
+// Goals of the host overrides.
 const (
 	// lookupRatioGoal: a lookup costs the same whatever the number of
 	// overrides ("ns/op unchanged within noise"), compared with none.
@@ -338,7 +338,7 @@ func importRows(ctx context.Context, o options, dir string, cl *cleanups) (rows 
 	}
 	hc := &http.Client{Timeout: time.Minute}
 
-	// One request with every entry: over the API's body limit (SPEC §4).
+	// One request with every entry: over the API's body limit (README: HTTP API).
 	all, err := importBatches(importCount, 1<<40)
 	if err != nil {
 		return nil, err
@@ -346,7 +346,7 @@ func importRows(ctx context.Context, o options, dir string, cl *cleanups) (rows 
 	status, _, msg, err := postEntries(ctx, hc, seed.HTTPAddr, all[0])
 	one := row{
 		measurement: fmt.Sprintf("bulk import: one POST of all %s entries (%.1f MB)", thousands(importCount), float64(len(all[0]))/1e6),
-		goal:        "413: body over 1 MiB (SPEC §4)",
+		goal:        "413: body over 1 MiB (README: HTTP API)",
 		met:         yesNo(err == nil && status == http.StatusRequestEntityTooLarge),
 	}
 	switch {

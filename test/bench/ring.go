@@ -11,7 +11,7 @@ import (
 	"ringman/test/cluster"
 )
 
-// Goals of the in-process ring (issue 2).
+// Goals of the in-process ring.
 const (
 	ownerGoalNs   = 50.0
 	rebuildGoalNs = 20e6

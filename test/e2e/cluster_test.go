@@ -203,7 +203,7 @@ func TestThreeNodesAgreeSurviveCrashAndRejoin(t *testing.T) {
 	t.Logf("keys that moved although their owner survived: %d of %d (%.2f%%)", moved, keyCount-orphaned, 100*float64(moved)/float64(keyCount-orphaned))
 
 	// Each survivor logs the failure once, and the ring change it caused:
-	// the instance removed and the share of keys that moved (issue 6).
+	// the instance removed and the share of keys that moved.
 	for _, n := range survivors {
 		err := cluster.Poll(ctx, 20*time.Millisecond, n.Name+" logs the failure and the ring change", func() (bool, string) {
 			log := n.Log()

@@ -23,7 +23,7 @@ import (
 	"ringman/test/cluster"
 )
 
-// The README's override commands, exactly as documented (SPEC §4: the
+// The README's override commands, exactly as documented (README: HTTP API: the
 // original set_backend project's API). The tests replace the default API
 // address with the node's, and nothing else.
 const (

@@ -1,5 +1,5 @@
 // Package faults runs ringman through crashes, hangs, partitions, churn and
-// packet loss, and checks that it keeps answering correctly (issue 5).
+// packet loss, and checks that it keeps answering correctly.
 //
 // Every node is a real `ringman serve` process in its own network namespace
 // with its own address, joined to the others by a veth pair into a bridge in
