@@ -66,13 +66,13 @@ type Config struct {
 // where the answer came from, and the lookup requests answered with an
 // error (a missing key, a bad n). Its methods are safe for concurrent use.
 type LookupCounters struct {
-	lookups [router.Override + 1]atomic.Uint64 // by router.Source
+	lookups [router.NumSources]atomic.Uint64 // by router.Source
 	errors  atomic.Uint64
 }
 
 // LookupStats is a snapshot of LookupCounters.
 type LookupStats struct {
-	Lookups [router.Override + 1]uint64 // by router.Source; a miss is a 404 (403 for /v1/route)
+	Lookups [router.NumSources]uint64 // by router.Source; a miss is a 404 (403 for /v1/route)
 	Errors  uint64                      // 4xx answers other than a miss
 }
 

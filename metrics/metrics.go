@@ -222,7 +222,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 	gauge(descBuildInfo, 1, c.src.Version, c.src.Commit, runtime.Version())
-	lookups := func(protocol string, bySource [router.Override + 1]uint64, errors uint64) {
+	lookups := func(protocol string, bySource [router.NumSources]uint64, errors uint64) {
 		for src, n := range bySource {
 			counter(descLookups, n, protocol, router.Source(src).String())
 		}

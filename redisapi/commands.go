@@ -300,7 +300,7 @@ func (c *conn) cmdGet(args [][]byte) {
 func (c *conn) cmdMGet(args [][]byte) {
 	keys := args[1:]
 	c.out = appendArray(c.out, len(keys))
-	var counts [router.Override + 1]uint64 // by router.Source
+	var counts [router.NumSources]uint64 // by router.Source
 	for _, key := range keys {
 		backend, src := c.s.router.Lookup(c.service, key)
 		counts[src]++

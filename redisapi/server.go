@@ -134,7 +134,7 @@ const lookupShards = 64
 // into the shard of its id. It fills two cache lines (adjacent-line
 // prefetch pulls lines in pairs).
 type counterShard struct {
-	lookups [router.Override + 1]atomic.Uint64 // keys looked up, by router.Source
+	lookups [router.NumSources]atomic.Uint64 // keys looked up, by router.Source
 	errors  atomic.Uint64                      // lookup commands answered with an error
 	_       [128 - 4*8]byte
 }
@@ -339,7 +339,7 @@ func (s *Server) Lookups() uint64 {
 type Stats struct {
 	// Lookups counts the keys looked up (GET, each key of MGET,
 	// RING.LOOKUP) by where the answer came from, indexed by router.Source.
-	Lookups [router.Override + 1]uint64
+	Lookups [router.NumSources]uint64
 	// LookupErrors counts lookup commands (GET, MGET, RING.LOOKUP)
 	// answered with an error: wrong arity, NOAUTH, bad arguments.
 	LookupErrors uint64

@@ -92,10 +92,13 @@ func (s Settings) Validate() error {
 	return nil
 }
 
+// HashName names the default key hash, in fingerprints and exported tables.
+const HashName = "xxhash64"
+
 // Fingerprint is a short readable description of everything that decides
 // placement. Nodes compare fingerprints and refuse peers whose differ.
 func (s Settings) Fingerprint() string {
-	hash := "xxhash64"
+	hash := HashName
 	if s.Hasher != nil {
 		hash = fmt.Sprintf("%T", s.Hasher)
 	}
@@ -403,7 +406,7 @@ func (b *Builder) snapshot() *Ring {
 // does: what a router outside ringman must compute to use IndexTable.
 func (r *Ring) Hash() string {
 	if r == nil || r.custom == nil {
-		return "xxhash64"
+		return HashName
 	}
 	return fmt.Sprintf("%T", r.custom)
 }

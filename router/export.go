@@ -87,7 +87,7 @@ func (r *Router) Export(service string) (*Export, error) {
 	if c, ok := r.exports[key]; ok && c.ring == rg && c.gen == gen {
 		return c.e, nil
 	}
-	e := &Export{Hash: "xxhash64", Instances: rg.Instances(), Partitions: rg.Partitions(), Width: rg.Width(), Table: rg.IndexTable()}
+	e := &Export{Hash: ring.HashName, Instances: rg.Instances(), Partitions: rg.Partitions(), Width: rg.Width(), Table: rg.IndexTable()}
 	if rg != nil {
 		e.Hash = rg.Hash()
 	}

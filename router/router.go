@@ -29,6 +29,9 @@ const (
 	Override               // an explicit host override
 )
 
+// NumSources is the number of Sources, for arrays of counts indexed by one.
+const NumSources = int(Override) + 1
+
 func (s Source) String() string {
 	switch s {
 	case Ring:

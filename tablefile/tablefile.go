@@ -21,6 +21,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 
+	"ringman/ring"
 	"ringman/router"
 )
 
@@ -83,7 +84,7 @@ func Encode(e *router.Export) ([]byte, error) {
 	}
 	P, W, N := e.Partitions, e.Width, len(e.Instances)
 	switch {
-	case e.Hash != "xxhash64":
+	case e.Hash != ring.HashName:
 		return nil, fmt.Errorf("encode table: key hash %q, the format knows only xxhash64", e.Hash)
 	case N > MaxInstances:
 		return nil, fmt.Errorf("encode table: %d instances, a table file indexes at most %d", N, MaxInstances)
@@ -433,7 +434,7 @@ func (t *Table) probe(host []byte) (string, bool) {
 // Export rebuilds the Export the file was encoded from (Hash "xxhash64";
 // overrides sorted by host), for tests and tools.
 func (t *Table) Export() *router.Export {
-	e := &router.Export{Epoch: t.Epoch, Hash: "xxhash64", Partitions: t.Partitions, Width: t.Width}
+	e := &router.Export{Epoch: t.Epoch, Hash: ring.HashName, Partitions: t.Partitions, Width: t.Width}
 	for i := range t.N {
 		e.Instances = append(e.Instances, t.Instance(i))
 	}
