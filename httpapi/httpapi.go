@@ -73,7 +73,7 @@ type LookupCounters struct {
 // LookupStats is a snapshot of LookupCounters.
 type LookupStats struct {
 	Lookups [router.NumSources]uint64 // by router.Source; a miss is a 404 (403 for /v1/route)
-	Errors  uint64                      // 4xx answers other than a miss
+	Errors  uint64                    // 4xx answers other than a miss
 }
 
 // Stats reads the counters.

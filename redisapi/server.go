@@ -135,7 +135,7 @@ const lookupShards = 64
 // prefetch pulls lines in pairs).
 type counterShard struct {
 	lookups [router.NumSources]atomic.Uint64 // keys looked up, by router.Source
-	errors  atomic.Uint64                      // lookup commands answered with an error
+	errors  atomic.Uint64                    // lookup commands answered with an error
 	_       [128 - 4*8]byte
 }
 
