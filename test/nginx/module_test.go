@@ -485,40 +485,11 @@ var balanceEdits = map[string]string{
 func TestModuleBalanceFactor(t *testing.T) {
 	ctx := testContext(t, 90*time.Second)
 	f := newModuleFixture(t, ctx, "module.conf", 3, balanceEdits)
-	owner := f.backends[0]
-	ps := paths("hold", 300)
-	owners, err := f.ringOwners(host, ps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mine []string
-	for i, p := range ps {
-		if owners[i] == owner.Name {
-			mine = append(mine, p)
-		}
-	}
 	const inFlight = 6
-	if len(mine) < inFlight+10 {
-		t.Fatalf("only %d of %d URLs are owned by %s", len(mine), len(ps), owner.Name)
-	}
-	var releases []func()
-	for _, b := range f.backends {
-		releases = append(releases, b.Hold())
-	}
-	releaseAll := func() {
-		for _, r := range releases {
-			r()
-		}
-	}
+	owner := f.backends[0]
+	mine := f.ownedBy(owner, inFlight+10)
+	releaseAll := f.holdAll()
 	defer releaseAll()
-	held := func() (total int, counts map[string]int) {
-		counts = map[string]int{}
-		for _, b := range f.backends {
-			counts[b.Name] = b.Held()
-			total += counts[b.Name]
-		}
-		return total, counts
-	}
 	// One at a time, each once the previous one is held: the bound each
 	// request meets is known. ceil(1.5 x (k+1) / 3) for the k-th.
 	results := make(chan result, inFlight)
@@ -531,14 +502,14 @@ func TestModuleBalanceFactor(t *testing.T) {
 			results <- r
 		}()
 		err := cluster.Poll(ctx, 5*time.Millisecond, fmt.Sprintf("%d requests held", i+1), func() (bool, string) {
-			n, counts := held()
+			n, counts := f.held()
 			return n == i+1, fmt.Sprint(counts)
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, counts := held()
+	_, counts := f.held()
 	if counts[owner.Name] != 3 {
 		t.Errorf("%d requests in flight for %s's keys: %v; want 3 on %s (the bound ceil(1.5 x 6 / 3))",
 			inFlight, owner.Name, counts, owner.Name)
@@ -683,22 +654,9 @@ func TestModuleRefusedInodeReused(t *testing.T) {
 func TestModuleBalanceClientAbort(t *testing.T) {
 	ctx := testContext(t, 90*time.Second)
 	f := newModuleFixture(t, ctx, "module.conf", 3, balanceEdits)
-	owner := f.backends[0]
-	ps := paths("hold", 300)
-	owners, err := f.ringOwners(host, ps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mine []string
-	for i, p := range ps {
-		if owners[i] == owner.Name {
-			mine = append(mine, p)
-		}
-	}
 	const aborted = 4
-	if len(mine) < aborted+5 {
-		t.Fatalf("only %d of %d URLs are owned by %s", len(mine), len(ps), owner.Name)
-	}
+	owner := f.backends[0]
+	mine := f.ownedBy(owner, aborted+5)
 	release := owner.Hold()
 	defer release()
 	client := &http.Client{Timeout: 10 * time.Second}
@@ -749,4 +707,49 @@ func TestModuleBalanceClientAbort(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// ownedBy returns the /hold/ URLs (of 300) that ringman places on b,
+// failing the test when fewer than want are.
+func (f *fixture) ownedBy(b *backend, want int) []string {
+	f.t.Helper()
+	ps := paths("hold", 300)
+	owners, err := f.ringOwners(host, ps)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var mine []string
+	for i, p := range ps {
+		if owners[i] == b.Name {
+			mine = append(mine, p)
+		}
+	}
+	if len(mine) < want {
+		f.t.Fatalf("only %d of %d URLs are owned by %s, want %d", len(mine), len(ps), b.Name, want)
+	}
+	return mine
+}
+
+// holdAll makes every backend hold its /hold/ requests until the returned
+// func is called (more than once is fine).
+func (f *fixture) holdAll() (release func()) {
+	var releases []func()
+	for _, b := range f.backends {
+		releases = append(releases, b.Hold())
+	}
+	return func() {
+		for _, r := range releases {
+			r()
+		}
+	}
+}
+
+// held returns how many requests the backends hold, in all and by name.
+func (f *fixture) held() (total int, counts map[string]int) {
+	counts = map[string]int{}
+	for _, b := range f.backends {
+		counts[b.Name] = b.Held()
+		total += counts[b.Name]
+	}
+	return total, counts
 }

@@ -72,31 +72,10 @@ func TestModuleNoBalanceFactorNeverSpills(t *testing.T) {
 	f := newModuleFixture(t, ctx, "module.conf", 3, map[string]string{
 		"worker_processes 1;": "worker_processes 2;",
 	})
-	owner := f.backends[0]
-	ps := paths("hold", 300)
-	owners, err := f.ringOwners(host, ps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mine []string
-	for i, p := range ps {
-		if owners[i] == owner.Name {
-			mine = append(mine, p)
-		}
-	}
 	const inFlight = 6
-	if len(mine) < inFlight {
-		t.Fatalf("only %d of %d URLs are owned by %s", len(mine), len(ps), owner.Name)
-	}
-	var releases []func()
-	for _, b := range f.backends {
-		releases = append(releases, b.Hold())
-	}
-	releaseAll := func() {
-		for _, r := range releases {
-			r()
-		}
-	}
+	owner := f.backends[0]
+	mine := f.ownedBy(owner, inFlight)
+	releaseAll := f.holdAll()
 	defer releaseAll()
 	results := make(chan result, inFlight)
 	for i := range inFlight {
@@ -108,12 +87,8 @@ func TestModuleNoBalanceFactorNeverSpills(t *testing.T) {
 			results <- r
 		}()
 	}
-	err = cluster.Poll(ctx, 5*time.Millisecond, fmt.Sprintf("%d requests held", inFlight), func() (bool, string) {
-		total, counts := 0, map[string]int{}
-		for _, b := range f.backends {
-			counts[b.Name] = b.Held()
-			total += counts[b.Name]
-		}
+	err := cluster.Poll(ctx, 5*time.Millisecond, fmt.Sprintf("%d requests held", inFlight), func() (bool, string) {
+		total, counts := f.held()
 		return total == inFlight, fmt.Sprint(counts)
 	})
 	if err != nil {
