@@ -18,22 +18,13 @@ import (
 	"ringman/test/cluster"
 )
 
-// pollFor calls cond every 20 ms until it reports true or timeout passes,
-// then fails with cond's last reason.
+// pollFor is cluster.Poll with a timeout, failing t when cond is not reached.
 func pollFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %v: %s", what, timeout, why)
-		}
-		<-tick.C
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := cluster.Poll(ctx, 20*time.Millisecond, what, cond); err != nil {
+		t.Fatal(err)
 	}
 }
 
