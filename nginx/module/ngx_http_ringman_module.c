@@ -1722,7 +1722,11 @@ ngx_http_ringman_get_peer(ngx_peer_connection_t *pc, void *data)
      * ...unless it carries more than its share (bounded loads): then the
      * first one under ceil(factor x (in flight + 1) / instances).
      */
-    if (pd->factor && pd->table->inflight) {
+    /*
+     * (An override's single peer on a service with no instance left has
+     * nothing to balance against, and n would be 0.)
+     */
+    if (pd->factor && pd->table->inflight && pd->table->t.instances > 0) {
         n = pd->table->t.instances;
         cap = (pd->factor * (*pd->table->inflight + 1) + 100 * n - 1)
               / (100 * n);

@@ -104,3 +104,42 @@ func TestModuleNoBalanceFactorNeverSpills(t *testing.T) {
 		}
 	}
 }
+
+// balance_factor with an override on a service that has no live instance:
+// the override is still served (the bound divides by the instance count,
+// which is then 0).
+func TestModuleBalanceFactorOverrideNoInstances(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	f := newModuleFixture(t, ctx, "module.conf", 1, balanceEdits)
+	const pinned = "pinned.example.test"
+	target := f.backends[0]
+	if _, err := f.nodes[0].API().SetHost(ctx, pinned, target.Addr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.nodes[0].API().Drain(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.WaitInstances(ctx, f.nodes, nil); err != nil {
+		t.Fatal(err)
+	}
+	err := cluster.Poll(ctx, 20*time.Millisecond, "nginx sends "+pinned+" to "+target.Name+" with the ring empty", func() (bool, string) {
+		r, err := f.get(host, "/no/route")
+		if err != nil {
+			return false, err.Error()
+		}
+		if r.Status != http.StatusNotFound {
+			return false, fmt.Sprintf("a key without override: %+v, want 404 (ring not empty yet?)", r)
+		}
+		r, err = f.get(pinned, "/x")
+		if err != nil {
+			return false, err.Error()
+		}
+		return r.Status == http.StatusOK && r.Backend == target.Name, fmt.Sprintf("%s: %+v", pinned, r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(f.nginx.ErrorLog(), "exited on signal") {
+		t.Errorf("a worker crashed:\n%s", f.nginx.ErrorLog())
+	}
+}
