@@ -124,6 +124,8 @@ test: test-deps
 	$(GO) test -race -count=1 -timeout 20m ./...
 	@# ring's 1,000-instance checks skip under -race (~15 s per ring there): run them plain.
 	$(GO) test -count=1 ./ring/
+	@# The allocation checks of the lookup path skip under -race (its instrumentation allocates).
+	$(GO) test -count=1 -run 'DoesNotAllocate|NoAllocs|Alloc' ./redisapi/ ./router/
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 	$(MAKE) --no-print-directory test-nginx-asan
 

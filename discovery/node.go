@@ -51,7 +51,7 @@ var ErrShutdown = errors.New("discovery: node is shut down")
 
 // ErrJoinSelf is returned by Join when every address given is this node's
 // own gossip address: joining itself would reach nobody.
-var ErrJoinSelf = errors.New("discovery: address is this node's own gossip address")
+var ErrJoinSelf = errors.New("the address is this node's own gossip address")
 
 var errLeft = errors.New("discovery: node has left the cluster")
 
