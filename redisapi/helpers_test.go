@@ -92,6 +92,10 @@ func startServer(t testing.TB, cfg Config) *testServer {
 	if cfg.Version == "" {
 		cfg.Version = "1.2.3-test"
 	}
+	// As serve does: a --db's service is known (a miss, not unknown).
+	for _, service := range cfg.DBs {
+		cfg.Router.Know(service)
+	}
 	s, err := Listen(cfg)
 	if err != nil {
 		t.Fatal(err)

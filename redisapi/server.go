@@ -243,11 +243,6 @@ func Listen(cfg Config) (*Server, error) {
 		}
 		s.dbs[db] = service
 	}
-	// A db names its service, so the service exists though no instance of
-	// it may be live yet: lookups on it are misses, not unknown services.
-	for _, service := range s.dbs {
-		s.router.Know(service)
-	}
 	if cfg.MaxClients < 0 {
 		return nil, fmt.Errorf("redis listener: max clients %d is negative (0 means no bound)", cfg.MaxClients)
 	}

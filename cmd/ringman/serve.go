@@ -405,6 +405,10 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	for _, s := range c.dbs {
 		services = append(services, s)
 	}
+	// A --db names its service, so it exists though no instance of it may
+	// be live yet: lookups on it are misses, not unknown services, on
+	// every protocol.
+	rt.Know(services...)
 	// The table files start once the node is ready (see WriterConfig.Ready);
 	// ready is set below, when /readyz exists.
 	var readyRef atomic.Pointer[readiness]
