@@ -152,7 +152,9 @@ typedef struct {
  * asks the same service for the same key, the answer is reused instead of
  * evaluated and looked up again (module.conf uses both). The table is
  * referenced, so the row and slot stay valid even if a newer table is
- * swapped in meanwhile.
+ * swapped in meanwhile. The key is then evaluated once, in preaccess:
+ * what changes it later in the same location (a try_files that rewrites
+ * $uri, auth_request_set) does not move the request.
  */
 typedef struct {
     ngx_http_ringman_service_t     *service;
