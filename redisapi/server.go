@@ -201,13 +201,8 @@ type Server struct {
 	clock     atomic.Int64 // coarse time (UnixNano) for idle tracking
 	counters  [lookupShards]counterShard
 	closes    [numCloseReasons]atomic.Uint64 // connections closed for a limit, by closeReason
-	panics    atomic.Uint64
-	lastPanic atomic.Int64 // UnixNano of the last logged panic
-
-	authFailures atomic.Uint64 // AUTH (and HELLO AUTH) with a wrong password
-	authLogged   atomic.Uint64 // authFailures when the last line about them was logged
-	lastAuthLog  atomic.Int64  // UnixNano of that line
-	authLogEvery time.Duration // authLogEvery; tests shorten it before Serve
+	panics    logThrottle                    // panics recovered; at most one line per panicLogEvery
+	authFails logThrottle                    // AUTH (and HELLO AUTH) with a wrong password; tests shorten its every before Serve
 }
 
 // Listen validates cfg and binds its address. A unix socket file left behind
@@ -231,9 +226,9 @@ func Listen(cfg Config) (*Server, error) {
 		done:        make(chan struct{}),
 		started:     time.Now(),
 		eventLoop:   useEventLoop,
-
-		authLogEvery: authLogEvery,
 	}
+	s.panics.every = panicLogEvery
+	s.authFails.every = authLogEvery
 	for db, service := range cfg.DBs {
 		if db < 0 {
 			return nil, fmt.Errorf("redis db %d: db numbers start at 0", db)
@@ -370,7 +365,7 @@ func (s *Server) Stats() Stats {
 	}
 	st.Clients = s.connectedClients()
 	st.Accepted = s.accepted.Load()
-	st.AuthFailures = s.authFailures.Load()
+	st.AuthFailures = s.authFails.total()
 	st.Closed = LimitCloses{
 		RequestTooBig: s.closes[closeRequestTooBig].Load(),
 		TooManyArgs:   s.closes[closeTooManyArgs].Load(),
@@ -563,14 +558,15 @@ func idleTick(idle time.Duration) time.Duration {
 	return min(max(idle/10, 5*time.Millisecond), time.Second)
 }
 
-// recovered logs a panic from a command or a connection. A misbehaving client
-// could trigger the same bug in a loop, so at most one line per second is
-// logged; each carries the count of panics so far.
+// panicLogEvery is the least time between two log lines about recovered
+// panics: a misbehaving client could trigger the same bug in a loop.
+const panicLogEvery = time.Second
+
+// recovered logs a panic from a command or a connection, at most one line
+// per panicLogEvery; each carries the count of panics so far.
 func (s *Server) recovered(p any, where string) {
-	total := s.panics.Add(1)
-	now := time.Now().UnixNano()
-	last := s.lastPanic.Load()
-	if now-last < int64(time.Second) || !s.lastPanic.CompareAndSwap(last, now) {
+	_, total, ok := s.panics.add(1)
+	if !ok {
 		return
 	}
 	s.log.Error("redis: recovered from a panic", "in", where, "panic", fmt.Sprint(p),
@@ -585,13 +581,10 @@ const authLogEvery = 10 * time.Second
 // per authLogEvery; each line carries the failures since the previous one
 // and the address of the client whose failure it was logged on.
 func (s *Server) authFailed(c *conn) {
-	total := s.authFailures.Add(1)
-	now := time.Now().UnixNano()
-	last := s.lastAuthLog.Load()
-	if last != 0 && now-last < int64(s.authLogEvery) || !s.lastAuthLog.CompareAndSwap(last, now) {
+	since, total, ok := s.authFails.add(1)
+	if !ok {
 		return
 	}
-	since := total - s.authLogged.Swap(total)
 	s.log.Warn("redis: AUTH failed: wrong password", "remote", c.remoteAddr(),
-		"failures", since, "failures_total", total, "log_every", s.authLogEvery)
+		"failures", since, "failures_total", total, "log_every", s.authFails.every)
 }
