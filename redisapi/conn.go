@@ -81,51 +81,91 @@ func (s *Server) serveConn(c *conn) {
 		}
 	}()
 	for {
-		for c.start < c.end {
-			n, args, err := c.p.parse(c.buf[c.start:c.end])
-			if err != nil {
-				c.out = appendError(c.out, err.Error())
-				s.log.Debug("redis protocol error", "remote", c.nc.RemoteAddr().String(), "err", err)
-				s.limitClosed(c, closeReasonOf(err))
-				c.closeGracefully()
+		switch c.serve() {
+		case flushFirst:
+			if c.flush() != nil {
 				return
 			}
-			if n == 0 {
-				break // incomplete: read more
-			}
-			c.start += n
-			if len(args) > 0 {
-				c.exec(args)
-				if c.quit {
-					c.closeGracefully()
-					return
-				}
-			}
-			if len(c.out) >= flushThreshold && c.flush() != nil {
-				return
-			}
-		}
-		if len(c.out) > 0 && c.flush() != nil {
-			return
-		}
-		if !c.makeRoom() {
-			// Cannot happen: the parser refuses a request before it
-			// outgrows the largest buffer. Refuse it here too, to be safe.
-			c.out = appendError(c.out, errTooBig.Error())
-			s.limitClosed(c, closeRequestTooBig)
+			continue
+		case closeAfterReplies:
 			c.closeGracefully()
 			return
 		}
+		if c.flush() != nil {
+			return
+		}
 		n, err := c.nc.Read(c.buf[c.end:])
-		c.end += n
-		c.active.Store(s.clock.Load())
+		c.received(n, s.clock.Load())
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				s.log.Debug("redis connection read failed", "remote", c.nc.RemoteAddr().String(), "err", err)
+				s.log.Debug("redis connection read failed", "remote", c.remoteAddr(), "err", err)
 			}
 			return
 		}
 	}
+}
+
+// served is what conn.serve left its engine to do.
+type served uint8
+
+const (
+	// readMore: every complete request is answered and buf has room at
+	// its end. Write the replies out, then read.
+	readMore served = iota
+	// flushFirst: flushThreshold bytes of replies are pending. Write them
+	// out, then call serve again for the requests still in buf.
+	flushFirst
+	// closeAfterReplies: a protocol error (its reply is in out) or QUIT.
+	// Write the replies out, then close the connection gracefully.
+	closeAfterReplies
+)
+
+// serve is the step both engines take whenever input arrived or replies
+// moved on: it parses each complete request in buf[start:end], runs it,
+// appends its reply to out and moves start past it. It stops at the first
+// incomplete request, when the replies reach flushThreshold, on QUIT, or on
+// a request it cannot accept (counted as a limit close). Before it reports
+// readMore it makes room in buf for the next read (makeRoom), which also
+// gives back the memory of a large request once it is done. How replies are
+// written, and what waits for the socket, is the engine's business.
+func (c *conn) serve() served {
+	for c.start < c.end {
+		n, args, err := c.p.parse(c.buf[c.start:c.end])
+		if err != nil {
+			c.out = appendError(c.out, err.Error())
+			c.s.log.Debug("redis protocol error", "remote", c.remoteAddr(), "err", err)
+			c.s.limitClosed(c, closeReasonOf(err))
+			return closeAfterReplies
+		}
+		if n == 0 {
+			break // incomplete: read more
+		}
+		c.start += n
+		if len(args) > 0 {
+			c.exec(args)
+			if c.quit {
+				return closeAfterReplies
+			}
+		}
+		if len(c.out) >= flushThreshold {
+			return flushFirst
+		}
+	}
+	if !c.makeRoom() {
+		// Cannot happen: the parser refuses a request before it outgrows
+		// the largest buffer. Refuse it here too, to be safe.
+		c.out = appendError(c.out, errTooBig.Error())
+		c.s.limitClosed(c, closeRequestTooBig)
+		return closeAfterReplies
+	}
+	return readMore
+}
+
+// received records n bytes read into buf at the end; now stamps the
+// connection's activity for the idle sweep.
+func (c *conn) received(n int, now int64) {
+	c.end += n
+	c.active.Store(now)
 }
 
 // makeRoom makes free space at the end of buf for the next read, keeping
@@ -167,12 +207,18 @@ func (c *conn) flush() error {
 		return nil
 	}
 	_, err := c.nc.Write(c.out)
+	c.repliesWritten()
+	return err
+}
+
+// repliesWritten empties out once its replies are written, keeping its memory
+// unless a large burst of replies grew it.
+func (c *conn) repliesWritten() {
 	if cap(c.out) > maxKeptOutput {
 		c.out = nil
 	} else {
 		c.out = c.out[:0]
 	}
-	return err
 }
 
 // Bounds on reading what a client still sends after we decided to close.

@@ -8,7 +8,7 @@ package redisapi
 // file descriptors at once, then does one read per ready connection and,
 // once all are read, one write per connection with replies:
 //
-//	epoll_wait → read, parse, exec (conn.exec, as in the goroutine engine) for each → write each
+//	epoll_wait → read, then parse and exec (conn.serve, as in the goroutine engine) for each → write each
 //
 // Go's netpoller, by contrast, makes every request cost a read that fails
 // with EAGAIN, a park, an epoll_wait on some thread and a wake-up.
@@ -517,15 +517,8 @@ func (l *eventLoop) handle(lc *loopConn) {
 }
 
 // readRequests reads once and answers every complete request read so far.
+// There is room to read into: the connection's last serve said readMore.
 func (l *eventLoop) readRequests(lc *loopConn) {
-	if !lc.makeRoom() {
-		// Cannot happen: the parser refuses a request before it outgrows
-		// the largest buffer. Refuse it here too, to be safe.
-		lc.out = appendError(lc.out, errTooBig.Error())
-		l.s.limitClosed(&lc.conn, closeRequestTooBig)
-		l.closeGracefully(lc)
-		return
-	}
 	p := lc.buf[lc.end:]
 	if lc.readLimit > 0 && len(p) > lc.readLimit {
 		p = p[:lc.readLimit]
@@ -542,42 +535,31 @@ func (l *eventLoop) readRequests(lc *loopConn) {
 		l.close(lc)
 		return
 	}
-	lc.end += n
-	lc.active.Store(l.now)
+	lc.received(n, l.now)
 	l.process(lc)
 }
 
-// process answers the complete requests in the input buffer, in order, and
-// writes the replies: the goroutine engine's serveConn loop, except that a
-// write the socket does not take stops it (modeBlocked) instead of blocking.
+// process answers the complete requests in the input buffer, in order
+// (conn.serve), and queues the replies for the end of the turn. A write the
+// socket does not take stops it (modeBlocked) instead of blocking; it goes
+// on once the replies are out.
 func (l *eventLoop) process(lc *loopConn) {
-	for lc.start < lc.end {
-		n, args, err := lc.p.parse(lc.buf[lc.start:lc.end])
-		if err != nil {
-			lc.out = appendError(lc.out, err.Error())
-			l.s.log.Debug("redis protocol error", "remote", lc.remote(), "err", err)
-			l.s.limitClosed(&lc.conn, closeReasonOf(err))
-			l.closeGracefully(lc)
-			return
-		}
-		if n == 0 {
-			break // incomplete: read more
-		}
-		lc.start += n
-		if len(args) > 0 {
-			lc.exec(args)
-			if lc.quit {
-				l.closeGracefully(lc)
+	for {
+		switch lc.serve() {
+		case flushFirst:
+			if !l.flush(lc) {
 				return
 			}
-		}
-		if len(lc.out) >= flushThreshold && !l.flush(lc) {
+		case closeAfterReplies:
+			l.closeGracefully(lc)
+			return
+		case readMore:
+			if len(lc.out) > 0 && !lc.queued {
+				lc.queued = true
+				l.unflushed = append(l.unflushed, lc)
+			}
 			return
 		}
-	}
-	if len(lc.out) > 0 && !lc.queued {
-		lc.queued = true
-		l.unflushed = append(l.unflushed, lc)
 	}
 }
 
@@ -642,11 +624,7 @@ func (l *eventLoop) writeOut(lc *loopConn) bool {
 			return false // the socket buffer is full: the next write would fail
 		}
 	}
-	if cap(lc.out) > maxKeptOutput {
-		lc.out = nil
-	} else {
-		lc.out = lc.out[:0]
-	}
+	lc.repliesWritten()
 	lc.sent = 0
 	return true
 }
