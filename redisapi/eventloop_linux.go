@@ -390,10 +390,8 @@ func (l *eventLoop) accept() {
 		case retryAccept(err):
 			continue
 		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:
-			// Out of file descriptors and the like: stop watching the
-			// listener for a while instead of spinning or giving up.
-			l.acceptBackoff = min(max(2*l.acceptBackoff, 5*time.Millisecond), time.Second)
-			l.s.log.Warn("redis listener: accept failed, retrying", "addr", l.s.addr, "err", err, "retry_in", l.acceptBackoff)
+			// Stop watching the listener for the back-off.
+			l.acceptBackoff = l.s.acceptFailed(err, l.acceptBackoff)
 			if l.ctl(unix.EPOLL_CTL_DEL, l.lfd, 0) == nil {
 				l.acceptResume = l.now + int64(l.acceptBackoff)
 			}
@@ -456,18 +454,10 @@ func (l *eventLoop) add(fd int) {
 		l.nextSweep = l.now + int64(l.tick)
 	}
 	l.s.mu.Lock()
-	full := l.s.maxClients > 0 && len(l.s.conns) >= l.s.maxClients
-	if !full {
-		l.s.conns[&lc.conn] = struct{}{}
-	}
+	admitted := l.s.admitLocked(&lc.conn)
 	l.s.mu.Unlock()
-	l.s.accepted.Add(1)
-	if full {
-		// Beyond Config.MaxClients: Redis's error, then the graceful
-		// close of a protocol error (bounded by the drain time). The
-		// connection is not in s.conns, so it counts for no limit.
-		l.s.limitClosed(&lc.conn, closeMaxClients)
-		lc.out = append(lc.out, replyMaxClients...)
+	if !admitted {
+		// The graceful close of a protocol error, bounded by the drain time.
 		l.closeGracefully(lc)
 	}
 }
@@ -702,21 +692,14 @@ func (l *eventLoop) close(lc *loopConn) {
 // sweep closes connections idle for longer than the idle timeout and
 // half-closed ones past their drain time, and schedules the next sweep.
 func (l *eventLoop) sweep() {
-	cutoff := int64(math.MinInt64)
-	if l.tick > 0 {
-		// As in closeIdle: a connection goes between one and two ticks
-		// after the timeout, never before it.
-		cutoff = l.now - int64(l.s.idle) - int64(l.tick)
-	}
+	cutoff := l.s.idleCutoff(l.now)
 	next := int64(never)
 	for _, lc := range l.conns {
 		switch {
 		case lc == nil:
 		case lc.mode == modeDraining && l.now >= lc.deadline:
 			l.close(lc)
-		case lc.active.Load() < cutoff:
-			l.s.log.Debug("closing idle redis connection", "remote", lc.remote(), "idle_timeout", l.s.idle)
-			l.s.limitClosed(&lc.conn, closeIdle)
+		case l.s.idleExpired(&lc.conn, cutoff):
 			l.close(lc)
 		case lc.mode == modeDraining:
 			next = min(next, lc.deadline)

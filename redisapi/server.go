@@ -65,6 +65,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"runtime/debug"
@@ -420,10 +421,7 @@ func (s *Server) Serve() error {
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				// Out of file descriptors and the like: wait and retry
-				// instead of spinning or giving up.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("redis listener: accept failed, retrying", "addr", s.addr, "err", err, "retry_in", backoff)
+				backoff = s.acceptFailed(err, backoff)
 				select {
 				case <-time.After(backoff):
 				case <-s.done:
@@ -451,30 +449,39 @@ func (s *Server) accept(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	full := s.maxClients > 0 && len(s.conns) >= s.maxClients
-	if !full {
-		s.conns[c] = struct{}{}
-	}
+	admitted := s.admitLocked(c)
 	s.wg.Add(1)
 	s.mu.Unlock()
-	s.accepted.Add(1)
-	if full {
-		s.limitClosed(c, closeMaxClients)
+	if !admitted {
 		go s.refuse(c)
 		return
 	}
 	go s.serveConn(c)
 }
 
-// refuse answers a connection beyond Config.MaxClients with Redis's error
-// and closes it, gracefully (so that the error is not lost to a reset when
-// the client has already sent a request), within a bounded time: such a
-// connection is not in s.conns, and Close waits for this goroutine.
+// admitLocked counts a newly accepted connection and registers it, unless
+// Config.MaxClients connections are being served already: then it reports
+// false, counts the refusal and leaves Redis's error in c.out, for the
+// engine to close c gracefully. Such a connection is not in s.conns, so it
+// counts for no limit. Both engines call it, under s.mu.
+func (s *Server) admitLocked(c *conn) bool {
+	s.accepted.Add(1)
+	if s.maxClients > 0 && len(s.conns) >= s.maxClients {
+		s.limitClosed(c, closeMaxClients)
+		c.out = append(c.out, replyMaxClients...)
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+// refuse closes a connection admitLocked refused: gracefully, so that the
+// error is not lost to a reset when the client has already sent a request,
+// and within a bounded time, as Close waits for this goroutine.
 func (s *Server) refuse(c *conn) {
 	defer s.wg.Done()
 	defer c.nc.Close()
 	c.nc.SetWriteDeadline(time.Now().Add(drainTime))
-	c.out = append(c.out, replyMaxClients...)
 	c.closeGracefully()
 }
 
@@ -528,8 +535,7 @@ func (s *Server) Close() error {
 // stuck writing to a client that stopped reading.
 func (s *Server) closeIdle() {
 	defer s.wg.Done()
-	tick := idleTick(s.idle)
-	t := time.NewTicker(tick)
+	t := time.NewTicker(idleTick(s.idle))
 	defer t.Stop()
 	for {
 		select {
@@ -537,14 +543,10 @@ func (s *Server) closeIdle() {
 			return
 		case now := <-t.C:
 			s.clock.Store(now.UnixNano())
-			// Activity is stamped with the coarse clock, which lags by up
-			// to a tick: allow for it so no connection goes early.
-			cutoff := now.UnixNano() - int64(s.idle) - int64(tick)
+			cutoff := s.idleCutoff(now.UnixNano())
 			s.mu.Lock()
 			for c := range s.conns {
-				if c.active.Load() < cutoff {
-					s.log.Debug("closing idle redis connection", "remote", c.nc.RemoteAddr().String(), "idle_timeout", s.idle)
-					s.limitClosed(c, closeIdle)
+				if s.idleExpired(c, cutoff) {
 					c.nc.Close()
 				}
 			}
@@ -556,6 +558,40 @@ func (s *Server) closeIdle() {
 // idleTick is how often idle connections are looked for.
 func idleTick(idle time.Duration) time.Duration {
 	return min(max(idle/10, 5*time.Millisecond), time.Second)
+}
+
+// idleCutoff is the activity stamp before which a connection is idle at
+// now; without an idle timeout, none is. Activity is stamped with a clock
+// that lags by up to a tick (the goroutine engine's coarse clock, the event
+// loop's time of the turn): allowing for it, a connection goes between one
+// and two ticks after the timeout, never before it.
+func (s *Server) idleCutoff(now int64) int64 {
+	if s.idle <= 0 {
+		return math.MinInt64
+	}
+	return now - int64(s.idle) - int64(idleTick(s.idle))
+}
+
+// idleExpired reports whether c was last active before cutoff; such a
+// connection is logged and counted as closed for the idle timeout, and the
+// caller closes it.
+func (s *Server) idleExpired(c *conn, cutoff int64) bool {
+	if c.active.Load() >= cutoff {
+		return false
+	}
+	s.log.Debug("closing idle redis connection", "remote", c.remoteAddr(), "idle_timeout", s.idle)
+	s.limitClosed(c, closeIdle)
+	return true
+}
+
+// acceptFailed logs an accept that failed for a reason that can pass (out
+// of file descriptors and the like) and returns how long to wait before
+// accepting again, given the previous wait (0 after a success): doubling
+// from 5 ms up to a second, so that the listener neither spins nor gives up.
+func (s *Server) acceptFailed(err error, wait time.Duration) time.Duration {
+	wait = min(max(2*wait, 5*time.Millisecond), time.Second)
+	s.log.Warn("redis listener: accept failed, retrying", "addr", s.addr, "err", err, "retry_in", wait)
+	return wait
 }
 
 // panicLogEvery is the least time between two log lines about recovered
