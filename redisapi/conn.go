@@ -1,11 +1,16 @@
 package redisapi
 
 import (
-	"errors"
-	"io"
 	"net"
 	"sync/atomic"
 	"time"
+)
+
+// Sizes of per-connection buffers.
+const (
+	initialReadBuffer = 4 << 10
+	flushThreshold    = 64 << 10  // write replies out once this many are pending
+	maxKeptOutput     = 256 << 10 // larger output buffers are dropped after use
 )
 
 // conn is one client connection: its buffers, parser and session state.
@@ -64,45 +69,6 @@ func (c *conn) remoteAddr() string {
 		return c.peer()
 	}
 	return ""
-}
-
-// serveConn is the goroutine engine (see Server.Serve): it reads requests,
-// answers them in order and writes the answers of everything that arrived
-// together in one write (pipelining) before it reads again. It returns when
-// the client goes away, sends something it cannot accept, sends QUIT, idles
-// too long, or the server closes.
-func (s *Server) serveConn(c *conn) {
-	defer s.wg.Done()
-	defer s.forget(c)
-	defer c.nc.Close()
-	defer func() {
-		if p := recover(); p != nil {
-			s.recovered(p, "connection")
-		}
-	}()
-	for {
-		switch c.serve() {
-		case flushFirst:
-			if c.flush() != nil {
-				return
-			}
-			continue
-		case closeAfterReplies:
-			c.closeGracefully()
-			return
-		}
-		if c.flush() != nil {
-			return
-		}
-		n, err := c.nc.Read(c.buf[c.end:])
-		c.received(n, s.clock.Load())
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				s.log.Debug("redis connection read failed", "remote", c.remoteAddr(), "err", err)
-			}
-			return
-		}
-	}
 }
 
 // served is what conn.serve left its engine to do.
@@ -201,16 +167,6 @@ func (c *conn) makeRoom() bool {
 	return true
 }
 
-// flush writes the pending replies.
-func (c *conn) flush() error {
-	if len(c.out) == 0 {
-		return nil
-	}
-	_, err := c.nc.Write(c.out)
-	c.repliesWritten()
-	return err
-}
-
 // repliesWritten empties out once its replies are written, keeping its memory
 // unless a large burst of replies grew it.
 func (c *conn) repliesWritten() {
@@ -226,27 +182,3 @@ const (
 	drainBytes = 256 << 10
 	drainTime  = 250 * time.Millisecond
 )
-
-// closeGracefully writes the pending replies (an error, or QUIT's +OK) and
-// makes sure the client can read them: closing a socket with unread input
-// makes the kernel send a reset, which can destroy the reply in flight. So
-// it half-closes, and reads and discards (boundedly) what the client is still
-// sending before the caller closes the connection.
-func (c *conn) closeGracefully() {
-	if c.flush() != nil {
-		return
-	}
-	cw, ok := c.nc.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
-		return
-	}
-	c.nc.SetReadDeadline(time.Now().Add(drainTime))
-	buf := c.buf[:cap(c.buf)]
-	for total := 0; total < drainBytes; {
-		n, err := c.nc.Read(buf)
-		total += n
-		if err != nil {
-			return
-		}
-	}
-}

@@ -47,8 +47,10 @@
 // costs an extra read per request that fails with EAGAIN, a park and a
 // wake-up, which made up most of the server's CPU time for unpipelined
 // lookups (eventloop_linux.go has the details). Elsewhere, each connection
-// gets its own goroutine (serveConn). Both engines share the parser, the
-// commands and the limits, and the tests run against both.
+// gets its own goroutine (serveConn, goroutines.go). Both engines take the
+// same step whenever input arrives (conn.serve: parse, run, reply, make
+// room) and share the commands and the limits; what differs is only how
+// they wait for sockets. The tests run against both.
 //
 // # Why not redcon's Server
 //
@@ -69,10 +71,8 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"ringman/router"
@@ -119,52 +119,6 @@ type Config struct {
 	// nil discards them.
 	Logger *slog.Logger
 }
-
-// Sizes of per-connection buffers.
-const (
-	initialReadBuffer = 4 << 10
-	flushThreshold    = 64 << 10  // write replies out once this many are pending
-	maxKeptOutput     = 256 << 10 // larger output buffers are dropped after use
-)
-
-// lookupShards spreads the lookup counters over cache lines so that
-// connections on different cores do not contend on one atomic word.
-const lookupShards = 64
-
-// counterShard is one shard of the lookup counters; each connection counts
-// into the shard of its id. It fills two cache lines (adjacent-line
-// prefetch pulls lines in pairs).
-type counterShard struct {
-	lookups [router.NumSources]atomic.Uint64 // keys looked up, by router.Source
-	errors  atomic.Uint64                    // lookup commands answered with an error
-	_       [128 - 4*8]byte
-}
-
-// closeReason is why the server closed a connection because of a limit.
-type closeReason uint8
-
-const (
-	closeRequestTooBig closeReason = iota
-	closeTooManyArgs
-	closeProtocolError
-	closeIdle
-	closeMaxClients
-	numCloseReasons
-)
-
-// closeReasonOf maps a protocol error to the limit it broke.
-func closeReasonOf(err error) closeReason {
-	switch err {
-	case errTooBig, errInlineTooBig:
-		return closeRequestTooBig
-	case errTooManyArgs:
-		return closeTooManyArgs
-	}
-	return closeProtocolError
-}
-
-// replyMaxClients is Redis's answer to a connection beyond maxclients.
-var replyMaxClients = []byte("-ERR max number of clients reached\r\n")
 
 // Server is a running RESP listener. Its methods are safe for concurrent use.
 type Server struct {
@@ -255,135 +209,16 @@ func Listen(cfg Config) (*Server, error) {
 		s.log.Warn("redis idle timeout is not longer than nginx's default keepalive_timeout: nginx may reuse connections ringman has already closed",
 			"idle_timeout", s.idle, "nginx_keepalive_timeout", nginxKeepaliveTimeout)
 	}
-	mode := cfg.SocketMode
-	if mode == 0 {
-		mode = DefaultSocketMode
-	}
 	s.clock.Store(time.Now().UnixNano())
-
-	if path, ok := strings.CutPrefix(cfg.Addr, "unix:"); ok {
-		ln, err := listenUnix(path, mode)
-		if err != nil {
-			return nil, err
-		}
-		s.ln, s.addr, s.unixPath = ln, "unix:"+path, path
-		return s, nil
+	var err error
+	if s.ln, s.addr, s.unixPath, err = listen(cfg.Addr, cfg.SocketMode); err != nil {
+		return nil, err
 	}
-	if cfg.Addr == "" {
-		return nil, errors.New("redis listener: empty address")
-	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("redis listener on %s: %w", cfg.Addr, err)
-	}
-	s.ln, s.addr = ln, ln.Addr().String()
 	return s, nil
-}
-
-func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
-	if path == "" {
-		return nil, errors.New(`redis listener: "unix:" needs a socket path`)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("redis listener on unix:%s: the file exists and is not a socket", path)
-		}
-		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
-			return nil, fmt.Errorf("redis listener on unix:%s: another process is listening on it", path)
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("redis listener on unix:%s: check the existing socket: %w", path, err)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("redis listener on unix:%s: remove stale socket: %w", path, err)
-		}
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("redis listener on unix:%s: %w", path, err)
-	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(true)
-	if err := os.Chmod(path, mode); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("redis listener on unix:%s: set mode %v: %w", path, mode, err)
-	}
-	return ln, nil
 }
 
 // Addr is the address the server listens on: "127.0.0.1:54321" or "unix:/path".
 func (s *Server) Addr() string { return s.addr }
-
-// Lookups is the number of keys looked up (GET, MGET keys, RING.LOOKUP) so far.
-func (s *Server) Lookups() uint64 {
-	var n uint64
-	for i := range s.counters {
-		for j := range s.counters[i].lookups {
-			n += s.counters[i].lookups[j].Load()
-		}
-	}
-	return n
-}
-
-// Stats is a snapshot of a Server's counters, for metrics.
-type Stats struct {
-	// Lookups counts the keys looked up (GET, each key of MGET,
-	// RING.LOOKUP) by where the answer came from, indexed by router.Source.
-	Lookups [router.NumSources]uint64
-	// LookupErrors counts lookup commands (GET, MGET, RING.LOOKUP)
-	// answered with an error: wrong arity, NOAUTH, bad arguments.
-	LookupErrors uint64
-	// Clients is the number of connections being served now.
-	Clients int
-	// Accepted counts the connections accepted, refused ones included.
-	Accepted uint64
-	// Closed counts the connections the server closed because of a limit.
-	Closed LimitCloses
-	// AuthFailures counts AUTH and HELLO AUTH refused with WRONGPASS.
-	AuthFailures uint64
-}
-
-// LimitCloses counts connections closed because of a limit, by limit.
-type LimitCloses struct {
-	RequestTooBig uint64 // a request over MaxRequestBytes
-	TooManyArgs   uint64 // a request over MaxArgs arguments
-	ProtocolError uint64 // malformed input
-	IdleTimeout   uint64 // nothing received for Config.IdleTimeout
-	MaxClients    uint64 // refused: Config.MaxClients connections were being served
-}
-
-// Stats sums the server's counters. It is meant for a metrics scrape: it
-// takes the connection lock once and reads every counter shard.
-func (s *Server) Stats() Stats {
-	var st Stats
-	for i := range s.counters {
-		sh := &s.counters[i]
-		for src := range sh.lookups {
-			st.Lookups[src] += sh.lookups[src].Load()
-		}
-		st.LookupErrors += sh.errors.Load()
-	}
-	st.Clients = s.connectedClients()
-	st.Accepted = s.accepted.Load()
-	st.AuthFailures = s.authFails.total()
-	st.Closed = LimitCloses{
-		RequestTooBig: s.closes[closeRequestTooBig].Load(),
-		TooManyArgs:   s.closes[closeTooManyArgs].Load(),
-		ProtocolError: s.closes[closeProtocolError].Load(),
-		IdleTimeout:   s.closes[closeIdle].Load(),
-		MaxClients:    s.closes[closeMaxClients].Load(),
-	}
-	return st
-}
-
-// limitClosed counts c as closed because of a limit, once whatever the
-// paths that close it (the idle sweep can race with a protocol error).
-func (s *Server) limitClosed(c *conn, why closeReason) {
-	if c.limited.CompareAndSwap(false, true) {
-		s.closes[why].Add(1)
-	}
-}
 
 // useEventLoop picks the engine of the servers Listen makes: the event loop
 // where there is one (Linux), else a goroutine per connection. The tests
@@ -400,101 +235,13 @@ func (s *Server) Serve() error {
 	if s.eventLoop {
 		return s.serveEventLoops()
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	if s.idle > 0 {
-		s.wg.Add(1) // under mu, so that it happens before Close's Wait or not at all
-		go s.closeIdle()
-	}
-	s.mu.Unlock()
-	var backoff time.Duration
-	for {
-		nc, err := s.ln.Accept()
-		if err != nil {
-			select {
-			case <-s.done:
-				return nil
-			default:
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				backoff = s.acceptFailed(err, backoff)
-				select {
-				case <-time.After(backoff):
-				case <-s.done:
-					return nil
-				}
-				continue
-			}
-			return fmt.Errorf("redis listener on %s: %w", s.addr, err)
-		}
-		backoff = 0
-		s.accept(nc)
-	}
-}
-
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
-}
-
-func (s *Server) accept(nc net.Conn) {
-	c := newConn(s, nc)
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		nc.Close()
-		return
-	}
-	admitted := s.admitLocked(c)
-	s.wg.Add(1)
-	s.mu.Unlock()
-	if !admitted {
-		go s.refuse(c)
-		return
-	}
-	go s.serveConn(c)
-}
-
-// admitLocked counts a newly accepted connection and registers it, unless
-// Config.MaxClients connections are being served already: then it reports
-// false, counts the refusal and leaves Redis's error in c.out, for the
-// engine to close c gracefully. Such a connection is not in s.conns, so it
-// counts for no limit. Both engines call it, under s.mu.
-func (s *Server) admitLocked(c *conn) bool {
-	s.accepted.Add(1)
-	if s.maxClients > 0 && len(s.conns) >= s.maxClients {
-		s.limitClosed(c, closeMaxClients)
-		c.out = append(c.out, replyMaxClients...)
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-// refuse closes a connection admitLocked refused: gracefully, so that the
-// error is not lost to a reset when the client has already sent a request,
-// and within a bounded time, as Close waits for this goroutine.
-func (s *Server) refuse(c *conn) {
-	defer s.wg.Done()
-	defer c.nc.Close()
-	c.nc.SetWriteDeadline(time.Now().Add(drainTime))
-	c.closeGracefully()
+	return s.serveGoroutines()
 }
 
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-}
-
-func (s *Server) connectedClients() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
 }
 
 // Close stops accepting, closes every connection, waits for their goroutines
@@ -529,30 +276,25 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// closeIdle keeps the coarse clock and closes connections that have been
-// quiet for longer than the idle timeout. One sweep per tick replaces a read
-// deadline per request on the lookup path, and it also catches connections
-// stuck writing to a client that stopped reading.
-func (s *Server) closeIdle() {
-	defer s.wg.Done()
-	t := time.NewTicker(idleTick(s.idle))
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case now := <-t.C:
-			s.clock.Store(now.UnixNano())
-			cutoff := s.idleCutoff(now.UnixNano())
-			s.mu.Lock()
-			for c := range s.conns {
-				if s.idleExpired(c, cutoff) {
-					c.nc.Close()
-				}
-			}
-			s.mu.Unlock()
-		}
+// --- policies both engines apply ---
+
+// replyMaxClients is Redis's answer to a connection beyond maxclients.
+var replyMaxClients = []byte("-ERR max number of clients reached\r\n")
+
+// admitLocked counts a newly accepted connection and registers it, unless
+// Config.MaxClients connections are being served already: then it reports
+// false, counts the refusal and leaves Redis's error in c.out, for the
+// engine to close c gracefully. Such a connection is not in s.conns, so it
+// counts for no limit. Both engines call it, under s.mu.
+func (s *Server) admitLocked(c *conn) bool {
+	s.accepted.Add(1)
+	if s.maxClients > 0 && len(s.conns) >= s.maxClients {
+		s.limitClosed(c, closeMaxClients)
+		c.out = append(c.out, replyMaxClients...)
+		return false
 	}
+	s.conns[c] = struct{}{}
+	return true
 }
 
 // idleTick is how often idle connections are looked for.
