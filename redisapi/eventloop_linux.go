@@ -235,12 +235,8 @@ func (l *eventLoop) closeWake() {
 
 // closeFDs closes a loop that never ran.
 func (l *eventLoop) closeFDs() {
-	l.stopAccepting()
+	l.shutdown()
 	l.closeWake()
-	if l.epfd >= 0 {
-		unix.Close(l.epfd)
-		l.epfd = -1
-	}
 }
 
 func (l *eventLoop) run() {
@@ -440,12 +436,7 @@ func (l *eventLoop) add(fd int) {
 // handle serves one ready connection. A panic here (outside a command,
 // which conn.exec answers itself) closes this connection only.
 func (l *eventLoop) handle(lc *loopConn) {
-	defer func() {
-		if p := recover(); p != nil {
-			l.s.recovered(p, "connection")
-			l.close(lc)
-		}
-	}()
+	defer l.closeOnPanic(lc)
 	switch lc.mode {
 	case modeServe:
 		l.readRequests(lc)
@@ -464,6 +455,15 @@ func (l *eventLoop) handle(lc *loopConn) {
 		}
 	case modeDraining:
 		l.drain(lc)
+	}
+}
+
+// closeOnPanic, deferred, recovers from a panic in the handling of lc
+// and closes lc, so that the loop and its other connections go on.
+func (l *eventLoop) closeOnPanic(lc *loopConn) {
+	if p := recover(); p != nil {
+		l.s.recovered(p, "connection")
+		l.close(lc)
 	}
 }
 
@@ -530,12 +530,7 @@ func (l *eventLoop) flushAll() {
 }
 
 func (l *eventLoop) flushQueued(lc *loopConn) {
-	defer func() {
-		if p := recover(); p != nil {
-			l.s.recovered(p, "connection")
-			l.close(lc)
-		}
-	}()
+	defer l.closeOnPanic(lc)
 	lc.queued = false
 	if lc.mode == modeServe {
 		l.flush(lc)
