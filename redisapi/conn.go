@@ -71,13 +71,13 @@ func (c *conn) remoteAddr() string {
 	return ""
 }
 
-// served is what conn.serve left its engine to do.
-type served uint8
+// nextStep is what conn.serve leaves its engine to do.
+type nextStep uint8
 
 const (
 	// readMore: every complete request is answered and buf has room at
 	// its end. Write the replies out, then read.
-	readMore served = iota
+	readMore nextStep = iota
 	// flushFirst: flushThreshold bytes of replies are pending. Write them
 	// out, then call serve again for the requests still in buf.
 	flushFirst
@@ -94,7 +94,7 @@ const (
 // readMore it makes room in buf for the next read (makeRoom), which also
 // gives back the memory of a large request once it is done. How replies are
 // written, and what waits for the socket, is the engine's business.
-func (c *conn) serve() served {
+func (c *conn) serve() nextStep {
 	for c.start < c.end {
 		n, args, err := c.p.parse(c.buf[c.start:c.end])
 		if err != nil {
