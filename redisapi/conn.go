@@ -1,11 +1,16 @@
 package redisapi
 
 import (
-	"errors"
-	"io"
 	"net"
 	"sync/atomic"
 	"time"
+)
+
+// Sizes of per-connection buffers.
+const (
+	initialReadBuffer = 4 << 10
+	flushThreshold    = 64 << 10  // write replies out once this many are pending
+	maxKeptOutput     = 256 << 10 // larger output buffers are dropped after use
 )
 
 // conn is one client connection: its buffers, parser and session state.
@@ -66,66 +71,67 @@ func (c *conn) remoteAddr() string {
 	return ""
 }
 
-// serveConn is the goroutine engine (see Server.Serve): it reads requests,
-// answers them in order and writes the answers of everything that arrived
-// together in one write (pipelining) before it reads again. It returns when
-// the client goes away, sends something it cannot accept, sends QUIT, idles
-// too long, or the server closes.
-func (s *Server) serveConn(c *conn) {
-	defer s.wg.Done()
-	defer s.forget(c)
-	defer c.nc.Close()
-	defer func() {
-		if p := recover(); p != nil {
-			s.recovered(p, "connection")
-		}
-	}()
-	for {
-		for c.start < c.end {
-			n, args, err := c.p.parse(c.buf[c.start:c.end])
-			if err != nil {
-				c.out = appendError(c.out, err.Error())
-				s.log.Debug("redis protocol error", "remote", c.nc.RemoteAddr().String(), "err", err)
-				s.limitClosed(c, closeReasonOf(err))
-				c.closeGracefully()
-				return
-			}
-			if n == 0 {
-				break // incomplete: read more
-			}
-			c.start += n
-			if len(args) > 0 {
-				c.exec(args)
-				if c.quit {
-					c.closeGracefully()
-					return
-				}
-			}
-			if len(c.out) >= flushThreshold && c.flush() != nil {
-				return
-			}
-		}
-		if len(c.out) > 0 && c.flush() != nil {
-			return
-		}
-		if !c.makeRoom() {
-			// Cannot happen: the parser refuses a request before it
-			// outgrows the largest buffer. Refuse it here too, to be safe.
-			c.out = appendError(c.out, errTooBig.Error())
-			s.limitClosed(c, closeRequestTooBig)
-			c.closeGracefully()
-			return
-		}
-		n, err := c.nc.Read(c.buf[c.end:])
-		c.end += n
-		c.active.Store(s.clock.Load())
+// nextStep is what conn.serve leaves its engine to do.
+type nextStep uint8
+
+const (
+	// readMore: every complete request is answered and buf has room at
+	// its end. Write the replies out, then read.
+	readMore nextStep = iota
+	// flushFirst: flushThreshold bytes of replies are pending. Write them
+	// out, then call serve again for the requests still in buf.
+	flushFirst
+	// closeAfterReplies: a protocol error (its reply is in out) or QUIT.
+	// Write the replies out, then close the connection gracefully.
+	closeAfterReplies
+)
+
+// serve is the step both engines take whenever input arrived or replies
+// moved on: it parses each complete request in buf[start:end], runs it,
+// appends its reply to out and moves start past it. It stops at the first
+// incomplete request, when the replies reach flushThreshold, on QUIT, or on
+// a request it cannot accept (counted as a limit close). Before it reports
+// readMore it makes room in buf for the next read (makeRoom), which also
+// gives back the memory of a large request once it is done. How replies are
+// written, and what waits for the socket, is the engine's business.
+func (c *conn) serve() nextStep {
+	for c.start < c.end {
+		n, args, err := c.p.parse(c.buf[c.start:c.end])
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				s.log.Debug("redis connection read failed", "remote", c.nc.RemoteAddr().String(), "err", err)
+			c.out = appendError(c.out, err.Error())
+			c.s.log.Debug("redis protocol error", "remote", c.remoteAddr(), "err", err)
+			c.s.limitClosed(c, closeReasonOf(err))
+			return closeAfterReplies
+		}
+		if n == 0 {
+			break // incomplete: read more
+		}
+		c.start += n
+		if len(args) > 0 {
+			c.exec(args)
+			if c.quit {
+				return closeAfterReplies
 			}
-			return
+		}
+		if len(c.out) >= flushThreshold {
+			return flushFirst
 		}
 	}
+	if !c.makeRoom() {
+		// Cannot happen: the parser refuses a request before it outgrows
+		// the largest buffer. Refuse it here too, to be safe.
+		c.out = appendError(c.out, errTooBig.Error())
+		c.s.limitClosed(c, closeRequestTooBig)
+		return closeAfterReplies
+	}
+	return readMore
+}
+
+// received records n bytes read into buf at the end; now stamps the
+// connection's activity for the idle sweep.
+func (c *conn) received(n int, now int64) {
+	c.end += n
+	c.active.Store(now)
 }
 
 // makeRoom makes free space at the end of buf for the next read, keeping
@@ -161,18 +167,14 @@ func (c *conn) makeRoom() bool {
 	return true
 }
 
-// flush writes the pending replies.
-func (c *conn) flush() error {
-	if len(c.out) == 0 {
-		return nil
-	}
-	_, err := c.nc.Write(c.out)
+// repliesWritten empties out once its replies are written, keeping its memory
+// unless a large burst of replies grew it.
+func (c *conn) repliesWritten() {
 	if cap(c.out) > maxKeptOutput {
 		c.out = nil
 	} else {
 		c.out = c.out[:0]
 	}
-	return err
 }
 
 // Bounds on reading what a client still sends after we decided to close.
@@ -180,27 +182,3 @@ const (
 	drainBytes = 256 << 10
 	drainTime  = 250 * time.Millisecond
 )
-
-// closeGracefully writes the pending replies (an error, or QUIT's +OK) and
-// makes sure the client can read them: closing a socket with unread input
-// makes the kernel send a reset, which can destroy the reply in flight. So
-// it half-closes, and reads and discards (boundedly) what the client is still
-// sending before the caller closes the connection.
-func (c *conn) closeGracefully() {
-	if c.flush() != nil {
-		return
-	}
-	cw, ok := c.nc.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
-		return
-	}
-	c.nc.SetReadDeadline(time.Now().Add(drainTime))
-	buf := c.buf[:cap(c.buf)]
-	for total := 0; total < drainBytes; {
-		n, err := c.nc.Read(buf)
-		total += n
-		if err != nil {
-			return
-		}
-	}
-}

@@ -8,7 +8,7 @@ package redisapi
 // file descriptors at once, then does one read per ready connection and,
 // once all are read, one write per connection with replies:
 //
-//	epoll_wait → read, parse, exec (conn.exec, as in the goroutine engine) for each → write each
+//	epoll_wait → read, then parse and exec (conn.serve, as in the goroutine engine) for each → write each
 //
 // Go's netpoller, by contrast, makes every request cost a read that fails
 // with EAGAIN, a park, an epoll_wait on some thread and a wake-up.
@@ -62,12 +62,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"net"
-	"net/netip"
 	"runtime"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -209,29 +205,6 @@ func newEventLoop(s *Server, exclusive bool, fatal chan<- error) (l *eventLoop, 
 	return l, nil
 }
 
-// dupListener returns a duplicate of ln's file descriptor. It shares the
-// socket (and its O_NONBLOCK) with ln, and stays open after ln is closed.
-func dupListener(ln net.Listener) (int, error) {
-	sc, ok := ln.(syscall.Conn)
-	if !ok {
-		return -1, fmt.Errorf("%T has no file descriptor", ln)
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd, dupErr := -1, error(nil)
-	if err := rc.Control(func(lfd uintptr) {
-		fd, dupErr = unix.FcntlInt(lfd, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return -1, err
-	}
-	if dupErr != nil {
-		return -1, fmt.Errorf("dup listener: %w", dupErr)
-	}
-	return fd, nil
-}
-
 func (l *eventLoop) listen() error {
 	var events uint32 = unix.EPOLLIN
 	if l.exclusive {
@@ -262,12 +235,8 @@ func (l *eventLoop) closeWake() {
 
 // closeFDs closes a loop that never ran.
 func (l *eventLoop) closeFDs() {
-	l.stopAccepting()
+	l.shutdown()
 	l.closeWake()
-	if l.epfd >= 0 {
-		unix.Close(l.epfd)
-		l.epfd = -1
-	}
 }
 
 func (l *eventLoop) run() {
@@ -390,10 +359,8 @@ func (l *eventLoop) accept() {
 		case retryAccept(err):
 			continue
 		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:
-			// Out of file descriptors and the like: stop watching the
-			// listener for a while instead of spinning or giving up.
-			l.acceptBackoff = min(max(2*l.acceptBackoff, 5*time.Millisecond), time.Second)
-			l.s.log.Warn("redis listener: accept failed, retrying", "addr", l.s.addr, "err", err, "retry_in", l.acceptBackoff)
+			// Stop watching the listener for the back-off.
+			l.acceptBackoff = l.s.acceptFailed(err, l.acceptBackoff)
 			if l.ctl(unix.EPOLL_CTL_DEL, l.lfd, 0) == nil {
 				l.acceptResume = l.now + int64(l.acceptBackoff)
 			}
@@ -456,32 +423,12 @@ func (l *eventLoop) add(fd int) {
 		l.nextSweep = l.now + int64(l.tick)
 	}
 	l.s.mu.Lock()
-	full := l.s.maxClients > 0 && len(l.s.conns) >= l.s.maxClients
-	if !full {
-		l.s.conns[&lc.conn] = struct{}{}
-	}
+	admitted := l.s.admitLocked(&lc.conn)
 	l.s.mu.Unlock()
-	l.s.accepted.Add(1)
-	if full {
-		// Beyond Config.MaxClients: Redis's error, then the graceful
-		// close of a protocol error (bounded by the drain time). The
-		// connection is not in s.conns, so it counts for no limit.
-		l.s.limitClosed(&lc.conn, closeMaxClients)
-		lc.out = append(lc.out, replyMaxClients...)
+	if !admitted {
+		// The graceful close of a protocol error, bounded by the drain time.
 		l.closeGracefully(lc)
 	}
-}
-
-// setTCPOptions does what Go's net package does for accepted TCP
-// connections: no Nagle delay, keep-alive probes after 15 s idle every 15 s,
-// 9 of them. Errors are ignored there too: a connection that has already
-// failed shows it at its first read.
-func setTCPOptions(fd int) {
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15)
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15)
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9)
 }
 
 // --- serving a connection ---
@@ -489,12 +436,7 @@ func setTCPOptions(fd int) {
 // handle serves one ready connection. A panic here (outside a command,
 // which conn.exec answers itself) closes this connection only.
 func (l *eventLoop) handle(lc *loopConn) {
-	defer func() {
-		if p := recover(); p != nil {
-			l.s.recovered(p, "connection")
-			l.close(lc)
-		}
-	}()
+	defer l.closeOnPanic(lc)
 	switch lc.mode {
 	case modeServe:
 		l.readRequests(lc)
@@ -516,16 +458,18 @@ func (l *eventLoop) handle(lc *loopConn) {
 	}
 }
 
-// readRequests reads once and answers every complete request read so far.
-func (l *eventLoop) readRequests(lc *loopConn) {
-	if !lc.makeRoom() {
-		// Cannot happen: the parser refuses a request before it outgrows
-		// the largest buffer. Refuse it here too, to be safe.
-		lc.out = appendError(lc.out, errTooBig.Error())
-		l.s.limitClosed(&lc.conn, closeRequestTooBig)
-		l.closeGracefully(lc)
-		return
+// closeOnPanic, deferred, recovers from a panic in the handling of lc
+// and closes lc, so that the loop and its other connections go on.
+func (l *eventLoop) closeOnPanic(lc *loopConn) {
+	if p := recover(); p != nil {
+		l.s.recovered(p, "connection")
+		l.close(lc)
 	}
+}
+
+// readRequests reads once and answers every complete request read so far.
+// There is room to read into: the connection's last serve said readMore.
+func (l *eventLoop) readRequests(lc *loopConn) {
 	p := lc.buf[lc.end:]
 	if lc.readLimit > 0 && len(p) > lc.readLimit {
 		p = p[:lc.readLimit]
@@ -542,42 +486,31 @@ func (l *eventLoop) readRequests(lc *loopConn) {
 		l.close(lc)
 		return
 	}
-	lc.end += n
-	lc.active.Store(l.now)
+	lc.received(n, l.now)
 	l.process(lc)
 }
 
-// process answers the complete requests in the input buffer, in order, and
-// writes the replies: the goroutine engine's serveConn loop, except that a
-// write the socket does not take stops it (modeBlocked) instead of blocking.
+// process answers the complete requests in the input buffer, in order
+// (conn.serve), and queues the replies for the end of the turn. A write the
+// socket does not take stops it (modeBlocked) instead of blocking; it goes
+// on once the replies are out.
 func (l *eventLoop) process(lc *loopConn) {
-	for lc.start < lc.end {
-		n, args, err := lc.p.parse(lc.buf[lc.start:lc.end])
-		if err != nil {
-			lc.out = appendError(lc.out, err.Error())
-			l.s.log.Debug("redis protocol error", "remote", lc.remote(), "err", err)
-			l.s.limitClosed(&lc.conn, closeReasonOf(err))
-			l.closeGracefully(lc)
-			return
-		}
-		if n == 0 {
-			break // incomplete: read more
-		}
-		lc.start += n
-		if len(args) > 0 {
-			lc.exec(args)
-			if lc.quit {
-				l.closeGracefully(lc)
+	for {
+		switch lc.serve() {
+		case flushFirst:
+			if !l.flush(lc) {
 				return
 			}
-		}
-		if len(lc.out) >= flushThreshold && !l.flush(lc) {
+		case closeAfterReplies:
+			l.closeGracefully(lc)
+			return
+		case readMore:
+			if len(lc.out) > 0 && !lc.queued {
+				lc.queued = true
+				l.unflushed = append(l.unflushed, lc)
+			}
 			return
 		}
-	}
-	if len(lc.out) > 0 && !lc.queued {
-		lc.queued = true
-		l.unflushed = append(l.unflushed, lc)
 	}
 }
 
@@ -597,12 +530,7 @@ func (l *eventLoop) flushAll() {
 }
 
 func (l *eventLoop) flushQueued(lc *loopConn) {
-	defer func() {
-		if p := recover(); p != nil {
-			l.s.recovered(p, "connection")
-			l.close(lc)
-		}
-	}()
+	defer l.closeOnPanic(lc)
 	lc.queued = false
 	if lc.mode == modeServe {
 		l.flush(lc)
@@ -642,11 +570,7 @@ func (l *eventLoop) writeOut(lc *loopConn) bool {
 			return false // the socket buffer is full: the next write would fail
 		}
 	}
-	if cap(lc.out) > maxKeptOutput {
-		lc.out = nil
-	} else {
-		lc.out = lc.out[:0]
-	}
+	lc.repliesWritten()
 	lc.sent = 0
 	return true
 }
@@ -724,21 +648,14 @@ func (l *eventLoop) close(lc *loopConn) {
 // sweep closes connections idle for longer than the idle timeout and
 // half-closed ones past their drain time, and schedules the next sweep.
 func (l *eventLoop) sweep() {
-	cutoff := int64(math.MinInt64)
-	if l.tick > 0 {
-		// As in closeIdle: a connection goes between one and two ticks
-		// after the timeout, never before it.
-		cutoff = l.now - int64(l.s.idle) - int64(l.tick)
-	}
+	cutoff := l.s.idleCutoff(l.now)
 	next := int64(never)
 	for _, lc := range l.conns {
 		switch {
 		case lc == nil:
 		case lc.mode == modeDraining && l.now >= lc.deadline:
 			l.close(lc)
-		case lc.active.Load() < cutoff:
-			l.s.log.Debug("closing idle redis connection", "remote", lc.remote(), "idle_timeout", l.s.idle)
-			l.s.limitClosed(&lc.conn, closeIdle)
+		case l.s.idleExpired(&lc.conn, cutoff):
 			l.close(lc)
 		case lc.mode == modeDraining:
 			next = min(next, lc.deadline)
@@ -751,39 +668,4 @@ func (l *eventLoop) sweep() {
 }
 
 // remote is the client's address, for log lines.
-func (lc *loopConn) remote() string {
-	sa, err := unix.Getpeername(lc.fd)
-	if err != nil {
-		return ""
-	}
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)).String()
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port)).String()
-	case *unix.SockaddrUnix:
-		return sa.Name
-	}
-	return ""
-}
-
-// readFD and sendFD are read(2) and send(2) without the Go scheduler's
-// syscall bookkeeping: on non-blocking sockets they never block, so there is
-// no thread to hand the P off from. send's MSG_NOSIGNAL turns SIGPIPE from a
-// client that went away into an EPIPE error.
-func readFD(fd int, p []byte) (int, unix.Errno) {
-	r, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
-	return int(r), errno
-}
-
-func sendFD(fd int, p []byte) (int, unix.Errno) {
-	r, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)),
-		unix.MSG_NOSIGNAL, 0, 0)
-	return int(r), errno
-}
-
-// writeFD is write(2), for the eventfd.
-func writeFD(fd int, p []byte) (int, unix.Errno) {
-	r, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
-	return int(r), errno
-}
+func (lc *loopConn) remote() string { return peerName(lc.fd) }

@@ -207,7 +207,7 @@ func FuzzServe(f *testing.F) {
 		if _, err := checkReplies(whole); err != nil {
 			t.Fatalf("input %q: malformed reply %q: %v", input, whole, err)
 		}
-		if n := s.panics.Load(); n != 0 {
+		if n := s.panics.total(); n != 0 {
 			t.Fatalf("input %q: %d panics", input, n)
 		}
 	})

@@ -74,7 +74,7 @@ func TestGarbage(t *testing.T) {
 			t.Errorf("%q: got %q, want %q", tt.in, got, tt.want)
 		}
 	}
-	if n := s.panics.Load(); n != 0 {
+	if n := s.panics.total(); n != 0 {
 		t.Errorf("%d panics recovered", n)
 	}
 }
@@ -303,7 +303,7 @@ func TestHandlerPanic(t *testing.T) {
 	// its reply by then, which must be dropped.
 	exchange(t, c, request("MGET", "a", panicKey)+request("GET", panicKey)+request("GET", "k"),
 		"-ERR internal error\r\n-ERR internal error\r\n"+bulk(owner(t, s.router, "web", "k")))
-	if n := s.panics.Load(); n != 2 {
+	if n := s.panics.total(); n != 2 {
 		t.Errorf("panics = %d, want 2", n)
 	}
 	logs := s.logs.String()

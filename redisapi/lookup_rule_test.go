@@ -83,7 +83,7 @@ func startAuthServer(t *testing.T, every time.Duration) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.authLogEvery = every // before Serve: nothing reads it yet
+	s.authFails.every = every // before Serve: nothing reads it yet
 	served := make(chan error, 1)
 	go func() { served <- s.Serve() }()
 	t.Cleanup(func() {

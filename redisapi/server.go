@@ -47,8 +47,10 @@
 // costs an extra read per request that fails with EAGAIN, a park and a
 // wake-up, which made up most of the server's CPU time for unpipelined
 // lookups (eventloop_linux.go has the details). Elsewhere, each connection
-// gets its own goroutine (serveConn). Both engines share the parser, the
-// commands and the limits, and the tests run against both.
+// gets its own goroutine (serveConn, goroutines.go). Both engines take the
+// same step whenever input arrives (conn.serve: parse, run, reply, make
+// room) and share the commands and the limits; what differs is only how
+// they wait for sockets. The tests run against both.
 //
 // # Why not redcon's Server
 //
@@ -65,13 +67,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"ringman/router"
@@ -119,52 +120,6 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Sizes of per-connection buffers.
-const (
-	initialReadBuffer = 4 << 10
-	flushThreshold    = 64 << 10  // write replies out once this many are pending
-	maxKeptOutput     = 256 << 10 // larger output buffers are dropped after use
-)
-
-// lookupShards spreads the lookup counters over cache lines so that
-// connections on different cores do not contend on one atomic word.
-const lookupShards = 64
-
-// counterShard is one shard of the lookup counters; each connection counts
-// into the shard of its id. It fills two cache lines (adjacent-line
-// prefetch pulls lines in pairs).
-type counterShard struct {
-	lookups [router.NumSources]atomic.Uint64 // keys looked up, by router.Source
-	errors  atomic.Uint64                    // lookup commands answered with an error
-	_       [128 - 4*8]byte
-}
-
-// closeReason is why the server closed a connection because of a limit.
-type closeReason uint8
-
-const (
-	closeRequestTooBig closeReason = iota
-	closeTooManyArgs
-	closeProtocolError
-	closeIdle
-	closeMaxClients
-	numCloseReasons
-)
-
-// closeReasonOf maps a protocol error to the limit it broke.
-func closeReasonOf(err error) closeReason {
-	switch err {
-	case errTooBig, errInlineTooBig:
-		return closeRequestTooBig
-	case errTooManyArgs:
-		return closeTooManyArgs
-	}
-	return closeProtocolError
-}
-
-// replyMaxClients is Redis's answer to a connection beyond maxclients.
-var replyMaxClients = []byte("-ERR max number of clients reached\r\n")
-
 // Server is a running RESP listener. Its methods are safe for concurrent use.
 type Server struct {
 	router      *router.Router
@@ -201,13 +156,8 @@ type Server struct {
 	clock     atomic.Int64 // coarse time (UnixNano) for idle tracking
 	counters  [lookupShards]counterShard
 	closes    [numCloseReasons]atomic.Uint64 // connections closed for a limit, by closeReason
-	panics    atomic.Uint64
-	lastPanic atomic.Int64 // UnixNano of the last logged panic
-
-	authFailures atomic.Uint64 // AUTH (and HELLO AUTH) with a wrong password
-	authLogged   atomic.Uint64 // authFailures when the last line about them was logged
-	lastAuthLog  atomic.Int64  // UnixNano of that line
-	authLogEvery time.Duration // authLogEvery; tests shorten it before Serve
+	panics    logThrottle                    // panics recovered; at most one line per panicLogEvery
+	authFails logThrottle                    // AUTH (and HELLO AUTH) with a wrong password; tests shorten its every before Serve
 }
 
 // Listen validates cfg and binds its address. A unix socket file left behind
@@ -231,9 +181,9 @@ func Listen(cfg Config) (*Server, error) {
 		done:        make(chan struct{}),
 		started:     time.Now(),
 		eventLoop:   useEventLoop,
-
-		authLogEvery: authLogEvery,
 	}
+	s.panics.every = panicLogEvery
+	s.authFails.every = authLogEvery
 	for db, service := range cfg.DBs {
 		if db < 0 {
 			return nil, fmt.Errorf("redis db %d: db numbers start at 0", db)
@@ -259,135 +209,16 @@ func Listen(cfg Config) (*Server, error) {
 		s.log.Warn("redis idle timeout is not longer than nginx's default keepalive_timeout: nginx may reuse connections ringman has already closed",
 			"idle_timeout", s.idle, "nginx_keepalive_timeout", nginxKeepaliveTimeout)
 	}
-	mode := cfg.SocketMode
-	if mode == 0 {
-		mode = DefaultSocketMode
-	}
 	s.clock.Store(time.Now().UnixNano())
-
-	if path, ok := strings.CutPrefix(cfg.Addr, "unix:"); ok {
-		ln, err := listenUnix(path, mode)
-		if err != nil {
-			return nil, err
-		}
-		s.ln, s.addr, s.unixPath = ln, "unix:"+path, path
-		return s, nil
+	var err error
+	if s.ln, s.addr, s.unixPath, err = listen(cfg.Addr, cfg.SocketMode); err != nil {
+		return nil, err
 	}
-	if cfg.Addr == "" {
-		return nil, errors.New("redis listener: empty address")
-	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("redis listener on %s: %w", cfg.Addr, err)
-	}
-	s.ln, s.addr = ln, ln.Addr().String()
 	return s, nil
-}
-
-func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
-	if path == "" {
-		return nil, errors.New(`redis listener: "unix:" needs a socket path`)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("redis listener on unix:%s: the file exists and is not a socket", path)
-		}
-		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
-			return nil, fmt.Errorf("redis listener on unix:%s: another process is listening on it", path)
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("redis listener on unix:%s: check the existing socket: %w", path, err)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("redis listener on unix:%s: remove stale socket: %w", path, err)
-		}
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("redis listener on unix:%s: %w", path, err)
-	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(true)
-	if err := os.Chmod(path, mode); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("redis listener on unix:%s: set mode %v: %w", path, mode, err)
-	}
-	return ln, nil
 }
 
 // Addr is the address the server listens on: "127.0.0.1:54321" or "unix:/path".
 func (s *Server) Addr() string { return s.addr }
-
-// Lookups is the number of keys looked up (GET, MGET keys, RING.LOOKUP) so far.
-func (s *Server) Lookups() uint64 {
-	var n uint64
-	for i := range s.counters {
-		for j := range s.counters[i].lookups {
-			n += s.counters[i].lookups[j].Load()
-		}
-	}
-	return n
-}
-
-// Stats is a snapshot of a Server's counters, for metrics.
-type Stats struct {
-	// Lookups counts the keys looked up (GET, each key of MGET,
-	// RING.LOOKUP) by where the answer came from, indexed by router.Source.
-	Lookups [router.NumSources]uint64
-	// LookupErrors counts lookup commands (GET, MGET, RING.LOOKUP)
-	// answered with an error: wrong arity, NOAUTH, bad arguments.
-	LookupErrors uint64
-	// Clients is the number of connections being served now.
-	Clients int
-	// Accepted counts the connections accepted, refused ones included.
-	Accepted uint64
-	// Closed counts the connections the server closed because of a limit.
-	Closed LimitCloses
-	// AuthFailures counts AUTH and HELLO AUTH refused with WRONGPASS.
-	AuthFailures uint64
-}
-
-// LimitCloses counts connections closed because of a limit, by limit.
-type LimitCloses struct {
-	RequestTooBig uint64 // a request over MaxRequestBytes
-	TooManyArgs   uint64 // a request over MaxArgs arguments
-	ProtocolError uint64 // malformed input
-	IdleTimeout   uint64 // nothing received for Config.IdleTimeout
-	MaxClients    uint64 // refused: Config.MaxClients connections were being served
-}
-
-// Stats sums the server's counters. It is meant for a metrics scrape: it
-// takes the connection lock once and reads every counter shard.
-func (s *Server) Stats() Stats {
-	var st Stats
-	for i := range s.counters {
-		sh := &s.counters[i]
-		for src := range sh.lookups {
-			st.Lookups[src] += sh.lookups[src].Load()
-		}
-		st.LookupErrors += sh.errors.Load()
-	}
-	st.Clients = s.connectedClients()
-	st.Accepted = s.accepted.Load()
-	st.AuthFailures = s.authFailures.Load()
-	st.Closed = LimitCloses{
-		RequestTooBig: s.closes[closeRequestTooBig].Load(),
-		TooManyArgs:   s.closes[closeTooManyArgs].Load(),
-		ProtocolError: s.closes[closeProtocolError].Load(),
-		IdleTimeout:   s.closes[closeIdle].Load(),
-		MaxClients:    s.closes[closeMaxClients].Load(),
-	}
-	return st
-}
-
-// limitClosed counts c as closed because of a limit, once whatever the
-// paths that close it (the idle sweep can race with a protocol error).
-func (s *Server) limitClosed(c *conn, why closeReason) {
-	if c.limited.CompareAndSwap(false, true) {
-		s.closes[why].Add(1)
-	}
-}
 
 // useEventLoop picks the engine of the servers Listen makes: the event loop
 // where there is one (Linux), else a goroutine per connection. The tests
@@ -404,95 +235,13 @@ func (s *Server) Serve() error {
 	if s.eventLoop {
 		return s.serveEventLoops()
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	if s.idle > 0 {
-		s.wg.Add(1) // under mu, so that it happens before Close's Wait or not at all
-		go s.closeIdle()
-	}
-	s.mu.Unlock()
-	var backoff time.Duration
-	for {
-		nc, err := s.ln.Accept()
-		if err != nil {
-			select {
-			case <-s.done:
-				return nil
-			default:
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				// Out of file descriptors and the like: wait and retry
-				// instead of spinning or giving up.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("redis listener: accept failed, retrying", "addr", s.addr, "err", err, "retry_in", backoff)
-				select {
-				case <-time.After(backoff):
-				case <-s.done:
-					return nil
-				}
-				continue
-			}
-			return fmt.Errorf("redis listener on %s: %w", s.addr, err)
-		}
-		backoff = 0
-		s.accept(nc)
-	}
-}
-
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
-}
-
-func (s *Server) accept(nc net.Conn) {
-	c := newConn(s, nc)
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		nc.Close()
-		return
-	}
-	full := s.maxClients > 0 && len(s.conns) >= s.maxClients
-	if !full {
-		s.conns[c] = struct{}{}
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	s.accepted.Add(1)
-	if full {
-		s.limitClosed(c, closeMaxClients)
-		go s.refuse(c)
-		return
-	}
-	go s.serveConn(c)
-}
-
-// refuse answers a connection beyond Config.MaxClients with Redis's error
-// and closes it, gracefully (so that the error is not lost to a reset when
-// the client has already sent a request), within a bounded time: such a
-// connection is not in s.conns, and Close waits for this goroutine.
-func (s *Server) refuse(c *conn) {
-	defer s.wg.Done()
-	defer c.nc.Close()
-	c.nc.SetWriteDeadline(time.Now().Add(drainTime))
-	c.out = append(c.out, replyMaxClients...)
-	c.closeGracefully()
+	return s.serveGoroutines()
 }
 
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-}
-
-func (s *Server) connectedClients() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
 }
 
 // Close stops accepting, closes every connection, waits for their goroutines
@@ -527,35 +276,25 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// closeIdle keeps the coarse clock and closes connections that have been
-// quiet for longer than the idle timeout. One sweep per tick replaces a read
-// deadline per request on the lookup path, and it also catches connections
-// stuck writing to a client that stopped reading.
-func (s *Server) closeIdle() {
-	defer s.wg.Done()
-	tick := idleTick(s.idle)
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case now := <-t.C:
-			s.clock.Store(now.UnixNano())
-			// Activity is stamped with the coarse clock, which lags by up
-			// to a tick: allow for it so no connection goes early.
-			cutoff := now.UnixNano() - int64(s.idle) - int64(tick)
-			s.mu.Lock()
-			for c := range s.conns {
-				if c.active.Load() < cutoff {
-					s.log.Debug("closing idle redis connection", "remote", c.nc.RemoteAddr().String(), "idle_timeout", s.idle)
-					s.limitClosed(c, closeIdle)
-					c.nc.Close()
-				}
-			}
-			s.mu.Unlock()
-		}
+// --- policies both engines apply ---
+
+// replyMaxClients is Redis's answer to a connection beyond maxclients.
+var replyMaxClients = []byte("-ERR max number of clients reached\r\n")
+
+// admitLocked counts a newly accepted connection and registers it, unless
+// Config.MaxClients connections are being served already: then it reports
+// false, counts the refusal and leaves Redis's error in c.out, for the
+// engine to close c gracefully. Such a connection is not in s.conns, so it
+// counts for no limit. Both engines call it, under s.mu.
+func (s *Server) admitLocked(c *conn) bool {
+	s.accepted.Add(1)
+	if s.maxClients > 0 && len(s.conns) >= s.maxClients {
+		s.limitClosed(c, closeMaxClients)
+		c.out = append(c.out, replyMaxClients...)
+		return false
 	}
+	s.conns[c] = struct{}{}
+	return true
 }
 
 // idleTick is how often idle connections are looked for.
@@ -563,14 +302,49 @@ func idleTick(idle time.Duration) time.Duration {
 	return min(max(idle/10, 5*time.Millisecond), time.Second)
 }
 
-// recovered logs a panic from a command or a connection. A misbehaving client
-// could trigger the same bug in a loop, so at most one line per second is
-// logged; each carries the count of panics so far.
+// idleCutoff is the activity stamp before which a connection is idle at
+// now; without an idle timeout, none is. Activity is stamped with a clock
+// that lags by up to a tick (the goroutine engine's coarse clock, the event
+// loop's time of the turn): allowing for it, a connection goes between one
+// and two ticks after the timeout, never before it.
+func (s *Server) idleCutoff(now int64) int64 {
+	if s.idle <= 0 {
+		return math.MinInt64
+	}
+	return now - int64(s.idle) - int64(idleTick(s.idle))
+}
+
+// idleExpired reports whether c was last active before cutoff; such a
+// connection is logged and counted as closed for the idle timeout, and the
+// caller closes it.
+func (s *Server) idleExpired(c *conn, cutoff int64) bool {
+	if c.active.Load() >= cutoff {
+		return false
+	}
+	s.log.Debug("closing idle redis connection", "remote", c.remoteAddr(), "idle_timeout", s.idle)
+	s.limitClosed(c, closeIdle)
+	return true
+}
+
+// acceptFailed logs an accept that failed for a reason that can pass (out
+// of file descriptors and the like) and returns how long to wait before
+// accepting again, given the previous wait (0 after a success): doubling
+// from 5 ms up to a second, so that the listener neither spins nor gives up.
+func (s *Server) acceptFailed(err error, wait time.Duration) time.Duration {
+	wait = min(max(2*wait, 5*time.Millisecond), time.Second)
+	s.log.Warn("redis listener: accept failed, retrying", "addr", s.addr, "err", err, "retry_in", wait)
+	return wait
+}
+
+// panicLogEvery is the least time between two log lines about recovered
+// panics: a misbehaving client could trigger the same bug in a loop.
+const panicLogEvery = time.Second
+
+// recovered logs a panic from a command or a connection, at most one line
+// per panicLogEvery; each carries the count of panics so far.
 func (s *Server) recovered(p any, where string) {
-	total := s.panics.Add(1)
-	now := time.Now().UnixNano()
-	last := s.lastPanic.Load()
-	if now-last < int64(time.Second) || !s.lastPanic.CompareAndSwap(last, now) {
+	_, total, ok := s.panics.add(1)
+	if !ok {
 		return
 	}
 	s.log.Error("redis: recovered from a panic", "in", where, "panic", fmt.Sprint(p),
@@ -585,13 +359,10 @@ const authLogEvery = 10 * time.Second
 // per authLogEvery; each line carries the failures since the previous one
 // and the address of the client whose failure it was logged on.
 func (s *Server) authFailed(c *conn) {
-	total := s.authFailures.Add(1)
-	now := time.Now().UnixNano()
-	last := s.lastAuthLog.Load()
-	if last != 0 && now-last < int64(s.authLogEvery) || !s.lastAuthLog.CompareAndSwap(last, now) {
+	since, total, ok := s.authFails.add(1)
+	if !ok {
 		return
 	}
-	since := total - s.authLogged.Swap(total)
 	s.log.Warn("redis: AUTH failed: wrong password", "remote", c.remoteAddr(),
-		"failures", since, "failures_total", total, "log_every", s.authLogEvery)
+		"failures", since, "failures_total", total, "log_every", s.authFails.every)
 }
