@@ -92,7 +92,7 @@ func (b *Builder) place(set []string) {
 		}
 	}
 	b.dropPoints(gone)
-	var fresh []point
+	fresh := make([]point, 0, len(joined)*b.settings.ReplicationFactor)
 	for _, j := range joined {
 		slots[j] = b.takeSlot(set[j])
 		fresh = b.appendPoints(fresh, set[j], slots[j])
@@ -167,13 +167,57 @@ func (b *Builder) comparePoints(x, y point) int {
 	return strings.Compare(b.slotName[x.slot], b.slotName[y.slot])
 }
 
+// Batches of at least radixPoints points (a cold start, many joiners at
+// once) are sorted by a radix sort on the hash: a comparison sort spent
+// about 0.1 s on the 256,000 points of 1,000 instances.
+const radixPoints = 4096
+
+// sortPoints sorts pts as comparePoints orders them, given that they come
+// in the order of their instances' names.
+func (b *Builder) sortPoints(pts []point) {
+	if len(pts) < radixPoints {
+		slices.SortFunc(pts, b.comparePoints)
+		return
+	}
+	// The radix sort is stable and place appends joiners in name order, so
+	// points that tie stay ordered by instance.
+	radixSortByHash(pts)
+}
+
+// radixSortByHash sorts pts by hash, a byte at a time from the lowest.
+func radixSortByHash(pts []point) {
+	src, dst := pts, make([]point, len(pts))
+	for shift := 0; shift < 64; shift += 8 {
+		var at [256]int
+		for _, pt := range src {
+			at[byte(pt.hash>>shift)]++
+		}
+		if at[byte(src[0].hash>>shift)] == len(src) {
+			continue // every point has this byte: nothing to reorder
+		}
+		sum := 0
+		for d, c := range at {
+			at[d], sum = sum, sum+c
+		}
+		for _, pt := range src {
+			d := byte(pt.hash >> shift)
+			dst[at[d]] = pt
+			at[d]++
+		}
+		src, dst = dst, src
+	}
+	if &src[0] != &pts[0] {
+		copy(pts, src)
+	}
+}
+
 // mergePoints sorts fresh and merges it into the sorted points in place,
 // from the back, so that nothing before the first fresh point moves.
 func (b *Builder) mergePoints(fresh []point) {
 	if len(fresh) == 0 {
 		return
 	}
-	slices.SortFunc(fresh, b.comparePoints)
+	b.sortPoints(fresh)
 	old := len(b.hashes)
 	b.hashes = slices.Grow(b.hashes, len(fresh))[:old+len(fresh)]
 	b.owners = slices.Grow(b.owners, len(fresh))[:old+len(fresh)]

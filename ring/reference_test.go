@@ -195,3 +195,40 @@ func TestRandomChangesMatchReference(t *testing.T) {
 		})
 	}
 }
+
+// coarseHash keeps 12 bits of xxhash, so that points tie all the time.
+type coarseHash struct{}
+
+func (coarseHash) Sum64(b []byte) uint64 { return xxHasher{}.Sum64(b) >> 52 << 52 }
+
+// TestTiedHashes: points that share a hash are ordered by instance whether
+// they arrive in one big batch (the radix sort) or a few at a time (the
+// comparison sort and the merge), as the reference orders them.
+func TestTiedHashes(t *testing.T) {
+	s := Settings{Partitions: 1021, Load: DefaultLoad, ReplicationFactor: 64, Hasher: coarseHash{}}
+	names := randomNames(rand.New(rand.NewPCG(9, 10)), 200)
+	want := referenceTable(s, names)
+	all, err := New(s, names) // 12,800 points in one batch
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := firstDiff(all.table, want); i >= 0 {
+		t.Fatalf("built at once: table differs from the reference at entry %d", i)
+	}
+	b, err := NewBuilder(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 1; k <= len(names); k += 7 {
+		if _, err := b.Build(names[:k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := b.Build(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := firstDiff(r.table, want); i >= 0 {
+		t.Fatalf("built a few at a time: table differs from the reference at entry %d", i)
+	}
+}
