@@ -119,21 +119,27 @@ func TestOrderIndependence(t *testing.T) {
 		b, _ := NewBuilder(smallSettings)
 		in := map[string]bool{}
 		for range rounds {
-			k := []int{1, 1, 2, 3, 8, 32, 33, 40}[rng.IntN(8)]
-			for range k {
-				x := pool[rng.IntN(len(pool))]
-				in[x] = !in[x]
-			}
-			var set []string
-			for _, x := range pool {
-				if in[x] {
-					set = append(set, x)
-				}
-			}
+			set := toggleRandom(rng, pool, in, []int{1, 1, 2, 3, 8, 32, 33, 40})
 			rng.Shuffle(len(set), func(i, j int) { set[i], set[j] = set[j], set[i] })
 			build(t, b, set)
 		}
 	})
+}
+
+// toggleRandom flips a random number (one of sizes) of random instances of
+// pool in or out of the set in, and returns the set in pool order.
+func toggleRandom(rng *rand.Rand, pool []string, in map[string]bool, sizes []int) []string {
+	for range sizes[rng.IntN(len(sizes))] {
+		x := pool[rng.IntN(len(pool))]
+		in[x] = !in[x]
+	}
+	var set []string
+	for _, x := range pool {
+		if in[x] {
+			set = append(set, x)
+		}
+	}
+	return set
 }
 
 // TestBalance: no instance owns more than ceil(P/M*Load) partitions (the

@@ -171,17 +171,7 @@ func TestRandomChangesMatchReference(t *testing.T) {
 			}
 			in := map[string]bool{}
 			for step := range steps {
-				k := []int{1, 1, 1, 2, 5, 50, 300}[rng.IntN(7)]
-				for range k {
-					x := pool[rng.IntN(len(pool))]
-					in[x] = !in[x]
-				}
-				var set []string
-				for _, x := range pool {
-					if in[x] {
-						set = append(set, x)
-					}
-				}
+				set := toggleRandom(rng, pool, in, []int{1, 1, 1, 2, 5, 50, 300})
 				r, err := b.Build(set)
 				if err != nil {
 					t.Fatal(err)
