@@ -159,6 +159,12 @@ func (s Settings) Fingerprint() string {
 // Ring is an immutable placement of keys on one service's instances. Its
 // methods never lock or allocate, and are safe for any number of goroutines.
 // The zero Ring and a nil *Ring have no instances and answer nothing.
+//
+// A Ring holds Partitions × min(MaxCandidates, instances) names (16 bytes
+// each, the names themselves shared): at the default partition count 2 MiB
+// from 8 instances up, whatever the ring's size (BenchmarkMemory). Its
+// Builder keeps 12 bytes per virtual point besides, 3 MiB at 1,000
+// instances.
 type Ring struct {
 	custom     Hasher // nil: xxhash
 	partitions uint64
