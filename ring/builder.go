@@ -223,7 +223,9 @@ func (b *Builder) mergePoints(fresh []point) {
 	b.owners = slices.Grow(b.owners, len(fresh))[:old+len(fresh)]
 	i, j := old-1, len(fresh)-1
 	for w := len(b.hashes) - 1; j >= 0; w-- {
-		if i >= 0 && b.comparePoints(fresh[j], point{b.hashes[i], b.owners[i]}) < 0 {
+		// Hashes first, so that names are compared only on a tie.
+		if i >= 0 && (fresh[j].hash < b.hashes[i] ||
+			fresh[j].hash == b.hashes[i] && b.comparePoints(fresh[j], point{b.hashes[i], b.owners[i]}) < 0) {
 			b.hashes[w], b.owners[w] = b.hashes[i], b.owners[i]
 			i--
 		} else {
