@@ -495,4 +495,8 @@ func TestCheckInstances(t *testing.T) {
 	if r.Idle() != 0 {
 		t.Errorf("%d instances on %d partitions leave %d idle", r.Len(), s.Partitions, r.Idle())
 	}
+	// One instance owns every partition there is.
+	if err := (Settings{Partitions: 1, Load: 1, ReplicationFactor: 1}).CheckInstances(1); err != nil {
+		t.Errorf("one instance on one partition: %v", err)
+	}
 }

@@ -47,7 +47,8 @@ const (
 // MinPartitionsPerInstance is the fewest partitions per instance at which
 // every instance of a ring can be expected to own some. Below it the load cap
 // (ceil(Load × partitions / instances)) lets the instances whose points come
-// first fill every partition: of 10 random rings of 4,093 partitions, at 10
+// first fill every partition: of 10 random rings of 4,093 partitions (256
+// points per instance), at 10
 // per instance none left an instance without keys, at 8 one ring left one,
 // at 4 every ring left up to 18, at 2 up to 219 of 2,046; with more
 // instances than partitions each owner gets one and the rest none. At the
@@ -103,7 +104,7 @@ func (s Settings) Validate() error {
 // Changing the partition count moves nearly every key, so it is chosen for
 // the largest service a cluster expects, not adjusted as services grow.
 func (s Settings) CheckInstances(n int) error {
-	if n <= s.Partitions/MinPartitionsPerInstance {
+	if n <= 1 || n <= s.Partitions/MinPartitionsPerInstance {
 		return nil
 	}
 	return fmt.Errorf("ring: %d instances on %d partitions (fewer than %d each) leave some instances with no keys; use at least %d partitions",
