@@ -47,12 +47,12 @@ const (
 // MinPartitionsPerInstance is the fewest partitions per instance at which
 // every instance of a ring can be expected to own some. Below it the load cap
 // (ceil(Load × partitions / instances)) lets the instances whose points come
-// first fill every partition: of 10 random rings of 4,093 partitions (256
-// points per instance), at 10
-// per instance none left an instance without keys, at 8 one ring left one,
-// at 4 every ring left up to 18, at 2 up to 219 of 2,046; with more
-// instances than partitions each owner gets one and the rest none. At the
-// default 16,381 partitions, 20,000 instances leave 8,189 idle.
+// first fill every partition. Of 10 random rings of 4,093 partitions (256
+// points per instance), at 10 per instance none left an instance without
+// keys, at 8 one ring left one, at 4 every ring left up to 18, at 2 up to 219
+// of 2,046; with more instances than partitions each owner gets one and the
+// rest none. At the default 16,381 partitions, 20,000 instances leave 8,189
+// idle.
 const MinPartitionsPerInstance = 10
 
 // Limits that keep a rebuild bounded in time and memory.
