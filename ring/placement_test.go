@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -118,21 +119,27 @@ func TestOrderIndependence(t *testing.T) {
 		b, _ := NewBuilder(smallSettings)
 		in := map[string]bool{}
 		for range rounds {
-			k := []int{1, 1, 2, 3, 8, 32, 33, 40}[rng.IntN(8)]
-			for range k {
-				x := pool[rng.IntN(len(pool))]
-				in[x] = !in[x]
-			}
-			var set []string
-			for _, x := range pool {
-				if in[x] {
-					set = append(set, x)
-				}
-			}
+			set := toggleRandom(rng, pool, in, []int{1, 1, 2, 3, 8, 32, 33, 40})
 			rng.Shuffle(len(set), func(i, j int) { set[i], set[j] = set[j], set[i] })
 			build(t, b, set)
 		}
 	})
+}
+
+// toggleRandom flips a random number (one of sizes) of random instances of
+// pool in or out of the set in, and returns the set in pool order.
+func toggleRandom(rng *rand.Rand, pool []string, in map[string]bool, sizes []int) []string {
+	for range sizes[rng.IntN(len(sizes))] {
+		x := pool[rng.IntN(len(pool))]
+		in[x] = !in[x]
+	}
+	var set []string
+	for _, x := range pool {
+		if in[x] {
+			set = append(set, x)
+		}
+	}
+	return set
 }
 
 // TestBalance: no instance owns more than ceil(P/M*Load) partitions (the
@@ -405,5 +412,91 @@ func TestSmallRingsMoveOnlyTheLeaversKeys(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestMoreInstancesThanPartitions: with more instances than partitions the
+// ring still builds and answers, every partition has one owner, each owner
+// holds exactly one partition (the cap is 1), and the other instances own
+// nothing, are counted by Idle, and still appear as candidates; the settings
+// say so before the ring is built.
+func TestMoreInstancesThanPartitions(t *testing.T) {
+	s := Settings{Partitions: 97, Load: DefaultLoad, ReplicationFactor: 20}
+	names := instanceNames(300)
+	r, err := New(s, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners, inRows := map[string]bool{}, map[string]bool{}
+	for p := range s.Partitions {
+		owners[r.table[p*r.width]] = true
+		for _, c := range r.table[p*r.width : (p+1)*r.width] {
+			inRows[c] = true
+		}
+	}
+	for inst, c := range r.Owned() {
+		if c > 1 || (c == 1) != owners[inst] {
+			t.Fatalf("%s owns %d partitions (owner of one: %v); want at most 1", inst, c, owners[inst])
+		}
+	}
+	if len(owners) != s.Partitions || r.Idle() != len(names)-s.Partitions {
+		t.Errorf("%d owners, Idle() = %d; want %d and %d", len(owners), r.Idle(), s.Partitions, len(names)-s.Partitions)
+	}
+	if len(inRows) <= len(owners) {
+		t.Errorf("candidate rows name %d instances, no more than the %d owners", len(inRows), len(owners))
+	}
+	if got, ok := r.Owner("/any/key"); !ok || !owners[got] {
+		t.Errorf("Owner = %q, %v; want one of the owners", got, ok)
+	}
+	err = s.CheckInstances(len(names))
+	if err == nil || !strings.Contains(err.Error(), "300 instances on 97 partitions") ||
+		!strings.Contains(err.Error(), fmt.Sprint(PartitionsFor(300))) {
+		t.Errorf("CheckInstances(300) = %v; want an error naming the counts and %d partitions", err, PartitionsFor(300))
+	}
+}
+
+// TestCheckInstances: the advice starts where rings start to leave
+// instances idle, and what it advises is enough.
+func TestCheckInstances(t *testing.T) {
+	def := DefaultSettings()
+	limit := DefaultPartitions / MinPartitionsPerInstance
+	for _, tc := range []struct {
+		n    int
+		warn bool
+	}{{0, false}, {1, false}, {1000, false}, {limit, false}, {limit + 1, true}, {20000, true}} {
+		if err := def.CheckInstances(tc.n); (err != nil) != tc.warn {
+			t.Errorf("CheckInstances(%d) = %v; want an error: %v", tc.n, err, tc.warn)
+		}
+	}
+	for _, tc := range []struct{ n, want int }{
+		{-1, DefaultPartitions}, {1, DefaultPartitions}, {1000, DefaultPartitions}, {1023, DefaultPartitions},
+		{1024, 16411}, {10000, 160001}, {20000, 320009}, {1 << 40, 1048573},
+	} {
+		p := PartitionsFor(tc.n)
+		if p != tc.want {
+			t.Errorf("PartitionsFor(%d) = %d, want %d", tc.n, p, tc.want)
+		}
+		s := Settings{Partitions: p, Load: DefaultLoad, ReplicationFactor: DefaultReplicationFactor}
+		if err := s.Validate(); err != nil {
+			t.Errorf("PartitionsFor(%d) = %d: %v", tc.n, p, err)
+		}
+		if tc.n <= MaxPartitions/MinPartitionsPerInstance {
+			if err := s.CheckInstances(tc.n); err != nil {
+				t.Errorf("PartitionsFor(%d) = %d is not enough: %v", tc.n, p, err)
+			}
+		}
+	}
+	// A ring at the advice's limit leaves no instance idle.
+	s := Settings{Partitions: 4093, Load: DefaultLoad, ReplicationFactor: DefaultReplicationFactor}
+	r, err := New(s, instanceNames(s.Partitions/MinPartitionsPerInstance))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Idle() != 0 {
+		t.Errorf("%d instances on %d partitions leave %d idle", r.Len(), s.Partitions, r.Idle())
+	}
+	// One instance owns every partition there is.
+	if err := (Settings{Partitions: 1, Load: 1, ReplicationFactor: 1}).CheckInstances(1); err != nil {
+		t.Errorf("one instance on one partition: %v", err)
 	}
 }

@@ -81,3 +81,29 @@ func TestMedian(t *testing.T) {
 		}
 	}
 }
+
+func TestRebuildGoal(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want float64
+	}{
+		{"Rebuild/instances=100", rebuildGoalNs},
+		{"Rebuild/instances=1000", rebuildGoalNs},
+		{"Rebuild/instances=5000", largeRebuildGoalNs},
+		{"Rebuild/instances=10000", largeRebuildGoalNs},
+		{"Rebuild/fromscratch", rebuildGoalNs},
+	} {
+		if got := rebuildGoal(benchResult{name: tc.name}); got != tc.want {
+			t.Errorf("rebuildGoal(%s) = %g, want %g", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestRingBytes(t *testing.T) {
+	out := []byte(sampleBench + `BenchmarkMemory/instances=8-2   	       5	   7287608 ns/op	     49520 B/builder	   2097358 B/ring
+`)
+	got := ringBytes(out)
+	if len(got) != 1 || got["Memory/instances=8"] != "48 KiB/builder, 2048 KiB/ring" {
+		t.Errorf("ringBytes = %q, want Memory/instances=8: 48 KiB/builder, 2048 KiB/ring", got)
+	}
+}

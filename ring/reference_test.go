@@ -1,0 +1,224 @@
+package ring
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/buraksezer/consistent"
+)
+
+// referenceTable is the placement written the plain way, as the Builder
+// computed it before it was made fast: every point a (hash, name) pair
+// sorted from scratch, a binary search per partition, and the same bounded
+// walk and candidate walk. It returns the partitions × width table of
+// instance names (owner first), the ring's Ring.table.
+func referenceTable(s Settings, instances []string) []string {
+	set := slices.Clone(instances)
+	slices.Sort(set)
+	set = slices.Compact(set)
+	if len(set) == 0 {
+		return nil
+	}
+	h := s.Hasher
+	if h == nil {
+		h = xxHasher{}
+	}
+	type refPoint struct {
+		hash     uint64
+		instance string
+	}
+	var pts []refPoint
+	for _, inst := range set {
+		for i := range s.ReplicationFactor {
+			pts = append(pts, refPoint{h.Sum64([]byte(strconv.Itoa(i) + ":" + inst)), inst})
+		}
+	}
+	slices.SortFunc(pts, func(a, b refPoint) int {
+		if c := cmp.Compare(a.hash, b.hash); c != 0 {
+			return c
+		}
+		return strings.Compare(a.instance, b.instance)
+	})
+	limit := int(math.Ceil(float64(s.Partitions) / float64(len(set)) * s.Load))
+	width := min(MaxCandidates, len(set))
+	owned := map[string]int{}
+	table := make([]string, 0, s.Partitions*width)
+	var id [8]byte
+	for p := range s.Partitions {
+		binary.LittleEndian.PutUint64(id[:], uint64(p))
+		ph := h.Sum64(id[:])
+		start, _ := slices.BinarySearchFunc(pts, ph, func(pt refPoint, h uint64) int { return cmp.Compare(pt.hash, h) })
+		start %= len(pts)
+		i := start
+		for owned[pts[i].instance] >= limit {
+			i = (i + 1) % len(pts)
+		}
+		owner := pts[i].instance
+		owned[owner]++
+		row := []string{owner}
+		for step, j := 0, start; len(row) < width && step < len(pts); step++ {
+			if !slices.Contains(row, pts[j].instance) {
+				row = append(row, pts[j].instance)
+			}
+			j = (j + 1) % len(pts)
+		}
+		table = append(table, row...)
+	}
+	return table
+}
+
+// randomName is an instance name of 1 to 24 random bytes, or an address.
+func randomName(rng *rand.Rand) string {
+	if rng.IntN(2) == 0 {
+		return fmt.Sprintf("10.%d.%d.%d:%d", rng.IntN(256), rng.IntN(256), rng.IntN(256), 1+rng.IntN(65535))
+	}
+	b := make([]byte, 1+rng.IntN(24))
+	for i := range b {
+		b[i] = byte(1 + rng.IntN(255))
+	}
+	return string(b)
+}
+
+func randomNames(rng *rand.Rand, n int) []string {
+	seen := map[string]bool{}
+	out := make([]string, 0, n)
+	for len(out) < n {
+		if x := randomName(rng); !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// TestRandomRingsMatchConsistent holds the Builder to the library on random
+// rings: 1 to 2,000 instances with random names, partition counts from 1
+// (fewer partitions than instances) to the default, load factors from 1 to
+// MaxLoad. Every partition's owner must be the library's, and every
+// candidate row the plain reference's.
+func TestRandomRingsMatchConsistent(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	partitionCounts := []int{1, 2, 7, 97, 271, 1021, 4093, DefaultPartitions}
+	loads := []float64{1, 1.01, 1.1, DefaultLoad, 1.5, 2, 3.7, MaxLoad}
+	rings, maxInstances := 200, 2000
+	if raceEnabled {
+		rings, maxInstances = 20, 100
+	}
+	var budget time.Duration
+	for k := range rings {
+		// Sizes spread evenly over orders of magnitude, the largest last.
+		n := int(math.Round(math.Pow(float64(maxInstances), float64(k+1)/float64(rings))))
+		s := Settings{
+			Partitions: partitionCounts[rng.IntN(len(partitionCounts))],
+			Load:       loads[rng.IntN(len(loads))],
+			// consistent.New sorts all points after each member: keep
+			// n² × points per instance affordable.
+			ReplicationFactor: 1 + rng.IntN(max(1, min(DefaultReplicationFactor, 1_000_000/(n*n)))),
+		}
+		names := randomNames(rng, n)
+		t.Run(fmt.Sprintf("n%d/p%d/r%d/l%g", n, s.Partitions, s.ReplicationFactor, s.Load), func(t *testing.T) {
+			r, err := New(s, names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			began := time.Now()
+			c := consistent.New(members(names), consistent.Config{
+				Hasher: xxHasher{}, PartitionCount: s.Partitions, ReplicationFactor: s.ReplicationFactor, Load: s.Load,
+			})
+			budget += time.Since(began)
+			for p := range s.Partitions {
+				if got, want := r.table[p*r.width], c.GetPartitionOwner(p).String(); got != want {
+					t.Fatalf("partition %d: owner %q, consistent %q", p, got, want)
+				}
+			}
+			if i := firstDiff(r.table, referenceTable(s, names)); i >= 0 {
+				p := i / r.width
+				t.Fatalf("partition %d: candidates %q, the reference's differ at entry %d", p, r.table[p*r.width:(p+1)*r.width], i%r.width)
+			}
+		})
+	}
+	t.Logf("%d rings up to %d instances; consistent.New took %v in all", rings, maxInstances, budget)
+}
+
+// TestRandomChangesMatchReference drives one Builder through random joins
+// and leaves of random size, on rings large enough that the in-place merge
+// and compaction see every position, and compares each Ring with the plain
+// reference built from scratch.
+func TestRandomChangesMatchReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	pool := randomNames(rng, 600)
+	steps := 60
+	if raceEnabled {
+		steps = 12
+	}
+	for _, s := range []Settings{
+		{Partitions: 1021, Load: DefaultLoad, ReplicationFactor: 20},
+		{Partitions: 97, Load: 1, ReplicationFactor: 3}, // more instances than partitions
+		{Partitions: 4093, Load: 1.01, ReplicationFactor: 64},
+	} {
+		t.Run(s.Fingerprint(), func(t *testing.T) {
+			b, err := NewBuilder(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := map[string]bool{}
+			for step := range steps {
+				set := toggleRandom(rng, pool, in, []int{1, 1, 1, 2, 5, 50, 300})
+				r, err := b.Build(set)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := referenceTable(s, set)
+				if i := firstDiff(r.table, want); i >= 0 {
+					t.Fatalf("step %d, %d instances: table differs from the reference at entry %d (partition %d)",
+						step, len(set), i, i/max(1, r.width))
+				}
+			}
+		})
+	}
+}
+
+// coarseHash keeps 12 bits of xxhash, so that points tie all the time.
+type coarseHash struct{}
+
+func (coarseHash) Sum64(b []byte) uint64 { return xxHasher{}.Sum64(b) >> 52 << 52 }
+
+// TestTiedHashes: points that share a hash are ordered by instance whether
+// they arrive in one big batch (the radix sort) or a few at a time (the
+// comparison sort and the merge), as the reference orders them.
+func TestTiedHashes(t *testing.T) {
+	s := Settings{Partitions: 1021, Load: DefaultLoad, ReplicationFactor: 64, Hasher: coarseHash{}}
+	names := randomNames(rand.New(rand.NewPCG(9, 10)), 200)
+	want := referenceTable(s, names)
+	all, err := New(s, names) // 12,800 points in one batch
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := firstDiff(all.table, want); i >= 0 {
+		t.Fatalf("built at once: table differs from the reference at entry %d", i)
+	}
+	b, err := NewBuilder(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 1; k <= len(names); k += 7 {
+		if _, err := b.Build(names[:k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := b.Build(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := firstDiff(r.table, want); i >= 0 {
+		t.Fatalf("built a few at a time: table differs from the reference at entry %d", i)
+	}
+}
