@@ -40,8 +40,8 @@ const (
 )
 
 // Config describes one node. Start from DefaultConfig: a zero duration is
-// refused, not read as a default. Each field is the `ringman serve` flag
-// named after it, and Validate's errors name fields by those flags, which
+// refused, not read as a default. Most fields are the `ringman serve` flag
+// of the same name, and Validate's errors name fields by those flags, which
 // is what the README documents.
 type Config struct {
 	// Name is unique in the cluster and stable across restarts (--name;

@@ -46,7 +46,7 @@ var ErrStopped = errors.New("node stopped")
 // flight finish once the node has left.
 const httpShutdownTimeout = time.Second
 
-// readyPoll is how often Start's watcher asks whether the node is ready
+// readyPoll is how often Ready's watcher asks whether the node is ready
 // (the same question as /readyz) until it is.
 const readyPoll = 50 * time.Millisecond
 
@@ -68,13 +68,14 @@ type Node struct {
 	keySource string
 	warnings  []string
 
-	readyC   chan struct{} // closed once ready
-	stopping chan struct{} // closed when Shutdown or Close begins
-	done     chan struct{} // closed with err set
-	doneOnce sync.Once
-	err      error // why done is closed; written once, before close(done)
-	stopOnce sync.Once
-	stopErr  error
+	readyC     chan struct{} // closed once ready
+	watchReady sync.Once     // starts watchReadiness, on the first call of Ready
+	stopping   chan struct{} // closed when Shutdown or Close begins
+	done       chan struct{} // closed with err set
+	doneOnce   sync.Once
+	err        error // why done is closed; written once, before close(done)
+	stopOnce   sync.Once
+	stopErr    error
 }
 
 // Start validates cfg, opens the data file, joins the cluster in the
@@ -272,7 +273,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	go func() { serveErr <- n.resp.Serve() }()
 	go func() { serveErr <- n.httpSrv.Serve(n.httpLn) }()
 	go n.watch(leaveReq, serveErr)
-	go n.watchReady()
 
 	n.warnings = protectedMode(n.HTTPAddr(), n.RESPAddr(), cfg.APIToken != "", cfg.RequirePass != "")
 	// The bound port is Bind's, or the advertised one when the system
@@ -304,8 +304,8 @@ func (n *Node) watch(leaveReq <-chan struct{}, serveErr <-chan error) {
 	}
 }
 
-// watchReady closes readyC once the node first says it is ready.
-func (n *Node) watchReady() {
+// watchReadiness closes readyC once the node first says it is ready.
+func (n *Node) watchReadiness() {
 	tick := time.NewTicker(readyPoll)
 	defer tick.Stop()
 	for {
@@ -332,7 +332,12 @@ func (n *Node) finish(err error) {
 // Ready is closed once the node first reports ready, as /readyz does: it
 // has joined its cluster (or has nobody to join) and its rings show the
 // cluster as gossip sees it. It is never closed for a node stopped first.
-func (n *Node) Ready() <-chan struct{} { return n.readyC }
+// The first call starts asking, every 50 ms until the answer is yes: a
+// node nobody asks (serve's) spends nothing on it.
+func (n *Node) Ready() <-chan struct{} {
+	n.watchReady.Do(func() { go n.watchReadiness() })
+	return n.readyC
+}
 
 // Done is closed when the node asks to be shut down (a leave through the
 // HTTP API, a listener that failed) or has been stopped; Err says which.
