@@ -2,12 +2,42 @@ package discovery
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 )
 
-// memberlistConfig returns memberlist's timings for a profile ("" is "lan").
+// Profile is a named set of gossip timings, as a node of that profile runs
+// them: memberlist's preset with ringman's changes applied. It is read from
+// the memberlist configuration the node is started with, so that whatever
+// derives bounds from it (the fault suite's detection windows) cannot drift
+// from what runs.
+type Profile struct {
+	Name string
+	// Summary says what the name does not, for help texts; may be empty.
+	Summary string
+
+	ProbeInterval time.Duration // one member probed per interval
+	ProbeTimeout  time.Duration // a direct probe's wait for its ack
+	// IndirectChecks is how many members are asked to probe a member that
+	// did not answer directly.
+	IndirectChecks int
+	// SuspicionMult scales how long a member stays suspect (in probe
+	// intervals, times log10 of the member count) before it is declared dead.
+	SuspicionMult int
+	// AwarenessMaxMultiplier bounds how far Lifeguard stretches the probe
+	// interval of a node that keeps missing acks.
+	AwarenessMaxMultiplier int
+	GossipInterval         time.Duration // one gossip round per interval
+	GossipToTheDeadTime    time.Duration // a dead member is still gossiped to this long
+	PushPullInterval       time.Duration // full state exchange with one random member
+	// DeadNodeReclaimTime is how long after a member died its name may
+	// come back on another address.
+	DeadNodeReclaimTime time.Duration
+}
+
+// profiles are the gossip profiles in the order help texts list them.
 //
 // Every profile sets a short PushPullInterval: when many nodes join one seed
 // at once, one node can stay unaware of another until the next full state
@@ -15,21 +45,25 @@ import (
 // "join stall"). Full syncs are also what repairs any other missed gossip.
 // Never DefaultLocalConfig: it measured 38-44 s joins at 50 nodes and missed
 // leave messages.
-func memberlistConfig(profile string) (*memberlist.Config, error) {
-	switch profile {
-	case "", "lan":
+var profiles = []struct {
+	name, summary string
+	config        func() *memberlist.Config
+}{
+	{"lan", "", func() *memberlist.Config {
 		// Crash detection ~7 s, graceful leave < 1 s, ~0.1 KB/s per node.
 		c := memberlist.DefaultLANConfig()
 		c.PushPullInterval = 15 * time.Second    // default 30 s; bounds the join stall at ~15 s for little bandwidth
 		c.DeadNodeReclaimTime = 10 * time.Second // a crashed node restarting on a new address is taken back after 10 s
-		return c, nil
-	case "wan":
+		return c
+	}},
+	{"wan", "", func() *memberlist.Config {
 		// Probe every 5 s with a 3 s timeout: detection takes tens of seconds.
 		c := memberlist.DefaultWANConfig()
 		c.PushPullInterval = 30 * time.Second // default 60 s; a full sync carries every member, so not as often as on a LAN
 		c.DeadNodeReclaimTime = 30 * time.Second
-		return c, nil
-	case "fast":
+		return c
+	}},
+	{"fast", "one datacenter, ~1 s failure detection", func() *memberlist.Config {
 		// LAN tuned for quick failover on a good network: crash detection
 		// ~1 s, graceful leave ~0.1 s, at ~5x LAN's idle bandwidth and CPU.
 		c := memberlist.DefaultLANConfig()
@@ -40,8 +74,73 @@ func memberlistConfig(profile string) (*memberlist.Config, error) {
 		c.PushPullInterval = 5 * time.Second     // measured to cap the 50-node join stall at ~13 s
 		c.DeadNodeReclaimTime = 1 * time.Second  // restarts on a new address are accepted almost at once
 		c.GossipToTheDeadTime = 5 * time.Second  // default 30 s; same as push/pull
-		return c, nil
-	default:
-		return nil, fmt.Errorf("unknown gossip profile %q (want lan, wan or fast)", profile)
+		return c
+	}},
+}
+
+// Profiles returns every gossip profile, in the order help texts list them.
+func Profiles() []Profile {
+	out := make([]Profile, len(profiles))
+	for i, p := range profiles {
+		c := p.config()
+		out[i] = Profile{
+			Name:                   p.name,
+			Summary:                p.summary,
+			ProbeInterval:          c.ProbeInterval,
+			ProbeTimeout:           c.ProbeTimeout,
+			IndirectChecks:         c.IndirectChecks,
+			SuspicionMult:          c.SuspicionMult,
+			AwarenessMaxMultiplier: c.AwarenessMaxMultiplier,
+			GossipInterval:         c.GossipInterval,
+			GossipToTheDeadTime:    c.GossipToTheDeadTime,
+			PushPullInterval:       c.PushPullInterval,
+			DeadNodeReclaimTime:    c.DeadNodeReclaimTime,
+		}
 	}
+	return out
+}
+
+// ProfileNames returns the names Config.Profile takes ("" is "lan").
+func ProfileNames() []string {
+	names := make([]string, len(profiles))
+	for i, p := range profiles {
+		names[i] = p.name
+	}
+	return names
+}
+
+// ProfileChoices lists the profile names for a message: "lan, wan or fast".
+func ProfileChoices() string {
+	names := ProfileNames()
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
+// LookupProfile returns the profile called name ("" is "lan").
+func LookupProfile(name string) (Profile, error) {
+	if name == "" {
+		name = "lan"
+	}
+	for _, p := range Profiles() {
+		if p.Name == name {
+			return p, nil
+		}
+	}
+	return Profile{}, unknownProfile(name)
+}
+
+// memberlistConfig returns memberlist's timings for a profile ("" is "lan").
+func memberlistConfig(name string) (*memberlist.Config, error) {
+	if name == "" {
+		name = "lan"
+	}
+	for _, p := range profiles {
+		if p.name == name {
+			return p.config(), nil
+		}
+	}
+	return nil, unknownProfile(name)
+}
+
+func unknownProfile(name string) error {
+	return fmt.Errorf("unknown gossip profile %q (want %s)", name, ProfileChoices())
 }

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"ringman/httpapi"
-	"ringman/store"
 )
 
 // syncBuffer is a bytes.Buffer that a running serve writes to while the
@@ -291,62 +290,6 @@ func TestKeysCommands(t *testing.T) {
 	}
 }
 
-// memStore is a store.Store in a temporary dir.
-func memStore(t *testing.T) *store.Store {
-	t.Helper()
-	st, err := store.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
-
-// TestStartKeys: how the saved keyring and --encrypt combine at start.
-func TestStartKeys(t *testing.T) {
-	k := func(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
-	ids := func(keys [][]byte) string {
-		var s []string
-		for _, key := range keys {
-			s = append(s, fmt.Sprint(key[0]))
-		}
-		return strings.Join(s, ",")
-	}
-	for _, tc := range []struct {
-		name    string
-		saves   [][][]byte // keyrings saved before, in order
-		flag    []byte
-		keys    string // key ids, primary first
-		source  string
-		warning string
-	}{
-		{"no key", nil, nil, "", "", ""},
-		{"first start with --encrypt", nil, k(1), "1", "--encrypt", ""},
-		{"restart without --encrypt", [][][]byte{{k(1)}}, nil, "1", "the data file", ""},
-		{"rotated, flag still the old key", [][][]byte{{k(1)}, {k(1), k(2)}, {k(2), k(1)}}, k(1), "2,1", "the data file", ""},
-		{"rotated and removed, stale flag", [][][]byte{{k(1)}, {k(2), k(1)}, {k(2)}}, k(1), "2", "the data file", "removed in a key rotation: ignored"},
-		{"missed a rotation, given the new key", [][][]byte{{k(1)}}, k(3), "3,1", "--encrypt and the data file", "it is now the primary key"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			st := memStore(t)
-			for _, s := range tc.saves {
-				if err := st.SaveKeys(s); err != nil {
-					t.Fatal(err)
-				}
-			}
-			keys, source, warning, err := startKeys(st, tc.flag)
-			if err != nil || ids(keys) != tc.keys || source != tc.source ||
-				(tc.warning == "") != (warning == "") || !strings.Contains(warning, tc.warning) {
-				t.Fatalf("startKeys = %s, %q, %q, %v; want %s, %q, a warning with %q", ids(keys), source, warning, err, tc.keys, tc.source, tc.warning)
-			}
-			saved, err := st.LoadKeys()
-			if err != nil || ids(saved) != tc.keys {
-				t.Errorf("saved keyring %s, %v; want %s", ids(saved), err, tc.keys)
-			}
-		})
-	}
-}
-
 // TestServeProtectedMode: an API or RESP that other hosts can reach, without
 // a token or password, gets a warning in the banner and the log; loopback,
 // unix sockets and secrets get none.
@@ -391,37 +334,6 @@ func TestServeProtectedMode(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestProtectedModeAddresses(t *testing.T) {
-	for _, tc := range []struct {
-		addr string
-		warn string // "" for none
-	}{
-		{"127.0.0.1:7380", ""},
-		{"127.0.0.2:7380", ""},
-		{"[::1]:7380", ""},
-		{"unix:/run/ringman.sock", ""},
-		{"0.0.0.0:7380", "0.0.0.0:7380 (every interface)"},
-		{"[::]:7380", "[::]:7380 (every interface)"},
-		{"10.0.0.5:7380", "10.0.0.5:7380 is reachable"},
-		{"[2001:db8::1]:7380", "[2001:db8::1]:7380 is reachable"},
-	} {
-		w := protectedMode(tc.addr, "127.0.0.1:6380", false, false)
-		if (tc.warn == "") != (len(w) == 0) || (len(w) > 0 && !strings.Contains(w[0], tc.warn)) {
-			t.Errorf("HTTP API on %s: warnings %q, want one with %q", tc.addr, w, tc.warn)
-		}
-		if w := protectedMode(tc.addr, tc.addr, true, true); len(w) != 0 {
-			t.Errorf("%s with a token and a password: warnings %q", tc.addr, w)
-		}
-		w = gossipWarning(tc.addr, false)
-		if (tc.warn == "") != (len(w) == 0) || (len(w) > 0 && !strings.Contains(w[0], tc.warn)) {
-			t.Errorf("unencrypted gossip on %s: warnings %q, want one with %q", tc.addr, w, tc.warn)
-		}
-		if w := gossipWarning(tc.addr, true); len(w) != 0 {
-			t.Errorf("encrypted gossip on %s: warnings %q", tc.addr, w)
-		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -250,11 +251,14 @@ func TestParseServices(t *testing.T) {
 		defaultService: "web", services: []string{"10.0.0.1:80", "thumbs=10.0.0.2:81", "web=[::1]:82"},
 		dbs: []string{"1=thumbs"}, partitions: 7, load: 1.5, replication: 3, socketMode: "0660",
 		logLevel: "debug", logFormat: "json", checkInterval: time.Second, checkTimeout: time.Second, idleTimeout: time.Second, leaveTimeout: time.Second, tombstoneTTL: time.Hour, maxClockOffset: time.Minute}
-	c, err := o.parse()
+	c, err := o.config(io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := fmt.Sprint(c.services, c.dbs, c.settings.Partitions, c.socketMode)
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(c.Services, c.DBs, c.Ring.Partitions, c.SocketMode)
 	want := "map[thumbs:[10.0.0.2:81] web:[10.0.0.1:80 [::1]:82]] map[1:thumbs] 7 -rw-rw----"
 	if got != want {
 		t.Errorf("parsed %s, want %s", got, want)

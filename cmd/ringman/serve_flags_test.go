@@ -79,3 +79,11 @@ func TestServeRejectsEmptyEncryptFromEnvironment(t *testing.T) {
 		t.Errorf("RINGMAN_ENCRYPT='': exit %d, stderr %q, data dir left: %v; want exit 2, one line, no dir", code, errOut, dirLeft)
 	}
 }
+
+// The --profile help is built from discovery's profiles; it reads as it
+// did when it was written by hand.
+func TestProfileUsage(t *testing.T) {
+	if got, want := profileUsage(), "gossip timing profile: lan, wan or fast (one datacenter, ~1 s failure detection)"; got != want {
+		t.Errorf("profileUsage() = %q, want %q", got, want)
+	}
+}

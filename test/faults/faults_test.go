@@ -18,23 +18,30 @@ import (
 	"testing"
 	"time"
 
+	"ringman/discovery"
 	"ringman/httpapi"
 	"ringman/test/cluster"
 )
 
-// The fast profile's timings (discovery/profile.go, on top of memberlist's
-// DefaultLANConfig) and discovery's own, from which the detection windows
-// are derived. Keep them in step with those files.
-const (
-	probeInterval   = 200 * time.Millisecond // ProbeInterval
-	suspicionMult   = 2                      // SuspicionMult
-	gossipInterval  = 50 * time.Millisecond  // GossipInterval
-	pushPull        = 5 * time.Second        // PushPullInterval
-	gossipToTheDead = 5 * time.Second        // GossipToTheDeadTime
-	reclaimTime     = 1 * time.Second        // DeadNodeReclaimTime
-	reconnectEvery  = 10 * time.Second       // discovery's reconnectEvery
-	awarenessMax    = 8                      // memberlist's AwarenessMaxMultiplier (LAN default)
+// The fast profile's timings, from which the detection windows are derived:
+// read from discovery, which reads them from the memberlist configuration
+// a node of that profile runs.
+var (
+	fastProfile    = mustProfile("fast")
+	probeInterval  = fastProfile.ProbeInterval
+	suspicionMult  = fastProfile.SuspicionMult
+	gossipInterval = fastProfile.GossipInterval
+	pushPull       = fastProfile.PushPullInterval
+	awarenessMax   = fastProfile.AwarenessMaxMultiplier
 )
+
+func mustProfile(name string) discovery.Profile {
+	p, err := discovery.LookupProfile(name)
+	if err != nil {
+		panic(err) // a profile the suite was written for is gone: nothing here can run
+	}
+	return p
+}
 
 // detectWindow is how long a node that can no longer reach lost of the
 // other members-1 nodes (they crashed, hang, or are cut off from it) may
