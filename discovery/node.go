@@ -7,7 +7,6 @@ import (
 	"log"
 	"log/slog"
 	"net"
-	"net/url"
 	"slices"
 	"sort"
 	"strconv"
@@ -19,33 +18,6 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-const (
-	// forgetAfter is how long left and failed members stay in Members().
-	forgetAfter = time.Hour
-	// metaUpdateTimeout bounds how long SetDraining and Leave wait for
-	// memberlist to gossip the new metadata.
-	metaUpdateTimeout = 5 * time.Second
-	// peerSaveDelay batches the known-peer writes of a burst of joins.
-	peerSaveDelay = 2 * time.Second
-	// joinBackoffMin and joinBackoffMax bound the wait between background
-	// join attempts.
-	joinBackoffMin = 250 * time.Millisecond
-	joinBackoffMax = 5 * time.Second
-	// joinParallel is how many addresses a join contacts at once: known
-	// peers may be stale, and a dead host costs a whole TCP timeout.
-	joinParallel = 8
-	// reconnectEvery is how often the node tries to rejoin one failed
-	// member (serf's reconnect): memberlist never contacts a node it declared
-	// dead again, so without it a healed partition would stay split.
-	reconnectEvery = 10 * time.Second
-	// maxPendingChanges bounds the membership changes waiting to be logged.
-	maxPendingChanges = 4096
-
-	defaultBindAddr      = "0.0.0.0:7946"
-	defaultCheckInterval = 2 * time.Second
-	defaultCheckTimeout  = time.Second
-)
-
 // ErrShutdown is returned by the methods of a Node that has been shut down.
 var ErrShutdown = errors.New("discovery: node is shut down")
 
@@ -54,36 +26,6 @@ var ErrShutdown = errors.New("discovery: node is shut down")
 var ErrJoinSelf = errors.New("the address is this node's own gossip address")
 
 var errLeft = errors.New("discovery: node has left the cluster")
-
-// tunables are the package's timings; tests shorten some of them.
-type tunables struct {
-	forgetAfter    time.Duration
-	pruneEvery     time.Duration
-	metaTimeout    time.Duration
-	peerSaveDelay  time.Duration
-	joinBackoffMin time.Duration
-	joinBackoffMax time.Duration
-	reconnectEvery time.Duration
-	keyTimeout     time.Duration // wait for keyring answers (keys.go)
-	// pushPullInterval, when set, replaces the profile's.
-	pushPullInterval time.Duration
-	// wrapTransport, when set, wraps the gossip transport of the node
-	// advertised at self (tests cut the network with it).
-	wrapTransport func(self string, t memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
-}
-
-func defaultTunables() tunables {
-	return tunables{
-		forgetAfter:    forgetAfter,
-		pruneEvery:     time.Minute,
-		metaTimeout:    metaUpdateTimeout,
-		peerSaveDelay:  peerSaveDelay,
-		joinBackoffMin: joinBackoffMin,
-		joinBackoffMax: joinBackoffMax,
-		reconnectEvery: reconnectEvery,
-		keyTimeout:     keyTimeout,
-	}
-}
 
 // Node is a running cluster member.
 type Node struct {
@@ -192,32 +134,12 @@ func Start(cfg Config) (*Node, error) {
 }
 
 func start(cfg Config, tun tunables) (*Node, error) {
-	cfg, err := normalize(cfg)
+	s, err := normalize(cfg)
 	if err != nil {
 		return nil, err
 	}
-	mlc, err := memberlistConfig(cfg.Profile)
-	if err != nil {
-		return nil, err
-	}
-	bindIP, bindPort, err := parseHostPort("bind", cfg.BindAddr, true)
-	if err != nil {
-		return nil, err
-	}
-	var advIP string
-	var advPort int
-	if cfg.AdvertiseAddr != "" {
-		if advIP, advPort, err = parseHostPort("advertise", cfg.AdvertiseAddr, true); err != nil {
-			return nil, err
-		}
-		if net.ParseIP(advIP).IsUnspecified() {
-			return nil, fmt.Errorf("advertise address %q: must be an address other nodes can reach, not %s", cfg.AdvertiseAddr, advIP)
-		}
-	}
-	keyring, err := newKeyring(cfg.Keys)
-	if err != nil {
-		return nil, err
-	}
+	cfg, mlc, keyring := s.cfg, s.mlc, s.keyring
+	bindIP, bindPort, advIP, advPort := s.bindIP, s.bindPort, s.advIP, s.advPort
 
 	n := &Node{
 		cfg:      cfg,
@@ -366,111 +288,6 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	}
 	ok = true
 	return n, nil
-}
-
-// normalize validates cfg and fills in defaults.
-func normalize(cfg Config) (Config, error) {
-	if err := ValidateNodeName(cfg.Name); err != nil {
-		return cfg, err
-	}
-	if cfg.BindAddr == "" {
-		cfg.BindAddr = defaultBindAddr
-	}
-	if len(cfg.Label) > memberlist.LabelMaxSize {
-		return cfg, fmt.Errorf("cluster label is %d bytes, over the limit of %d", len(cfg.Label), memberlist.LabelMaxSize)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	services := make(map[string][]string, len(cfg.Services))
-	for name, insts := range cfg.Services {
-		if err := ValidateServiceName(name); err != nil {
-			return cfg, err
-		}
-		for _, inst := range insts {
-			if err := ValidateInstance(inst); err != nil {
-				return cfg, fmt.Errorf("service %s: %w", name, err)
-			}
-		}
-		if len(insts) > 0 {
-			services[name] = sortDedup(slices.Clone(insts))
-		}
-	}
-	cfg.Services = services
-	var seeds []string
-	for _, s := range cfg.Seeds {
-		if s = strings.TrimSpace(s); s != "" {
-			seeds = append(seeds, s)
-		}
-	}
-	cfg.Seeds = seeds
-	if cfg.Check.URL != "" {
-		u, err := url.Parse(cfg.Check.URL)
-		if err != nil {
-			return cfg, fmt.Errorf("health check URL: %w", err)
-		}
-		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return cfg, fmt.Errorf("health check URL %q: want http://host[:port]/path or https://...", cfg.Check.URL)
-		}
-		if cfg.Check.Interval < 0 || cfg.Check.Timeout < 0 {
-			return cfg, errors.New("health check interval and timeout must not be negative")
-		}
-		if cfg.Check.Interval == 0 {
-			cfg.Check.Interval = defaultCheckInterval
-		}
-		if cfg.Check.Timeout == 0 {
-			cfg.Check.Timeout = defaultCheckTimeout
-		}
-	}
-	return cfg, nil
-}
-
-// parseHostPort splits "host:port" and resolves host to an IP, because
-// memberlist binds and advertises IPs only. An empty host is 0.0.0.0.
-func parseHostPort(what, addr string, allowZero bool) (string, int, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, fmt.Errorf("%s address %q: want host:port: %v", what, addr, err)
-	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || (p == 0 && !allowZero) {
-		return "", 0, fmt.Errorf("%s address %q: port must be 0-65535", what, addr)
-	}
-	if host == "" {
-		return "0.0.0.0", int(p), nil
-	}
-	if ip := net.ParseIP(host); ip != nil {
-		return ip.String(), int(p), nil
-	}
-	ips, err := net.LookupIP(host)
-	if err != nil || len(ips) == 0 {
-		return "", 0, fmt.Errorf("%s address %q: cannot resolve %s: %v", what, addr, host, err)
-	}
-	// Prefer IPv4, as a name like "localhost" usually means 127.0.0.1.
-	for _, ip := range ips {
-		if ip.To4() != nil {
-			return ip.String(), int(p), nil
-		}
-	}
-	return ips[0].String(), int(p), nil
-}
-
-// newKeyring checks key sizes and builds memberlist's keyring; the first key
-// is primary. No keys: nil (gossip unencrypted).
-func newKeyring(keys [][]byte) (*memberlist.Keyring, error) {
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	for i, k := range keys {
-		if err := memberlist.ValidateKey(k); err != nil {
-			return nil, fmt.Errorf("gossip key %d of %d is %d bytes; want 16, 24 or 32 (AES-128, AES-192, AES-256)", i+1, len(keys), len(k))
-		}
-	}
-	kr, err := memberlist.NewKeyring(keys, keys[0])
-	if err != nil {
-		return nil, fmt.Errorf("gossip keyring: %w", err)
-	}
-	return kr, nil
 }
 
 // newTransport binds the gossip ports. Binding ourselves instead of leaving
