@@ -100,8 +100,6 @@ const (
 	// member (serf's reconnect): memberlist never contacts a node it declared
 	// dead again, so without it a healed partition would stay split.
 	reconnectEvery = 10 * time.Second
-	// maxPendingChanges bounds the membership changes waiting to be logged.
-	maxPendingChanges = 4096
 
 	defaultBindAddr      = "0.0.0.0:7946"
 	defaultCheckInterval = 2 * time.Second

@@ -181,7 +181,7 @@ func (n *Node) reclaimLoop() {
 		case <-tick.C:
 		}
 		for addr, until := range trying {
-			if n.aliveAt(addr) {
+			if n.table.aliveAt(addr) {
 				delete(trying, addr)
 				continue
 			}
@@ -195,18 +195,6 @@ func (n *Node) reclaimLoop() {
 			}
 		}
 	}
-}
-
-// aliveAt reports whether some member is alive at gossip address addr.
-func (n *Node) aliveAt(addr string) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, m := range n.members {
-		if m.addr == addr && (m.status == StatusAlive || m.status == StatusDraining) {
-			return true
-		}
-	}
-	return false
 }
 
 // reconnectLoop tries, every reconnectEvery, to rejoin one failed member
@@ -232,30 +220,14 @@ func (n *Node) reconnectLoop() {
 			return
 		case <-tick.C:
 		}
-		n.mu.Lock()
-		var failed []string
-		for _, m := range n.members {
-			if m.status == StatusFailed && m.name != n.cfg.Name {
-				failed = append(failed, m.addr)
-			}
-		}
-		// The member that was down longest: right after a heal, members
-		// of our own side flap (the other side's stale "dead" gossip,
-		// refuted at once), and they missed nothing.
-		var resync recovered
-		for _, r := range n.resync {
-			if r.down > resync.down {
-				resync = r
-			}
-		}
-		n.mu.Unlock()
+		failed, resync := n.table.reconnectTargets()
 		if len(failed) > 0 {
 			addr := failed[rand.IntN(len(failed))]
 			if _, err := n.join([]string{addr}, true); err != nil {
 				n.log.Debug("reconnect to failed member did not answer", "addr", addr, "err", err)
 			} else {
 				n.log.Info("reconnected to a failed member", "addr", addr)
-				n.exchanged() // the rejoin was a full state exchange
+				n.table.exchanged(time.Now()) // the rejoin was a full state exchange
 				continue
 			}
 		}
@@ -265,17 +237,9 @@ func (n *Node) reconnectLoop() {
 				continue
 			}
 			n.log.Debug("exchanged state with a recovered member", "addr", resync.addr, "was_down", resync.down.Round(time.Millisecond))
-			n.exchanged()
+			n.table.exchanged(time.Now())
 		}
 	}
-}
-
-// exchanged records a full state exchange with a member that had failed.
-func (n *Node) exchanged() {
-	n.mu.Lock()
-	clear(n.resync)
-	n.exchangedAt = time.Now()
-	n.mu.Unlock()
 }
 
 // join contacts addrs, joinParallel at a time, and returns how many

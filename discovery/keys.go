@@ -9,9 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -274,19 +272,10 @@ type keyTarget struct {
 // keyTargets returns the other members: those in the cluster (alive,
 // draining, leaving), and the failed and left ones still remembered.
 func (n *Node) keyTargets() []keyTarget {
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	var out []keyTarget
-	for _, m := range n.members {
-		if m.name == n.cfg.Name {
-			continue
-		}
-		node := memberNode(m)
-		if node == nil {
-			continue
-		}
-		t := keyTarget{node: node}
-		switch m.status {
+	for _, p := range n.table.others() {
+		t := keyTarget{node: p.node}
+		switch p.status {
 		case StatusFailed:
 			t.missed = "node is failed (unreachable), so it missed this change"
 		case StatusLeft:
@@ -295,21 +284,6 @@ func (n *Node) keyTargets() []keyTarget {
 		out = append(out, t)
 	}
 	return out
-}
-
-// memberNode is a memberlist.Node of our own (the ones memberlist hands
-// out are its live structures) for sending to m.
-func memberNode(m *member) *memberlist.Node {
-	host, port, err := net.SplitHostPort(m.addr)
-	if err != nil {
-		return nil
-	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	ip := net.ParseIP(host)
-	if err != nil || ip == nil {
-		return nil
-	}
-	return &memberlist.Node{Name: m.name, Addr: ip, Port: uint16(p)}
 }
 
 // keyQuery applies op here, asks every other member to apply it, and

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,23 +40,16 @@ type Node struct {
 	advPort  int
 	enc      bool
 
-	// mu guards the membership view and this node's metadata. memberlist
-	// calls the delegates with its own lock held, so nothing slow happens
-	// under mu.
-	mu          sync.Mutex
-	members     map[string]*member
-	pending     []change // membership changes not yet logged
-	dropped     int      // changes not logged because pending was full
-	local       meta     // what this node advertises
-	localBytes  []byte   // local, encoded; returned by NodeMeta
+	table *memberTable // who is in the cluster, as this node sees it
+
+	// metaMu guards this node's own metadata and why it drains. NodeMeta
+	// takes it with memberlist's lock held: it is never held while calling
+	// memberlist.
+	metaMu      sync.Mutex
+	local       meta   // what this node advertises
+	localBytes  []byte // local, encoded; returned by NodeMeta
 	manualDrain bool
 	checkDrain  bool
-	refused     map[string]refusal // refused nodes already logged
-	// resync holds the members seen failed and then alive again since
-	// this node last exchanged full state with a recovered member (only
-	// with a SharedState; see reconnectLoop); exchangedAt is when that was.
-	resync      map[string]recovered
-	exchangedAt time.Time
 
 	// opMu orders the operations that change this node's memberlist state
 	// (metadata updates, Leave, Shutdown), so that none runs after Shutdown.
@@ -99,33 +91,6 @@ type Node struct {
 	lastPeersSaved time.Time
 }
 
-// member is one node as this node sees it.
-type member struct {
-	name   string
-	addr   string
-	status Status
-	meta   meta
-	since  time.Time // last status change
-}
-
-// recovered is a member seen failed, then alive again.
-type recovered struct {
-	addr string
-	down time.Duration // how long it was failed
-}
-
-// change is a membership change waiting to be logged by the event loop.
-type change struct {
-	name, addr string
-	from, to   Status
-	services   map[string][]string
-}
-
-type refusal struct {
-	fingerprint string
-	at          time.Time
-}
-
 // Start creates the memberlist, starts the event loop, joins seeds and known
 // peers in the background, and returns. OnChange has been called once with
 // this node's own view when Start returns.
@@ -146,9 +111,6 @@ func start(cfg Config, tun tunables) (*Node, error) {
 		log:      cfg.Logger,
 		tun:      tun,
 		enc:      keyring != nil,
-		members:  make(map[string]*member),
-		refused:  make(map[string]refusal),
-		resync:   make(map[string]recovered),
 		dirty:    make(chan struct{}, 1),
 		reclaims: make(chan string, reclaimQueue),
 		done:     make(chan struct{}),
@@ -158,6 +120,12 @@ func start(cfg Config, tun tunables) (*Node, error) {
 			Services:    cfg.Services,
 		},
 	}
+	var resyncAfter time.Duration
+	if cfg.SharedState != nil {
+		// Not within two reconnect rounds of an exchange: see record.
+		resyncAfter = 2 * tun.reconnectEvery
+	}
+	n.table = newMemberTable(cfg.Name, tun.forgetAfter, resyncAfter)
 	if n.localBytes, err = n.local.encodeChecked(); err != nil {
 		return nil, err
 	}
@@ -330,33 +298,12 @@ func (n *Node) Encrypted() bool { return n.enc }
 
 // Members returns every known member, this node included, with recently
 // left or failed ones (for an hour), sorted by name.
-func (n *Node) Members() []Member {
-	n.mu.Lock()
-	n.pruneLocked(time.Now())
-	out := make([]Member, 0, len(n.members))
-	for _, m := range n.members {
-		out = append(out, Member{
-			Name:        m.name,
-			Addr:        m.addr,
-			Status:      m.status,
-			Services:    cloneServices(m.meta.Services),
-			Version:     m.meta.Version,
-			Fingerprint: m.meta.Fingerprint,
-		})
-	}
-	n.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
+func (n *Node) Members() []Member { return n.table.list(time.Now()) }
 
 // Live returns the live instances per service (of members that are alive,
 // not draining and not leaving), each list sorted and deduplicated. Services
 // with no live instance are absent.
-func (n *Node) Live() map[string][]string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.liveLocked()
-}
+func (n *Node) Live() map[string][]string { return n.table.live() }
 
 // Joined reports whether the node has joined a cluster (a seed or known
 // peer answered, or another node joined it), or has nothing to join.
@@ -401,8 +348,8 @@ func (n *Node) SetDraining(on bool) error {
 
 // Draining reports whether this node is draining (by hand or by its check).
 func (n *Node) Draining() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.metaMu.Lock()
+	defer n.metaMu.Unlock()
 	return n.manualDrain || n.checkDrain
 }
 
@@ -414,10 +361,10 @@ func (n *Node) setDrain(set func()) error {
 	if n.closed {
 		return ErrShutdown
 	}
-	n.mu.Lock()
+	n.metaMu.Lock()
 	set()
 	draining := n.manualDrain || n.checkDrain
-	n.mu.Unlock()
+	n.metaMu.Unlock()
 	if n.left {
 		return errLeft
 	}
@@ -427,24 +374,24 @@ func (n *Node) setDrain(set func()) error {
 // updateMetaLocked applies edit to this node's metadata and, if the bytes
 // change, gossips them. Caller holds opMu.
 func (n *Node) updateMetaLocked(timeout time.Duration, edit func(*meta)) error {
-	n.mu.Lock()
+	n.metaMu.Lock()
 	next := n.local
 	edit(&next)
 	b, err := next.encodeChecked()
 	if err != nil {
-		n.mu.Unlock()
+		n.metaMu.Unlock()
 		return err
 	}
 	if string(b) == string(n.localBytes) {
-		n.mu.Unlock()
+		n.metaMu.Unlock()
 		return nil
 	}
 	n.local, n.localBytes = next, b
-	n.mu.Unlock()
+	n.metaMu.Unlock()
 	// UpdateNode reports the change to our own event delegate at once, then
 	// waits until the broadcast has gone out. A timeout only means it is
 	// still spreading; the change is in effect.
-	err = n.untilTold(max(timeout, time.Millisecond), n.ml.UpdateNode, func() bool { return n.selfMetaIs(next) })
+	err = n.untilTold(max(timeout, time.Millisecond), n.ml.UpdateNode, func() bool { return n.table.selfMetaIs(next) })
 	if err != nil {
 		n.log.Warn("node metadata update not confirmed yet; it keeps spreading by gossip", "err", err)
 	}
@@ -470,7 +417,7 @@ func (n *Node) Leave(timeout time.Duration) error {
 	_ = n.updateMetaLocked(min(timeout/2, n.tun.metaTimeout), func(m *meta) { m.Leaving = true })
 	n.left = true
 	remaining := max(timeout-time.Since(start), time.Millisecond)
-	if err := n.untilTold(remaining, n.ml.Leave, n.selfLeft); err != nil {
+	if err := n.untilTold(remaining, n.ml.Leave, n.table.selfLeft); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	return nil
@@ -491,7 +438,7 @@ const tellPoll = 20 * time.Millisecond
 // started reports that it has done its work: memberlist.Leave panics when it
 // starts after Shutdown.
 func (n *Node) untilTold(timeout time.Duration, send func(time.Duration) error, started func() bool) error {
-	if n.nobodyToTell() {
+	if n.table.nobodyToTell() {
 		// Still called, for the state it changes; memberlist waits
 		// forever on a timeout of 0.
 		_ = send(time.Millisecond)
@@ -506,42 +453,11 @@ func (n *Node) untilTold(timeout time.Duration, send func(time.Duration) error, 
 		case err := <-done:
 			return err
 		case <-tick.C:
-			if n.nobodyToTell() && started() {
+			if n.table.nobodyToTell() && started() {
 				return nil
 			}
 		}
 	}
-}
-
-// nobodyToTell reports whether no other member is alive or draining: the
-// others, if any, are leaving, left or failed.
-func (n *Node) nobodyToTell() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, m := range n.members {
-		if m.name != n.cfg.Name && (m.status == StatusAlive || m.status == StatusDraining) {
-			return false
-		}
-	}
-	return true
-}
-
-// selfMetaIs reports whether memberlist has reported this node's metadata
-// as m (UpdateNode does so before it waits).
-func (n *Node) selfMetaIs(m meta) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	self := n.members[n.cfg.Name]
-	return self != nil && equalMeta(self.meta, m)
-}
-
-// selfLeft reports whether memberlist has reported this node gone
-// (memberlist.Leave does so before it waits).
-func (n *Node) selfLeft() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	self := n.members[n.cfg.Name]
-	return self != nil && (self.status == StatusLeft || self.status == StatusFailed)
 }
 
 // Shutdown stops gossip without leaving (others will see a failure unless
@@ -580,46 +496,6 @@ func (n *Node) markDirty() {
 	case n.dirty <- struct{}{}:
 	default:
 	}
-}
-
-// liveLocked computes the live instances per service. Caller holds mu.
-func (n *Node) liveLocked() map[string][]string {
-	live := make(map[string][]string)
-	for _, m := range n.members {
-		if m.status != StatusAlive {
-			continue
-		}
-		for svc, insts := range m.meta.Services {
-			live[svc] = append(live[svc], insts...)
-		}
-	}
-	for svc, insts := range live {
-		live[svc] = sortDedup(insts)
-	}
-	return live
-}
-
-// pruneLocked forgets members that left or failed long enough ago. Caller
-// holds mu.
-func (n *Node) pruneLocked(now time.Time) {
-	for name, m := range n.members {
-		if (m.status == StatusLeft || m.status == StatusFailed) && now.Sub(m.since) >= n.tun.forgetAfter {
-			delete(n.members, name)
-		}
-	}
-}
-
-func equalServices(a, b map[string][]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, av := range a {
-		bv, ok := b[k]
-		if !ok || !slices.Equal(av, bv) {
-			return false
-		}
-	}
-	return true
 }
 
 // formatServices renders services for a log line: "thumbs=h:1 web=h:2,h:3".

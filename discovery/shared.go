@@ -2,8 +2,6 @@ package discovery
 
 import (
 	"errors"
-	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -262,21 +260,12 @@ func (n *Node) oversizedLoop() {
 // sendToAll sends a framed message over TCP to every other member this node
 // sees alive (draining and leaving included), joinParallel at a time.
 func (n *Node) sendToAll(m keyedMsg) {
-	n.mu.Lock()
 	var peers []*memberlist.Node
-	for _, mem := range n.members {
-		if mem.name == n.cfg.Name || mem.status == StatusLeft || mem.status == StatusFailed {
-			continue
-		}
-		// Our own copy of the address: the Nodes memberlist hands out
-		// are its live structures.
-		host, port, err := net.SplitHostPort(mem.addr)
-		p, perr := strconv.ParseUint(port, 10, 16)
-		if ip := net.ParseIP(host); err == nil && perr == nil && ip != nil {
-			peers = append(peers, &memberlist.Node{Name: mem.name, Addr: ip, Port: uint16(p)})
+	for _, p := range n.table.others() {
+		if p.status != StatusLeft && p.status != StatusFailed {
+			peers = append(peers, p.node)
 		}
 	}
-	n.mu.Unlock()
 
 	errs := make([]error, len(peers))
 	sem := make(chan struct{}, joinParallel)
