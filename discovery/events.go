@@ -41,7 +41,7 @@ func (d delegates) NotifyMsg(buf []byte) { d.n.receive(buf) }
 
 // GetBroadcasts hands memberlist the queued broadcasts that fit in limit.
 func (d delegates) GetBroadcasts(overhead, limit int) [][]byte {
-	return d.n.bcast.GetBroadcasts(overhead, limit)
+	return d.n.gossip.queue.GetBroadcasts(overhead, limit)
 }
 
 // LocalState and MergeRemoteState carry SharedState in every push/pull, in

@@ -61,12 +61,8 @@ type Node struct {
 	// refusedAlive counts the alive messages and merges refused by admit.
 	refusedAlive atomic.Int64
 
-	// Shared state (shared.go).
-	bcast             *memberlist.TransmitLimitedQueue
-	gossipMax         int // largest framed message gossiped; larger go over TCP
-	big               oversizedQueue
-	oversizedSent     atomic.Int64 // large broadcasts sent over TCP (tests)
-	pruneLogged       atomic.Int64
+	gossip *broadcaster // Broadcast's queues (broadcast.go)
+	// Shared state's full exchanges (shared.go).
 	stateTooBigLogged atomic.Int64
 	stateLargeLogged  atomic.Int64
 
@@ -172,14 +168,6 @@ func start(cfg Config, tun tunables) (*Node, error) {
 		transport = tun.wrapTransport(self, nt)
 	}
 
-	// The queue exists before memberlist, which may ask it for broadcasts
-	// at once; it calls NumNodes only when a message is queued, which
-	// Broadcast does after Start has set n.ml.
-	n.bcast = &memberlist.TransmitLimitedQueue{
-		NumNodes:       func() int { return n.ml.NumMembers() },
-		RetransmitMult: mlc.RetransmitMult,
-	}
-	n.big.wake = make(chan struct{}, 1)
 	n.initKeys(keyring)
 
 	d := delegates{n}
@@ -200,7 +188,11 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	if tun.pushPullInterval > 0 {
 		mlc.PushPullInterval = tun.pushPullInterval
 	}
-	n.gossipMax = gossipLimit(mlc, keyring != nil)
+	// The queue exists before memberlist, which may ask it for broadcasts
+	// at once; it calls NumNodes only when a message is queued, which
+	// Broadcast does after Start has set n.ml.
+	n.gossip = newBroadcaster(n.log, n.table, func() int { return n.ml.NumMembers() }, mlc.RetransmitMult,
+		gossipLimit(mlc, keyring != nil), func(to *memberlist.Node, msg []byte) error { return n.ml.SendReliable(to, msg) })
 
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
@@ -244,7 +236,10 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	go n.run()
 	go n.reconnectLoop()
 	go n.reclaimLoop()
-	go n.oversizedLoop()
+	go func() {
+		defer n.wg.Done()
+		n.gossip.run(n.done)
+	}()
 	go n.keyLoop()
 	if len(targets) > 0 {
 		n.wg.Add(1)
@@ -480,14 +475,7 @@ func (n *Node) Shutdown() error {
 	return err
 }
 
-func (n *Node) isClosed() bool {
-	select {
-	case <-n.done:
-		return true
-	default:
-		return false
-	}
-}
+func (n *Node) isClosed() bool { return isDone(n.done) }
 
 // markDirty tells the event loop the view changed. It never blocks: one
 // pending signal stands for any number of changes.
