@@ -120,7 +120,7 @@ func (n *Node) joinLoop(targets []string) {
 	for attempt := 1; ; attempt++ {
 		order := append([]string(nil), targets...)
 		rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-		count, err := n.join(order, true)
+		count, err := n.join(order, joinFirstAnswer)
 		if n.isClosed() {
 			return
 		}
@@ -190,7 +190,7 @@ func (n *Node) reclaimLoop() {
 				delete(trying, addr)
 				continue
 			}
-			if _, err := n.join([]string{addr}, true); err != nil {
+			if _, err := n.join([]string{addr}, joinFirstAnswer); err != nil {
 				n.log.Debug("reclaim: no answer", "addr", addr, "err", err)
 			}
 		}
@@ -223,7 +223,7 @@ func (n *Node) reconnectLoop() {
 		failed, resync := n.table.reconnectTargets()
 		if len(failed) > 0 {
 			addr := failed[rand.IntN(len(failed))]
-			if _, err := n.join([]string{addr}, true); err != nil {
+			if _, err := n.join([]string{addr}, joinFirstAnswer); err != nil {
 				n.log.Debug("reconnect to failed member did not answer", "addr", addr, "err", err)
 			} else {
 				n.log.Info("reconnected to a failed member", "addr", addr)
@@ -232,7 +232,7 @@ func (n *Node) reconnectLoop() {
 			}
 		}
 		if resync.addr != "" {
-			if _, err := n.join([]string{resync.addr}, true); err != nil {
+			if _, err := n.join([]string{resync.addr}, joinFirstAnswer); err != nil {
 				n.log.Debug("state exchange with a recovered member failed", "addr", resync.addr, "err", err)
 				continue
 			}
@@ -242,16 +242,31 @@ func (n *Node) reconnectLoop() {
 	}
 }
 
+// joinMode says whose addresses a join contacts.
+type joinMode int
+
+const (
+	// joinEach is an operator's list (Join): every address is contacted,
+	// and one that is this node itself is warned about.
+	joinEach joinMode = iota
+	// joinFirstAnswer is a background join (seeds and known peers, whose
+	// self addresses joinTargets dropped; failed or restarted members): it
+	// stops after the first round in which one answered, as memberlist
+	// learns the rest of the cluster from it.
+	joinFirstAnswer
+)
+
 // join contacts addrs, joinParallel at a time, and returns how many
-// answered. With firstRound, it stops after the first round in which one
-// answered (memberlist learns the rest of the cluster from it). Addresses
-// that are this node itself are skipped and reported in the error; when
-// they are all there is, the error wraps ErrJoinSelf.
-func (n *Node) join(addrs []string, firstRound bool) (int, error) {
+// answered. Addresses that are this node itself are skipped and reported in
+// the error; when they are all there is, the error wraps ErrJoinSelf.
+func (n *Node) join(addrs []string, mode joinMode) (int, error) {
 	var targets, selves []string
 	for _, a := range addrs {
 		resolved, self := n.joinAddrs(a)
 		if self {
+			if mode == joinEach {
+				n.log.Warn("join address is this node's own gossip address; skipped", "addr", a, "self", n.addr)
+			}
 			selves = append(selves, a)
 			continue
 		}
@@ -281,7 +296,7 @@ func (n *Node) join(addrs []string, firstRound bool) (int, error) {
 				errs = append(errs, explainJoinError(err)) // names the address
 			}
 		}
-		if firstRound && total > 0 {
+		if mode == joinFirstAnswer && total > 0 {
 			break
 		}
 	}

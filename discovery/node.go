@@ -322,12 +322,7 @@ func (n *Node) Join(addrs []string) (int, error) {
 	if len(targets) == 0 {
 		return 0, errors.New("no address given")
 	}
-	for _, a := range targets {
-		if _, self := n.joinAddrs(a); self {
-			n.log.Warn("join address is this node's own gossip address; skipped", "addr", a, "self", n.addr)
-		}
-	}
-	count, err := n.join(targets, false)
+	count, err := n.join(targets, joinEach)
 	if count > 0 {
 		n.joined.Store(true)
 	}
