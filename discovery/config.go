@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -159,11 +160,11 @@ func normalize(cfg Config) (settings, error) {
 	if s.mlc, err = memberlistConfig(cfg.Profile); err != nil {
 		return settings{}, err
 	}
-	if s.bindIP, s.bindPort, err = parseHostPort("bind", cfg.BindAddr, true); err != nil {
+	if s.bindIP, s.bindPort, err = parseHostPort("bind", cfg.BindAddr); err != nil {
 		return settings{}, err
 	}
 	if cfg.AdvertiseAddr != "" {
-		if s.advIP, s.advPort, err = parseHostPort("advertise", cfg.AdvertiseAddr, true); err != nil {
+		if s.advIP, s.advPort, err = parseHostPort("advertise", cfg.AdvertiseAddr); err != nil {
 			return settings{}, err
 		}
 		if net.ParseIP(s.advIP).IsUnspecified() {
@@ -234,16 +235,23 @@ func normalizeConfig(cfg Config) (Config, error) {
 	return cfg, nil
 }
 
-// parseHostPort splits "host:port" and resolves host to an IP, because
-// memberlist binds and advertises IPs only. An empty host is 0.0.0.0.
-func parseHostPort(what, addr string, allowZero bool) (string, int, error) {
-	host, port, err := net.SplitHostPort(addr)
+// ParseHostPort checks a gossip address as Config.BindAddr and
+// Config.AdvertiseAddr take it: "host:port", with a port from 0 (bind: the
+// system picks one; advertise: the bound port) to 65535, and a host that is
+// an IP or a name that resolves, within ctx. It returns the host's IP,
+// because memberlist binds and advertises IPs only: IPv4 first when a name
+// has both, as "localhost" usually means 127.0.0.1; an empty host is
+// 0.0.0.0. The error is one line for the caller to prefix with what the
+// address is for, such as "want host:port: ...", "port must be 0-65535" or
+// "cannot resolve HOST: ...".
+func ParseHostPort(ctx context.Context, addr string) (ip string, port int, err error) {
+	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", 0, fmt.Errorf("%s address %q: want host:port: %v", what, addr, err)
+		return "", 0, fmt.Errorf("want host:port: %v", err)
 	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || (p == 0 && !allowZero) {
-		return "", 0, fmt.Errorf("%s address %q: port must be 0-65535", what, addr)
+	p, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return "", 0, errors.New("port must be 0-65535")
 	}
 	if host == "" {
 		return "0.0.0.0", int(p), nil
@@ -251,17 +259,25 @@ func parseHostPort(what, addr string, allowZero bool) (string, int, error) {
 	if ip := net.ParseIP(host); ip != nil {
 		return ip.String(), int(p), nil
 	}
-	ips, err := net.LookupIP(host)
-	if err != nil || len(ips) == 0 {
-		return "", 0, fmt.Errorf("%s address %q: cannot resolve %s: %v", what, addr, host, err)
+	addrs, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil || len(addrs) == 0 {
+		return "", 0, fmt.Errorf("cannot resolve %s: %v", host, err)
 	}
-	// Prefer IPv4, as a name like "localhost" usually means 127.0.0.1.
-	for _, ip := range ips {
-		if ip.To4() != nil {
-			return ip.String(), int(p), nil
+	for _, a := range addrs {
+		if a.IP.To4() != nil {
+			return a.IP.String(), int(p), nil
 		}
 	}
-	return ips[0].String(), int(p), nil
+	return addrs[0].IP.String(), int(p), nil
+}
+
+// parseHostPort is ParseHostPort for Start's addresses: what says which.
+func parseHostPort(what, addr string) (string, int, error) {
+	ip, port, err := ParseHostPort(context.Background(), addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s address %q: %w", what, addr, err)
+	}
+	return ip, port, nil
 }
 
 // newKeyring checks key sizes and builds memberlist's keyring; the first key
