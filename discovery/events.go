@@ -178,14 +178,14 @@ func (n *Node) run() {
 	for {
 		select {
 		case <-n.done:
-			if n.savePeersC != nil {
+			if n.savedPeers.due != nil {
 				n.savePeers()
 			}
 			return
 		case <-n.dirty:
 			n.publish()
-		case <-n.savePeersC:
-			n.savePeersC = nil
+		case <-n.savedPeers.due:
+			n.savedPeers.due = nil
 			n.savePeers()
 		case <-prune.C:
 			n.table.prune(time.Now())
@@ -210,14 +210,14 @@ func (n *Node) publish() {
 			n.cfg.OnChange(cloneServices(live))
 		}
 	}
-	if n.cfg.Peers != nil && n.savePeersC == nil && len(peers) > 0 && !slices.Equal(peers, n.lastPeers) {
+	if n.cfg.Peers != nil && n.savedPeers.due == nil && len(peers) > 0 && !slices.Equal(peers, n.savedPeers.last) {
 		// The first change is saved at once (a node killed right after
 		// joining must find its peers when it restarts); a burst after it
 		// is saved at most once per peerSaveDelay.
-		if wait := n.tun.peerSaveDelay - time.Since(n.lastPeersSaved); wait <= 0 {
+		if wait := n.tun.peerSaveDelay - time.Since(n.savedPeers.at); wait <= 0 {
 			n.savePeers()
 		} else {
-			n.savePeersC = time.After(wait)
+			n.savedPeers.due = time.After(wait)
 		}
 	}
 }
@@ -249,17 +249,24 @@ func (n *Node) logChange(c change) {
 	n.log.Info(msg, args...)
 }
 
+// peerSaves is what the event loop knows of its saves of known peers.
+type peerSaves struct {
+	last []string         // the peers last saved, or loaded at Start
+	at   time.Time        // when they were saved
+	due  <-chan time.Time // a batched save's timer; nil when none is pending
+}
+
 // savePeers stores the current peers, unless there are none: a node cut off
 // from everyone must still know where to look when it restarts.
 func (n *Node) savePeers() {
 	peers := n.table.peerAddrs()
-	if len(peers) == 0 || slices.Equal(peers, n.lastPeers) {
+	if len(peers) == 0 || slices.Equal(peers, n.savedPeers.last) {
 		return
 	}
 	if err := n.cfg.Peers.SavePeers(peers); err != nil {
 		n.log.Warn("cannot save known peers", "err", err)
 		return
 	}
-	n.lastPeers = peers
-	n.lastPeersSaved = time.Now()
+	n.savedPeers.last = peers
+	n.savedPeers.at = time.Now()
 }

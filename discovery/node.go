@@ -32,13 +32,9 @@ type Node struct {
 	log  *slog.Logger
 	tun  tunables
 	ml   *memberlist.Memberlist
-	addr string // advertised gossip host:port
-	// The addresses this node's gossip listener is reached at (joinAddrs).
-	bindIP   net.IP
-	bindPort int
-	advIP    net.IP
-	advPort  int
-	enc      bool
+	addr string         // advertised gossip host:port
+	self gossipListener // set by Start, read-only after
+	enc  bool
 
 	table *memberTable // who is in the cluster, as this node sees it
 
@@ -81,10 +77,8 @@ type Node struct {
 	wg        sync.WaitGroup
 
 	// Owned by the event loop (and by Start before the loop runs).
-	lastLive       map[string][]string
-	lastPeers      []string
-	savePeersC     <-chan time.Time
-	lastPeersSaved time.Time
+	lastLive   map[string][]string
+	savedPeers peerSaves
 }
 
 // Start creates the memberlist, starts the event loop, joins seeds and known
@@ -205,8 +199,10 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	n.ml = ml
 	self := ml.LocalNode()
 	n.addr = net.JoinHostPort(self.Addr.String(), strconv.Itoa(int(self.Port)))
-	n.bindIP, n.bindPort = net.ParseIP(bindIP), boundPort
-	n.advIP, n.advPort = slices.Clone(self.Addr), int(self.Port)
+	n.self = gossipListener{
+		bindIP: net.ParseIP(bindIP), bindPort: boundPort,
+		advIP: slices.Clone(self.Addr), advPort: int(self.Port),
+	}
 
 	var peers []string
 	if cfg.Peers != nil {
@@ -214,7 +210,7 @@ func start(cfg Config, tun tunables) (*Node, error) {
 		if err != nil {
 			n.log.Warn("cannot load known peers; relying on seeds", "err", err)
 		}
-		n.lastPeers = sortDedup(slices.Clone(peers))
+		n.savedPeers.last = sortDedup(slices.Clone(peers))
 	}
 	targets, selfSeeds := n.joinTargets(cfg.Seeds, peers)
 	// Nothing to join is joined; seeds that all turned out to be this node
