@@ -19,12 +19,30 @@
 // and by memberlist's full state exchange (push/pull) on every join and
 // every PushPullInterval; see shared.go for the framing and size limits.
 //
-// Files: config.go (Config, defaults, validation), node.go (Start, the
-// Node's methods), events.go (memberlist callbacks and the event loop), shared.go (replicated application state),
-// meta.go (the metadata wire format), join.go (seeds, known peers,
-// reconnects), keys.go (the gossip keyring, changed on every member),
-// check.go (health check), profile.go (gossip timings), logging.go
-// (memberlist's log lines into slog).
+// Files, by concern (as hashicorp/serf lays out its own):
+//   - node.go: Node, Start, Shutdown, Leave, Join, drain.
+//   - events.go: memberlist's delegates, admission, the event loop.
+//   - members.go: memberTable, this node's view of the members.
+//   - config.go: Config, its defaults and validation, ParseHostPort.
+//   - join.go: seeds, known peers and join addresses.
+//   - reconnect.go: rejoining failed and restarted members, resyncs.
+//   - broadcast.go: broadcaster, Broadcast's gossip and TCP queues.
+//   - shared.go: message framing, the full state exchange.
+//   - query.go: memberQuery, asking every member and collecting answers.
+//   - keys.go: the gossip keyring, changed on every member by a query.
+//   - meta.go: the metadata wire format and name checks.
+//   - check.go, profile.go, logging.go: the health check, gossip timings,
+//     memberlist's log lines into slog.
+//
+// Locks. Node.opMu orders the changes to this node's memberlist state
+// (metadata updates, Leave, Shutdown) and is held while memberlist sends
+// them; memberlist then calls the delegates with its own lock held, and
+// they take memberTable.mu (the member view) or Node.metaMu (this node's
+// metadata). So the order is opMu, then memberlist's locks, then either of
+// those two, which are leaves: nothing is locked, waited for or called out
+// to under them. The other locks take none of this package's under them:
+// keyState.mu (a keyring change and its save), memberQuery.mu (queries in
+// flight) and oversizedQueue.mu (large broadcasts waiting).
 package discovery
 
 // SharedState is application state the cluster replicates besides

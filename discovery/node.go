@@ -191,6 +191,8 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
 		_ = transport.Shutdown()
+		// memberlist formats its errors with %v: their text is all
+		// there is to tell them apart.
 		if strings.Contains(err.Error(), "no private IP address found") {
 			return nil, fmt.Errorf("start gossip: %w (set an advertise address, or bind to a specific address)", err)
 		}
@@ -270,6 +272,8 @@ func newTransport(ip string, port int, logger *log.Logger) (*memberlist.NetTrans
 		if err == nil {
 			return nt, nt.GetAutoBindPort(), nil
 		}
+		// memberlist wraps the listener's error with %v, so errors.Is
+		// cannot find syscall.EADDRINUSE in it: the text can.
 		if !strings.Contains(err.Error(), "address already in use") {
 			break
 		}
