@@ -147,10 +147,14 @@ type settings struct {
 	advIP    string // empty: memberlist picks the address to advertise
 	advPort  int
 	keyring  *memberlist.Keyring // nil: gossip is not encrypted
+	// local is what this node advertises; localBytes, its encoding, fits
+	// in memberlist's metadata.
+	local      meta
+	localBytes []byte
 }
 
-// normalize validates cfg, fills in its defaults, and resolves its
-// addresses and keys.
+// normalize validates cfg, fills in its defaults, resolves its addresses
+// and keys, and checks that this node's metadata fits.
 func normalize(cfg Config) (settings, error) {
 	cfg, err := normalizeConfig(cfg)
 	if err != nil {
@@ -172,6 +176,10 @@ func normalize(cfg Config) (settings, error) {
 		}
 	}
 	if s.keyring, err = newKeyring(cfg.Keys); err != nil {
+		return settings{}, err
+	}
+	s.local = meta{Fingerprint: cfg.Fingerprint, Version: cfg.Version, Services: cfg.Services}
+	if s.localBytes, err = s.local.encodeChecked(); err != nil {
 		return settings{}, err
 	}
 	return s, nil

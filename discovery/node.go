@@ -97,18 +97,15 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	bindIP, bindPort, advIP, advPort := s.bindIP, s.bindPort, s.advIP, s.advPort
 
 	n := &Node{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		tun:      tun,
-		enc:      keyring != nil,
-		dirty:    make(chan struct{}, 1),
-		reclaims: make(chan string, reclaimQueue),
-		done:     make(chan struct{}),
-		local: meta{
-			Fingerprint: cfg.Fingerprint,
-			Version:     cfg.Version,
-			Services:    cfg.Services,
-		},
+		cfg:        cfg,
+		log:        cfg.Logger,
+		tun:        tun,
+		enc:        keyring != nil,
+		dirty:      make(chan struct{}, 1),
+		reclaims:   make(chan string, reclaimQueue),
+		done:       make(chan struct{}),
+		local:      s.local,
+		localBytes: s.localBytes,
 	}
 	var resyncAfter time.Duration
 	if cfg.SharedState != nil {
@@ -116,9 +113,6 @@ func start(cfg Config, tun tunables) (*Node, error) {
 		resyncAfter = 2 * tun.reconnectEvery
 	}
 	n.table = newMemberTable(cfg.Name, tun.forgetAfter, resyncAfter)
-	if n.localBytes, err = n.local.encodeChecked(); err != nil {
-		return nil, err
-	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
