@@ -13,8 +13,9 @@ import (
 
 // delegates implements memberlist's callbacks for a Node. memberlist calls
 // most of them with its own lock held, so they only record state (in the
-// member table, under its lock) and signal the event loop: no I/O, no waiting (the one exception is the
-// log line of a refused node, written once per node).
+// member table, under its lock) and signal the event loop: no I/O, no
+// waiting (the one exception is the log line of a refused node, written
+// once per node).
 type delegates struct{ n *Node }
 
 var (

@@ -180,12 +180,15 @@ type keyResponse struct {
 	Err  string   `json:"err,omitempty"`
 }
 
-// keyState is a Node's keyring and its requests in flight.
+// keyState is a Node's keyring and its requests in flight. Changes come
+// from Keys' callers (this node's own part) and from keyLoop (other
+// members' requests), one at a time under mu.
 type keyState struct {
 	ring *memberlist.Keyring // nil: gossip is not encrypted
 	// mu orders the local changes and their saves (and makes reading the
 	// keyring's slice safe: memberlist's RemoveKey shifts it in place).
-	// Held while SaveKeys runs; no other lock is taken under it.
+	// Held while SaveKeys runs; no other lock of this package is taken
+	// under it.
 	mu    sync.Mutex
 	work  chan keyRequest // to keyLoop
 	query *memberQuery[keyResponse]

@@ -26,7 +26,14 @@ var ErrJoinSelf = errors.New("the address is this node's own gossip address")
 
 var errLeft = errors.New("discovery: node has left the cluster")
 
-// Node is a running cluster member.
+// Node is a running cluster member. Its methods are safe for concurrent use.
+//
+// Node keeps this node's own metadata and drain reasons (under metaMu), the
+// operations that change its memberlist state (under opMu), and the
+// goroutines, which Shutdown stops and waits for: the event loop (run),
+// joinLoop, reconnectLoop, reclaimLoop, keyLoop, checkLoop and the
+// broadcaster's run. The rest is in types of its own, each with its own
+// lock: the member table, the broadcaster and the keyring's query.
 type Node struct {
 	cfg  Config // normalized
 	log  *slog.Logger
