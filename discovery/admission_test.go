@@ -268,7 +268,15 @@ func TestDecodeMetaBounds(t *testing.T) {
 			t.Errorf("%d bytes: %v", len(b), err)
 		}
 	}
-	for _, n := range []int{maxMetaInstances + 1, 2000, 10000} {
+	// The fewest instances that do not fit: refused by their size.
+	over := 1
+	for len(validMeta(manyInstances(over))) <= memberlist.MetaMaxSize {
+		over++
+	}
+	if _, err := decodeMeta(validMeta(manyInstances(over - 1))); err != nil {
+		t.Errorf("%d instances (%d bytes): %v", over-1, len(validMeta(manyInstances(over-1))), err)
+	}
+	for _, n := range []int{over, 2000, 10000} {
 		if _, err := decodeMeta(validMeta(manyInstances(n))); !errors.Is(err, errMetaTooLarge) {
 			t.Errorf("%d instances: err = %v, want errMetaTooLarge", n, err)
 		}

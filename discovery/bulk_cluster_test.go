@@ -46,7 +46,7 @@ func TestOverridesClusterBulkImportIsBroadcast(t *testing.T) {
 	// The receivers do not relay what a sent to every member.
 	waitFor(t, convergeWithin, queuesEmpty(all))
 	for _, node := range all[1:] {
-		if sent := node.oversizedSent.Load(); sent != 0 {
+		if sent := node.gossip.sent.Load(); sent != 0 {
 			t.Errorf("%s relayed the bulk import: it sent %d large broadcasts", node.Name(), sent)
 		}
 	}

@@ -66,9 +66,9 @@ func (n *Node) checkLoop(h *healthCheck) {
 			return
 		}
 		failing := err != nil
-		n.mu.Lock()
+		n.metaMu.Lock()
 		was := n.checkDrain
-		n.mu.Unlock()
+		n.metaMu.Unlock()
 		if failing == was {
 			continue
 		}

@@ -19,74 +19,31 @@
 // and by memberlist's full state exchange (push/pull) on every join and
 // every PushPullInterval; see shared.go for the framing and size limits.
 //
-// Files: node.go (Start, the Node's methods), events.go (memberlist
-// callbacks and the event loop), shared.go (replicated application state),
-// meta.go (the metadata wire format), join.go (seeds, known peers,
-// reconnects), keys.go (the gossip keyring, changed on every member),
-// check.go (health check), profile.go (gossip timings), logging.go
-// (memberlist's log lines into slog).
+// Files, by concern (as hashicorp/serf lays out its own):
+//   - node.go: Node, Start, Shutdown, Leave, Join, drain.
+//   - events.go: memberlist's delegates, admission, the event loop.
+//   - members.go: memberTable, this node's view of the members.
+//   - config.go: Config, its defaults and validation, ParseHostPort.
+//   - join.go: seeds, known peers and join addresses.
+//   - reconnect.go: rejoining failed and restarted members, resyncs.
+//   - broadcast.go: broadcaster, Broadcast's gossip and TCP queues.
+//   - shared.go: message framing, the full state exchange.
+//   - query.go: memberQuery, asking every member and collecting answers.
+//   - keys.go: the gossip keyring, changed on every member by a query.
+//   - meta.go: the metadata wire format and name checks.
+//   - check.go, profile.go, logging.go: the health check, gossip timings,
+//     memberlist's log lines into slog.
+//
+// Locks. Node.opMu orders the changes to this node's memberlist state
+// (metadata updates, Leave, Shutdown) and is held while memberlist sends
+// them; memberlist then calls the delegates with its own lock held, and
+// they take memberTable.mu (the member view) or Node.metaMu (this node's
+// metadata). So the order is opMu, then memberlist's locks, then either of
+// those two, which are leaves: nothing is locked, waited for or called out
+// to under them. The other locks take none of this package's under them:
+// keyState.mu (a keyring change and its save), memberQuery.mu (queries in
+// flight) and oversizedQueue.mu (large broadcasts waiting).
 package discovery
-
-import (
-	"log/slog"
-	"time"
-)
-
-// Config describes one node.
-type Config struct {
-	// Name is unique in the cluster and stable across restarts; see
-	// ValidateNodeName for what it may hold (every host name).
-	Name string
-	// BindAddr is the gossip address, "host:port" (TCP and UDP); port 0
-	// picks one. Empty: 0.0.0.0:7946. A host name is resolved once.
-	BindAddr string
-	// AdvertiseAddr, when set, is the "host:port" other nodes reach this one
-	// at; port 0 means the bound port.
-	AdvertiseAddr string
-	// Profile is "lan" (default), "wan" or "fast".
-	Profile string
-	// Label keeps clusters apart: nodes with different labels never merge.
-	Label string
-	// Keys is the gossip keyring (16, 24 or 32 bytes each); the first one
-	// encrypts. Empty: gossip is not encrypted.
-	Keys [][]byte
-	// KeyStore, when set, saves the keyring after each change made with
-	// Node.Keys (keys.go).
-	KeyStore KeyStore
-	// Services are the instances this node fronts: service -> "host:port"s.
-	// They travel in memberlist's node metadata, which holds 512 bytes:
-	// Start fails with the size when they do not fit (about 30 instances
-	// like "10.0.0.1:8080" next to a 64-character fingerprint).
-	Services map[string][]string
-	// Fingerprint describes the ring settings; peers whose differ are refused.
-	Fingerprint string
-	// Version is the ringman version, advertised for operators.
-	Version string
-	// Seeds are joined in the background, retried (backing off up to 5 s)
-	// until one answers. A seed that is this node's own gossip address is
-	// skipped with a warning; when every seed is, the node is not Joined
-	// until another node joins it.
-	Seeds []string
-	// Peers, when set, remembers known peers so that a restarted node
-	// rejoins without seeds: they are tried like seeds at Start, and saved
-	// (from the event loop, batched) when the alive members change.
-	Peers PeerStore
-	// Check, when its URL is set, polls the local instance and drains the
-	// node while the check fails.
-	Check Check
-	// Logger receives this package's and memberlist's log lines (the
-	// latter at the level memberlist tagged them with). Nil: slog.Default().
-	Logger *slog.Logger
-	// SharedState, when set, is replicated to and merged from every other
-	// node: see SharedState. Nil: the node replicates membership only.
-	SharedState SharedState
-	// OnChange receives the live instances per service after each change
-	// of the live set (coalesced): instances sorted and deduplicated,
-	// services without live instances absent; the map is the callee's. It
-	// is called from one goroutine, never concurrently, and once by Start
-	// with this node's own view. It must not call Shutdown.
-	OnChange func(live map[string][]string)
-}
 
 // SharedState is application state the cluster replicates besides
 // membership (ringman's overrides). Merges must be commutative, associative
@@ -118,13 +75,6 @@ type SharedState interface {
 	// MergeMessage merges a message that Node.Broadcast sent on another
 	// node. buf is only valid during the call.
 	MergeMessage(buf []byte)
-}
-
-// Check is an HTTP health check of the local instance.
-type Check struct {
-	URL      string        // GET; 2xx passes
-	Interval time.Duration // default 2s
-	Timeout  time.Duration // default 1s
 }
 
 // PeerStore persists the gossip addresses of known peers. Its methods are

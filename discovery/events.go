@@ -12,9 +12,10 @@ import (
 )
 
 // delegates implements memberlist's callbacks for a Node. memberlist calls
-// most of them with its own lock held, so they only record state under n.mu
-// and signal the event loop: no I/O, no waiting (the one exception is the
-// log line of a refused node, written once per node).
+// most of them with its own lock held, so they only record state (in the
+// member table, under its lock) and signal the event loop: no I/O, no
+// waiting (the one exception is the log line of a refused node, written
+// once per node).
 type delegates struct{ n *Node }
 
 var (
@@ -28,8 +29,8 @@ var (
 // NodeMeta returns this node's metadata. Its size was checked against
 // memberlist.MetaMaxSize when it was set, as memberlist panics past it.
 func (d delegates) NodeMeta(limit int) []byte {
-	d.n.mu.Lock()
-	defer d.n.mu.Unlock()
+	d.n.metaMu.Lock()
+	defer d.n.metaMu.Unlock()
 	if len(d.n.localBytes) > limit {
 		return nil // unreachable: encodeChecked refuses it
 	}
@@ -41,7 +42,7 @@ func (d delegates) NotifyMsg(buf []byte) { d.n.receive(buf) }
 
 // GetBroadcasts hands memberlist the queued broadcasts that fit in limit.
 func (d delegates) GetBroadcasts(overhead, limit int) [][]byte {
-	return d.n.bcast.GetBroadcasts(overhead, limit)
+	return d.n.gossip.queue.GetBroadcasts(overhead, limit)
 }
 
 // LocalState and MergeRemoteState carry SharedState in every push/pull, in
@@ -141,18 +142,7 @@ func (n *Node) refuse(peer *memberlist.Node, theirs, msg string, err error) {
 			name += fmt.Sprintf("... (%d bytes)", len(peer.Name))
 		}
 	}
-	now := time.Now()
-	n.mu.Lock()
-	r, seen := n.refused[name]
-	logIt := !seen || r.fingerprint != theirs || now.Sub(r.at) > 10*time.Minute
-	if logIt {
-		if len(n.refused) >= 1024 {
-			clear(n.refused)
-		}
-		n.refused[name] = refusal{fingerprint: theirs, at: now}
-	}
-	n.mu.Unlock()
-	if !logIt {
+	if !n.table.firstRefusal(name, theirs, time.Now()) {
 		return
 	}
 	args := []any{"node", name, "addr", nodeAddr(peer),
@@ -165,73 +155,19 @@ func (n *Node) refuse(peer *memberlist.Node, theirs, msg string, err error) {
 
 // observe records a join, update or leave (gone) of node.
 func (n *Node) observe(node *memberlist.Node, gone bool) {
-	addr := nodeAddr(node)
-	m, err := decodeMeta(node.Meta)
-	now := time.Now()
-
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	prev := n.members[node.Name]
-	if err != nil {
-		if prev == nil {
-			return // never admitted (NotifyAlive refused it)
-		}
-		m = prev.meta
-	}
-	var status Status
-	switch {
-	case gone && (m.Leaving || (prev != nil && prev.meta.Leaving)):
-		// memberlist reports a leave and a failure alike (the state that
-		// tells them apart is not visible to us): the leaving flag the
-		// node gossiped before leaving does.
-		status = StatusLeft
-	case gone:
-		status = StatusFailed
-	case m.Leaving:
-		status = StatusLeaving
-	case m.Draining:
-		status = StatusDraining
-	default:
-		status = StatusAlive
-	}
-	cur := &member{name: node.Name, addr: addr, status: status, meta: m, since: now}
-	var from Status
-	if prev != nil {
-		from = prev.status
-		if prev.status == status && prev.addr == addr && equalMeta(prev.meta, m) {
-			return
-		}
-		if prev.status == status {
-			cur.since = prev.since
+	var m *meta
+	if decoded, err := decodeMeta(node.Meta); err == nil {
+		m = &decoded
+		// Before the table has it, so that whoever sees another member
+		// alive sees this node joined. (Unreadable metadata changes
+		// nothing here: the member was admitted, and joined, before.)
+		if !gone && node.Name != n.cfg.Name {
+			n.joined.Store(true)
 		}
 	}
-	n.members[node.Name] = cur
-	if prev != nil && prev.status == StatusFailed && !gone && node.Name != n.cfg.Name && n.cfg.SharedState != nil &&
-		now.Sub(n.exchangedAt) > 2*n.tun.reconnectEvery {
-		// Back from a crash or a partition: what changed on its side
-		// reached us neither by gossip nor by our reconnects, which stop
-		// once it is alive again. reconnectLoop exchanges full state with
-		// one such member. Not when we just did (our rejoin is what
-		// brought it back, or another member of its side).
-		n.resync[node.Name] = recovered{addr: addr, down: now.Sub(prev.since)}
-	} else if gone {
-		delete(n.resync, node.Name)
+	if n.table.record(node.Name, nodeAddr(node), m, gone, time.Now()) {
+		n.markDirty()
 	}
-	if len(n.pending) < maxPendingChanges {
-		n.pending = append(n.pending, change{name: node.Name, addr: addr, from: from, to: status, services: m.Services})
-	} else {
-		n.dropped++
-	}
-	if !gone && node.Name != n.cfg.Name {
-		n.joined.Store(true)
-	}
-	n.markDirty()
-}
-
-func equalMeta(a, b meta) bool {
-	return a.Draining == b.Draining && a.Leaving == b.Leaving &&
-		a.Fingerprint == b.Fingerprint && a.Version == b.Version &&
-		equalServices(a.Services, b.Services)
 }
 
 // run is the event loop: the only goroutine that calls OnChange and saves
@@ -243,19 +179,17 @@ func (n *Node) run() {
 	for {
 		select {
 		case <-n.done:
-			if n.savePeersC != nil {
+			if n.savedPeers.due != nil {
 				n.savePeers()
 			}
 			return
 		case <-n.dirty:
 			n.publish()
-		case <-n.savePeersC:
-			n.savePeersC = nil
+		case <-n.savedPeers.due:
+			n.savedPeers.due = nil
 			n.savePeers()
 		case <-prune.C:
-			n.mu.Lock()
-			n.pruneLocked(time.Now())
-			n.mu.Unlock()
+			n.table.prune(time.Now())
 		}
 	}
 }
@@ -263,20 +197,13 @@ func (n *Node) run() {
 // publish logs the changes recorded since the last call, hands the live set
 // to OnChange if it changed, and schedules a save of known peers.
 func (n *Node) publish() {
-	n.mu.Lock()
-	changes := n.pending
-	n.pending = nil
-	dropped := n.dropped
-	n.dropped = 0
-	live := n.liveLocked()
-	peers := n.peerAddrsLocked()
-	n.mu.Unlock()
-
-	for _, c := range changes {
+	u := n.table.takeUpdate()
+	live, peers := u.live, u.peers
+	for _, c := range u.changes {
 		n.logChange(c)
 	}
-	if dropped > 0 {
-		n.log.Warn("membership changes not logged: too many at once", "count", dropped)
+	if u.dropped > 0 {
+		n.log.Warn("membership changes not logged: too many at once", "count", u.dropped)
 	}
 	if n.lastLive == nil || !equalServices(live, n.lastLive) {
 		n.lastLive = live
@@ -284,14 +211,14 @@ func (n *Node) publish() {
 			n.cfg.OnChange(cloneServices(live))
 		}
 	}
-	if n.cfg.Peers != nil && n.savePeersC == nil && len(peers) > 0 && !slices.Equal(peers, n.lastPeers) {
+	if n.cfg.Peers != nil && n.savedPeers.due == nil && len(peers) > 0 && !slices.Equal(peers, n.savedPeers.last) {
 		// The first change is saved at once (a node killed right after
 		// joining must find its peers when it restarts); a burst after it
 		// is saved at most once per peerSaveDelay.
-		if wait := n.tun.peerSaveDelay - time.Since(n.lastPeersSaved); wait <= 0 {
+		if wait := n.tun.peerSaveDelay - time.Since(n.savedPeers.at); wait <= 0 {
 			n.savePeers()
 		} else {
-			n.savePeersC = time.After(wait)
+			n.savedPeers.due = time.After(wait)
 		}
 	}
 }
@@ -323,31 +250,24 @@ func (n *Node) logChange(c change) {
 	n.log.Info(msg, args...)
 }
 
-// peerAddrsLocked returns the gossip addresses of the other members in the
-// cluster, sorted. Caller holds mu.
-func (n *Node) peerAddrsLocked() []string {
-	var addrs []string
-	for _, m := range n.members {
-		if m.name != n.cfg.Name && (m.status == StatusAlive || m.status == StatusDraining) {
-			addrs = append(addrs, m.addr)
-		}
-	}
-	return sortDedup(addrs)
+// peerSaves is what the event loop knows of its saves of known peers.
+type peerSaves struct {
+	last []string         // the peers last saved, or loaded at Start
+	at   time.Time        // when they were saved
+	due  <-chan time.Time // a batched save's timer; nil when none is pending
 }
 
 // savePeers stores the current peers, unless there are none: a node cut off
 // from everyone must still know where to look when it restarts.
 func (n *Node) savePeers() {
-	n.mu.Lock()
-	peers := n.peerAddrsLocked()
-	n.mu.Unlock()
-	if len(peers) == 0 || slices.Equal(peers, n.lastPeers) {
+	peers := n.table.peerAddrs()
+	if len(peers) == 0 || slices.Equal(peers, n.savedPeers.last) {
 		return
 	}
 	if err := n.cfg.Peers.SavePeers(peers); err != nil {
 		n.log.Warn("cannot save known peers", "err", err)
 		return
 	}
-	n.lastPeers = peers
-	n.lastPeersSaved = time.Now()
+	n.savedPeers.last = peers
+	n.savedPeers.at = time.Now()
 }

@@ -53,7 +53,7 @@ func (n *Node) joinAddrs(addr string) (addrs []string, self bool) {
 	}
 	host, portStr, err := net.SplitHostPort(hostPort)
 	if err != nil {
-		host, portStr = strings.Trim(hostPort, "[]"), strconv.Itoa(n.bindPort)
+		host, portStr = strings.Trim(hostPort, "[]"), strconv.Itoa(n.self.bindPort)
 	}
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil {
@@ -67,7 +67,7 @@ func (n *Node) joinAddrs(addr string) (addrs []string, self bool) {
 	}
 	var others []string
 	for _, ip := range ips {
-		if !n.reachesSelf(ip, int(port)) {
+		if !n.self.reaches(ip, int(port)) {
 			others = append(others, prefix+net.JoinHostPort(ip.String(), portStr))
 		}
 	}
@@ -80,20 +80,29 @@ func (n *Node) joinAddrs(addr string) (addrs []string, self bool) {
 	return others, false
 }
 
-// reachesSelf reports whether ip:port is this node's gossip listener: its
-// advertised address, or its bound one (any local address when bound to
-// 0.0.0.0 or ::).
-func (n *Node) reachesSelf(ip net.IP, port int) bool {
-	if port == n.advPort && ip.Equal(n.advIP) {
+// gossipListener is where this node's gossip listener is reached: what a
+// join address is compared with, so that a node never joins itself.
+type gossipListener struct {
+	bindIP   net.IP // may be 0.0.0.0 or ::
+	bindPort int    // the bound port, also the default port of join addresses
+	advIP    net.IP // the advertised address
+	advPort  int
+}
+
+// reaches reports whether ip:port is this listener: its advertised
+// address, or its bound one (any local address when bound to 0.0.0.0 or
+// ::).
+func (l gossipListener) reaches(ip net.IP, port int) bool {
+	if port == l.advPort && ip.Equal(l.advIP) {
 		return true
 	}
-	if port != n.bindPort {
+	if port != l.bindPort {
 		return false
 	}
-	if ip.Equal(n.bindIP) {
+	if ip.Equal(l.bindIP) {
 		return true
 	}
-	if !n.bindIP.IsUnspecified() {
+	if !l.bindIP.IsUnspecified() {
 		return false
 	}
 	if ip.IsLoopback() || ip.IsUnspecified() {
@@ -120,7 +129,7 @@ func (n *Node) joinLoop(targets []string) {
 	for attempt := 1; ; attempt++ {
 		order := append([]string(nil), targets...)
 		rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-		count, err := n.join(order, true)
+		count, err := n.join(order, joinFirstAnswer)
 		if n.isClosed() {
 			return
 		}
@@ -150,144 +159,31 @@ func (n *Node) joinLoop(targets []string) {
 	}
 }
 
-// reclaimQueue bounds the addresses reclaimLoop has not taken yet.
-const reclaimQueue = 16
+// joinMode says whose addresses a join contacts.
+type joinMode int
 
-// reclaimEvery is how often reclaimLoop retries one address.
-const reclaimEvery = 500 * time.Millisecond
-
-// reclaimLoop takes back members that restarted under the same name at a
-// new address (NotifyConflict). It joins the new address, a full state
-// exchange in which the restarted node sends its alive message, every
-// reclaimEvery until this node lists the name alive there, or reclaimWait
-// ends. Before DeadNodeReclaimTime has passed since the old address died,
-// memberlist refuses the new one again (another conflict): that is why it
-// retries.
-func (n *Node) reclaimLoop() {
-	defer n.wg.Done()
-	tick := time.NewTicker(reclaimEvery)
-	defer tick.Stop()
-	trying := map[string]time.Time{} // address -> until when
-	for {
-		select {
-		case <-n.done:
-			return
-		case addr := <-n.reclaims:
-			if _, ok := trying[addr]; !ok && len(trying) < reclaimQueue {
-				n.log.Info("a member restarted at a new address; taking it back", "addr", addr)
-				trying[addr] = time.Now().Add(n.reclaimWait)
-			}
-			continue
-		case <-tick.C:
-		}
-		for addr, until := range trying {
-			if n.aliveAt(addr) {
-				delete(trying, addr)
-				continue
-			}
-			if time.Now().After(until) {
-				n.log.Warn("member at a new address not taken back; push/pull will retry", "addr", addr)
-				delete(trying, addr)
-				continue
-			}
-			if _, err := n.join([]string{addr}, true); err != nil {
-				n.log.Debug("reclaim: no answer", "addr", addr, "err", err)
-			}
-		}
-	}
-}
-
-// aliveAt reports whether some member is alive at gossip address addr.
-func (n *Node) aliveAt(addr string) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, m := range n.members {
-		if m.addr == addr && (m.status == StatusAlive || m.status == StatusDraining) {
-			return true
-		}
-	}
-	return false
-}
-
-// reconnectLoop tries, every reconnectEvery, to rejoin one failed member
-// that is still remembered (for forgetAfter). memberlist gossips to dead
-// nodes only for a short while, then never again: after a long partition each
-// side would go on without the other. One attempt per interval, at random, is
-// how serf heals that at little cost.
-//
-// With a SharedState it also makes sure that, after members came back from
-// failed (a healed partition, a restart), this node exchanges full state with
-// one of them: a rejoin does that, and when another node's rejoin brought
-// them back first, a join to one of them does. One exchange with any node of
-// the other side is enough when that side agreed within itself; the
-// periodic push/pull repairs the rest. Without it, a node would wait for its
-// random push/pull to pick the other side: tens of seconds in a large cluster.
-func (n *Node) reconnectLoop() {
-	defer n.wg.Done()
-	tick := time.NewTicker(n.tun.reconnectEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-n.done:
-			return
-		case <-tick.C:
-		}
-		n.mu.Lock()
-		var failed []string
-		for _, m := range n.members {
-			if m.status == StatusFailed && m.name != n.cfg.Name {
-				failed = append(failed, m.addr)
-			}
-		}
-		// The member that was down longest: right after a heal, members
-		// of our own side flap (the other side's stale "dead" gossip,
-		// refuted at once), and they missed nothing.
-		var resync recovered
-		for _, r := range n.resync {
-			if r.down > resync.down {
-				resync = r
-			}
-		}
-		n.mu.Unlock()
-		if len(failed) > 0 {
-			addr := failed[rand.IntN(len(failed))]
-			if _, err := n.join([]string{addr}, true); err != nil {
-				n.log.Debug("reconnect to failed member did not answer", "addr", addr, "err", err)
-			} else {
-				n.log.Info("reconnected to a failed member", "addr", addr)
-				n.exchanged() // the rejoin was a full state exchange
-				continue
-			}
-		}
-		if resync.addr != "" {
-			if _, err := n.join([]string{resync.addr}, true); err != nil {
-				n.log.Debug("state exchange with a recovered member failed", "addr", resync.addr, "err", err)
-				continue
-			}
-			n.log.Debug("exchanged state with a recovered member", "addr", resync.addr, "was_down", resync.down.Round(time.Millisecond))
-			n.exchanged()
-		}
-	}
-}
-
-// exchanged records a full state exchange with a member that had failed.
-func (n *Node) exchanged() {
-	n.mu.Lock()
-	clear(n.resync)
-	n.exchangedAt = time.Now()
-	n.mu.Unlock()
-}
+const (
+	// joinEach is an operator's list (Join): every address is contacted,
+	// and one that is this node itself is warned about.
+	joinEach joinMode = iota
+	// joinFirstAnswer is a background join (seeds and known peers, whose
+	// self addresses joinTargets dropped; failed or restarted members): it
+	// stops after the first round in which one answered, as memberlist
+	// learns the rest of the cluster from it.
+	joinFirstAnswer
+)
 
 // join contacts addrs, joinParallel at a time, and returns how many
-// answered. With firstRound, it stops after the first round in which one
-// answered (memberlist learns the rest of the cluster from it). Addresses
-// that are this node itself are skipped and reported in the error; when
-// they are all there is, the error wraps ErrJoinSelf.
-func (n *Node) join(addrs []string, firstRound bool) (int, error) {
+// answered. Addresses that are this node itself are skipped and reported in
+// the error; when they are all there is, the error wraps ErrJoinSelf.
+func (n *Node) join(addrs []string, mode joinMode) (int, error) {
 	var targets, selves []string
 	for _, a := range addrs {
 		resolved, self := n.joinAddrs(a)
 		if self {
+			if mode == joinEach {
+				n.log.Warn("join address is this node's own gossip address; skipped", "addr", a, "self", n.addr)
+			}
 			selves = append(selves, a)
 			continue
 		}
@@ -317,7 +213,7 @@ func (n *Node) join(addrs []string, firstRound bool) (int, error) {
 				errs = append(errs, explainJoinError(err)) // names the address
 			}
 		}
-		if firstRound && total > 0 {
+		if mode == joinFirstAnswer && total > 0 {
 			break
 		}
 	}

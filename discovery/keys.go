@@ -8,10 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,11 +18,11 @@ import (
 
 // Keyring management across the cluster (ringman keys, like serf keys).
 //
-// memberlist has no cluster-wide query, so the node that is asked (the
-// origin) applies the change to its own keyring, then sends a keyring
-// request to every other member over TCP (SendReliable: encrypted with the
-// origin's primary key, like all gossip), and each member applies it, saves
-// its keyring and answers with its keys over TCP. The origin waits for every
+// The node that is asked (the origin) applies the change to its own
+// keyring, then asks every other member with a query (query.go): a keyring
+// request goes to each over TCP (SendReliable: encrypted with the origin's
+// primary key, like all gossip), and each member applies it, saves its
+// keyring and answers with its keys over TCP. The origin waits for every
 // answer up to keyTimeout and reports, per node, what happened: applied, the
 // node's own error, unreachable, no answer, or failed or left (down: it
 // missed the change; such members stay remembered for an hour). Requests
@@ -183,23 +180,26 @@ type keyResponse struct {
 	Err  string   `json:"err,omitempty"`
 }
 
-// keyState is a Node's keyring and its requests in flight.
+// keyState is a Node's keyring and its requests in flight. Changes come
+// from Keys' callers (this node's own part) and from keyLoop (other
+// members' requests), one at a time under mu.
 type keyState struct {
 	ring *memberlist.Keyring // nil: gossip is not encrypted
 	// mu orders the local changes and their saves (and makes reading the
 	// keyring's slice safe: memberlist's RemoveKey shifts it in place).
-	mu   sync.Mutex
-	work chan keyRequest // to keyLoop
-
-	pmu     sync.Mutex
-	pending map[uint64]chan<- keyResponse // requests this node sent, by ID
+	// Held while SaveKeys runs; no other lock of this package is taken
+	// under it.
+	mu    sync.Mutex
+	work  chan keyRequest // to keyLoop
+	query *memberQuery[keyResponse]
 }
 
-// initKeys sets up keyring management; Start calls it.
+// initKeys sets up keyring management; Start calls it once the member
+// table exists.
 func (n *Node) initKeys(ring *memberlist.Keyring) {
 	n.keys.ring = ring
 	n.keys.work = make(chan keyRequest, maxKeyRequestsWaiting)
-	n.keys.pending = make(map[uint64]chan<- keyResponse)
+	n.keys.query = newMemberQuery[keyResponse](n.table, func(to *memberlist.Node, msg []byte) error { return n.ml.SendReliable(to, msg) }, n.done)
 }
 
 // Keys applies op to the keyring of every member and reports what each
@@ -262,152 +262,33 @@ func checkKeyOp(op KeyOp, key []byte) error {
 	}
 }
 
-// keyTarget is a member a keyring request goes to.
-type keyTarget struct {
-	node *memberlist.Node
-	// missed, when set, says why the member is not asked: it failed or
-	// left (and is still remembered), so it misses the change and may not
-	// be able to rejoin with the keys it has.
-	missed string
-}
-
-// keyTargets returns the other members: those in the cluster (alive,
-// draining, leaving), and the failed and left ones still remembered.
-func (n *Node) keyTargets() []keyTarget {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	var out []keyTarget
-	for _, m := range n.members {
-		if m.name == n.cfg.Name {
-			continue
-		}
-		node := memberNode(m)
-		if node == nil {
-			continue
-		}
-		t := keyTarget{node: node}
-		switch m.status {
-		case StatusFailed:
-			t.missed = "node is failed (unreachable), so it missed this change"
-		case StatusLeft:
-			t.missed = "node left the cluster, so it missed this change"
-		}
-		out = append(out, t)
-	}
-	return out
-}
-
-// memberNode is a memberlist.Node of our own (the ones memberlist hands
-// out are its live structures) for sending to m.
-func memberNode(m *member) *memberlist.Node {
-	host, port, err := net.SplitHostPort(m.addr)
-	if err != nil {
-		return nil
-	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	ip := net.ParseIP(host)
-	if err != nil || ip == nil {
-		return nil
-	}
-	return &memberlist.Node{Name: m.name, Addr: ip, Port: uint16(p)}
-}
-
 // keyQuery applies op here, asks every other member to apply it, and
 // collects the answers. op and key are valid.
 func (n *Node) keyQuery(ctx context.Context, op KeyOp, key []byte) KeyResult {
 	res := KeyResult{Op: op}
 	keys, err := n.applyKeyOp(op, key, n.cfg.Name)
 	res.Answers = append(res.Answers, keyAnswer(n.cfg.Name, n.addr, keys, err))
-
-	var asked []*memberlist.Node
-	for _, t := range n.keyTargets() {
-		if t.missed != "" {
-			res.Answers = append(res.Answers, KeyAnswer{Node: t.node.Name, Addr: t.node.FullAddress().Addr, Err: t.missed})
-			continue
+	outcomes := n.keys.query.ask(ctx, n.tun.keyTimeout, func(id uint64) []byte {
+		body, _ := json.Marshal(keyRequest{ID: id, From: n.cfg.Name, Op: op, Key: key}) // cannot fail
+		return append([]byte{msgKeyRequest}, body...)
+	})
+	for _, o := range outcomes {
+		switch {
+		case errors.Is(o.err, errMemberFailed), errors.Is(o.err, errMemberLeft):
+			// It may not be able to rejoin with the keys it has.
+			res.Answers = append(res.Answers, KeyAnswer{Node: o.name, Addr: o.addr, Err: o.err.Error() + ", so it missed this change"})
+		case o.err != nil:
+			res.Answers = append(res.Answers, KeyAnswer{Node: o.name, Addr: o.addr, Err: o.err.Error()})
+		default:
+			var err error
+			if o.answer.Err != "" {
+				err = errors.New(o.answer.Err)
+			}
+			res.Answers = append(res.Answers, keyAnswer(o.name, o.addr, o.answer.Keys, err))
 		}
-		asked = append(asked, t.node)
-	}
-	if len(asked) > 0 {
-		res.Answers = append(res.Answers, n.askMembers(ctx, asked, op, key)...)
 	}
 	slices.SortFunc(res.Answers, func(a, b KeyAnswer) int { return strings.Compare(a.Node, b.Node) })
 	return res
-}
-
-// askMembers sends a keyring request to each of asked and waits for their
-// answers, up to keyTimeout.
-func (n *Node) askMembers(ctx context.Context, asked []*memberlist.Node, op KeyOp, key []byte) []KeyAnswer {
-	id := rand.Uint64()
-	answers := make(chan keyResponse, 2*len(asked)) // room for duplicates: never blocks receive
-	unreachable := make(chan KeyAnswer, len(asked))
-	n.keys.pmu.Lock()
-	n.keys.pending[id] = answers
-	n.keys.pmu.Unlock()
-	defer func() {
-		n.keys.pmu.Lock()
-		delete(n.keys.pending, id)
-		n.keys.pmu.Unlock()
-	}()
-
-	body, _ := json.Marshal(keyRequest{ID: id, From: n.cfg.Name, Op: op, Key: key}) // cannot fail
-	msg := append([]byte{msgKeyRequest}, body...)
-	sem := make(chan struct{}, joinParallel)
-	for _, to := range asked {
-		// Not waited for: a send to a dead host can take memberlist's
-		// TCPTimeout, longer than we wait; the channels never block it.
-		go func() {
-			sem <- struct{}{}
-			err := n.ml.SendReliable(to, msg)
-			<-sem
-			if err != nil {
-				unreachable <- KeyAnswer{Node: to.Name, Addr: to.FullAddress().Addr, Err: "cannot reach it: " + err.Error()}
-			}
-		}()
-	}
-
-	byName := make(map[string]*memberlist.Node, len(asked))
-	for _, to := range asked {
-		byName[to.Name] = to
-	}
-	got := make(map[string]KeyAnswer, len(asked))
-	timer := time.NewTimer(n.tun.keyTimeout)
-	defer timer.Stop()
-	why := fmt.Sprintf("no answer within %v", n.tun.keyTimeout)
-wait:
-	for len(got) < len(asked) {
-		select {
-		case r := <-answers:
-			to, ok := byName[r.Node]
-			if _, dup := got[r.Node]; ok && !dup {
-				var err error
-				if r.Err != "" {
-					err = errors.New(r.Err)
-				}
-				got[r.Node] = keyAnswer(r.Node, to.FullAddress().Addr, r.Keys, err)
-			}
-		case a := <-unreachable:
-			if _, dup := got[a.Node]; !dup {
-				got[a.Node] = a
-			}
-		case <-timer.C:
-			break wait
-		case <-ctx.Done():
-			why = "no answer before the request was cancelled"
-			break wait
-		case <-n.done:
-			why = "no answer before this node shut down"
-			break wait
-		}
-	}
-	out := make([]KeyAnswer, 0, len(asked))
-	for _, to := range asked {
-		a, ok := got[to.Name]
-		if !ok {
-			a = KeyAnswer{Node: to.Name, Addr: to.FullAddress().Addr, Err: why}
-		}
-		out = append(out, a)
-	}
-	return out
 }
 
 func keyAnswer(node, addr string, keys [][]byte, err error) KeyAnswer {
@@ -497,16 +378,8 @@ func (n *Node) receiveKeyResponse(buf []byte) {
 		n.log.Warn("ignored unreadable keyring answer", "bytes", len(buf), "err", err)
 		return
 	}
-	n.keys.pmu.Lock()
-	ch := n.keys.pending[resp.ID]
-	n.keys.pmu.Unlock()
-	if ch == nil {
+	if !n.keys.query.deliver(resp.ID, resp.Node, resp) {
 		n.log.Debug("keyring answer arrived after its request ended", "node", resp.Node)
-		return
-	}
-	select {
-	case ch <- resp:
-	default:
 	}
 }
 

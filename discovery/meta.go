@@ -35,15 +35,6 @@ type meta struct {
 }
 
 const (
-	// maxMetaInstances and maxMetaServices bound what another node's
-	// metadata may list. Every instance takes at least 4 of memberlist's
-	// 512 bytes (a length byte and "h:1"), every service with an instance
-	// 7 (one more length byte, a one-byte name and a count), so no node that
-	// memberlist itself lets send can reach them: they bound the decoding
-	// work, whatever a peer sends.
-	maxMetaInstances = memberlist.MetaMaxSize / 4
-	maxMetaServices  = memberlist.MetaMaxSize / 7
-
 	metaMagic   = 'R'
 	metaFormat1 = 1
 
@@ -95,10 +86,11 @@ func (m meta) encodeChecked() ([]byte, error) {
 var errMetaTruncated = errors.New("truncated")
 
 // errMetaTooLarge: another node's metadata is over memberlist.MetaMaxSize
-// bytes or lists more than maxMetaServices or maxMetaInstances.
-// memberlist enforces the size only on what a node sends, not on what it
-// receives: a peer that crafts its messages can advertise thousands of
-// instances, take most keys and slow every node's rebuilds.
+// bytes. memberlist enforces the size only on what a node sends, not on
+// what it receives: a peer that crafts its messages could advertise
+// thousands of instances, take most keys and slow every node's rebuilds.
+// Within 512 bytes every count is bounded too: each item takes a byte at
+// least, and count checks it against the bytes left.
 var errMetaTooLarge = errors.New("metadata over the limit")
 
 // metaReader reads the wire format; every read is bounds-checked against
@@ -175,10 +167,6 @@ func decodeMeta(b []byte) (meta, error) {
 	if err != nil {
 		return meta{}, fmt.Errorf("metadata services: %w", err)
 	}
-	if nsvc > maxMetaServices {
-		return meta{}, fmt.Errorf("%w: %d services, over %d", errMetaTooLarge, nsvc, maxMetaServices)
-	}
-	total := 0
 	for range nsvc {
 		name, err := r.str()
 		if err != nil {
@@ -190,9 +178,6 @@ func decodeMeta(b []byte) (meta, error) {
 		ninst, err := r.count()
 		if err != nil {
 			return meta{}, fmt.Errorf("metadata service %q: %w", name, err)
-		}
-		if total += ninst; total > maxMetaInstances {
-			return meta{}, fmt.Errorf("%w: over %d instances", errMetaTooLarge, maxMetaInstances)
 		}
 		for range ninst {
 			inst, err := r.str()

@@ -7,9 +7,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
-	"net/url"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,33 +15,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
-)
-
-const (
-	// forgetAfter is how long left and failed members stay in Members().
-	forgetAfter = time.Hour
-	// metaUpdateTimeout bounds how long SetDraining and Leave wait for
-	// memberlist to gossip the new metadata.
-	metaUpdateTimeout = 5 * time.Second
-	// peerSaveDelay batches the known-peer writes of a burst of joins.
-	peerSaveDelay = 2 * time.Second
-	// joinBackoffMin and joinBackoffMax bound the wait between background
-	// join attempts.
-	joinBackoffMin = 250 * time.Millisecond
-	joinBackoffMax = 5 * time.Second
-	// joinParallel is how many addresses a join contacts at once: known
-	// peers may be stale, and a dead host costs a whole TCP timeout.
-	joinParallel = 8
-	// reconnectEvery is how often the node tries to rejoin one failed
-	// member (serf's reconnect): memberlist never contacts a node it declared
-	// dead again, so without it a healed partition would stay split.
-	reconnectEvery = 10 * time.Second
-	// maxPendingChanges bounds the membership changes waiting to be logged.
-	maxPendingChanges = 4096
-
-	defaultBindAddr      = "0.0.0.0:7946"
-	defaultCheckInterval = 2 * time.Second
-	defaultCheckTimeout  = time.Second
 )
 
 // ErrShutdown is returned by the methods of a Node that has been shut down.
@@ -55,67 +26,33 @@ var ErrJoinSelf = errors.New("the address is this node's own gossip address")
 
 var errLeft = errors.New("discovery: node has left the cluster")
 
-// tunables are the package's timings; tests shorten some of them.
-type tunables struct {
-	forgetAfter    time.Duration
-	pruneEvery     time.Duration
-	metaTimeout    time.Duration
-	peerSaveDelay  time.Duration
-	joinBackoffMin time.Duration
-	joinBackoffMax time.Duration
-	reconnectEvery time.Duration
-	keyTimeout     time.Duration // wait for keyring answers (keys.go)
-	// pushPullInterval, when set, replaces the profile's.
-	pushPullInterval time.Duration
-	// wrapTransport, when set, wraps the gossip transport of the node
-	// advertised at self (tests cut the network with it).
-	wrapTransport func(self string, t memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
-}
-
-func defaultTunables() tunables {
-	return tunables{
-		forgetAfter:    forgetAfter,
-		pruneEvery:     time.Minute,
-		metaTimeout:    metaUpdateTimeout,
-		peerSaveDelay:  peerSaveDelay,
-		joinBackoffMin: joinBackoffMin,
-		joinBackoffMax: joinBackoffMax,
-		reconnectEvery: reconnectEvery,
-		keyTimeout:     keyTimeout,
-	}
-}
-
-// Node is a running cluster member.
+// Node is a running cluster member. Its methods are safe for concurrent use.
+//
+// Node keeps this node's own metadata and drain reasons (under metaMu), the
+// operations that change its memberlist state (under opMu), and the
+// goroutines, which Shutdown stops and waits for: the event loop (run),
+// joinLoop, reconnectLoop, reclaimLoop, keyLoop, checkLoop and the
+// broadcaster's run. The rest is in types of its own, each with its own
+// lock: the member table, the broadcaster and the keyring's query.
 type Node struct {
 	cfg  Config // normalized
 	log  *slog.Logger
 	tun  tunables
 	ml   *memberlist.Memberlist
-	addr string // advertised gossip host:port
-	// The addresses this node's gossip listener is reached at (joinAddrs).
-	bindIP   net.IP
-	bindPort int
-	advIP    net.IP
-	advPort  int
-	enc      bool
+	addr string         // advertised gossip host:port
+	self gossipListener // set by Start, read-only after
+	enc  bool
 
-	// mu guards the membership view and this node's metadata. memberlist
-	// calls the delegates with its own lock held, so nothing slow happens
-	// under mu.
-	mu          sync.Mutex
-	members     map[string]*member
-	pending     []change // membership changes not yet logged
-	dropped     int      // changes not logged because pending was full
-	local       meta     // what this node advertises
-	localBytes  []byte   // local, encoded; returned by NodeMeta
+	table *memberTable // who is in the cluster, as this node sees it
+
+	// metaMu guards this node's own metadata and why it drains. NodeMeta
+	// takes it with memberlist's lock held: it is never held while calling
+	// memberlist.
+	metaMu      sync.Mutex
+	local       meta   // what this node advertises
+	localBytes  []byte // local, encoded; returned by NodeMeta
 	manualDrain bool
 	checkDrain  bool
-	refused     map[string]refusal // refused nodes already logged
-	// resync holds the members seen failed and then alive again since
-	// this node last exchanged full state with a recovered member (only
-	// with a SharedState; see reconnectLoop); exchangedAt is when that was.
-	resync      map[string]recovered
-	exchangedAt time.Time
 
 	// opMu orders the operations that change this node's memberlist state
 	// (metadata updates, Leave, Shutdown), so that none runs after Shutdown.
@@ -127,12 +64,8 @@ type Node struct {
 	// refusedAlive counts the alive messages and merges refused by admit.
 	refusedAlive atomic.Int64
 
-	// Shared state (shared.go).
-	bcast             *memberlist.TransmitLimitedQueue
-	gossipMax         int // largest framed message gossiped; larger go over TCP
-	big               oversizedQueue
-	oversizedSent     atomic.Int64 // large broadcasts sent over TCP (tests)
-	pruneLogged       atomic.Int64
+	gossip *broadcaster // Broadcast's queues (broadcast.go)
+	// Shared state's full exchanges (shared.go).
 	stateTooBigLogged atomic.Int64
 	stateLargeLogged  atomic.Int64
 
@@ -151,37 +84,8 @@ type Node struct {
 	wg        sync.WaitGroup
 
 	// Owned by the event loop (and by Start before the loop runs).
-	lastLive       map[string][]string
-	lastPeers      []string
-	savePeersC     <-chan time.Time
-	lastPeersSaved time.Time
-}
-
-// member is one node as this node sees it.
-type member struct {
-	name   string
-	addr   string
-	status Status
-	meta   meta
-	since  time.Time // last status change
-}
-
-// recovered is a member seen failed, then alive again.
-type recovered struct {
-	addr string
-	down time.Duration // how long it was failed
-}
-
-// change is a membership change waiting to be logged by the event loop.
-type change struct {
-	name, addr string
-	from, to   Status
-	services   map[string][]string
-}
-
-type refusal struct {
-	fingerprint string
-	at          time.Time
+	lastLive   map[string][]string
+	savedPeers peerSaves
 }
 
 // Start creates the memberlist, starts the event loop, joins seeds and known
@@ -192,53 +96,30 @@ func Start(cfg Config) (*Node, error) {
 }
 
 func start(cfg Config, tun tunables) (*Node, error) {
-	cfg, err := normalize(cfg)
+	s, err := normalize(cfg)
 	if err != nil {
 		return nil, err
 	}
-	mlc, err := memberlistConfig(cfg.Profile)
-	if err != nil {
-		return nil, err
-	}
-	bindIP, bindPort, err := parseHostPort("bind", cfg.BindAddr, true)
-	if err != nil {
-		return nil, err
-	}
-	var advIP string
-	var advPort int
-	if cfg.AdvertiseAddr != "" {
-		if advIP, advPort, err = parseHostPort("advertise", cfg.AdvertiseAddr, true); err != nil {
-			return nil, err
-		}
-		if net.ParseIP(advIP).IsUnspecified() {
-			return nil, fmt.Errorf("advertise address %q: must be an address other nodes can reach, not %s", cfg.AdvertiseAddr, advIP)
-		}
-	}
-	keyring, err := newKeyring(cfg.Keys)
-	if err != nil {
-		return nil, err
-	}
+	cfg, mlc, keyring := s.cfg, s.mlc, s.keyring
+	bindIP, bindPort, advIP, advPort := s.bindIP, s.bindPort, s.advIP, s.advPort
 
 	n := &Node{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		tun:      tun,
-		enc:      keyring != nil,
-		members:  make(map[string]*member),
-		refused:  make(map[string]refusal),
-		resync:   make(map[string]recovered),
-		dirty:    make(chan struct{}, 1),
-		reclaims: make(chan string, reclaimQueue),
-		done:     make(chan struct{}),
-		local: meta{
-			Fingerprint: cfg.Fingerprint,
-			Version:     cfg.Version,
-			Services:    cfg.Services,
-		},
+		cfg:        cfg,
+		log:        cfg.Logger,
+		tun:        tun,
+		enc:        keyring != nil,
+		dirty:      make(chan struct{}, 1),
+		reclaims:   make(chan string, reclaimQueue),
+		done:       make(chan struct{}),
+		local:      s.local,
+		localBytes: s.localBytes,
 	}
-	if n.localBytes, err = n.local.encodeChecked(); err != nil {
-		return nil, err
+	var resyncAfter time.Duration
+	if cfg.SharedState != nil {
+		// Not within two reconnect rounds of an exchange: see record.
+		resyncAfter = 2 * tun.reconnectEvery
 	}
+	n.table = newMemberTable(cfg.Name, tun.forgetAfter, resyncAfter)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -282,14 +163,6 @@ func start(cfg Config, tun tunables) (*Node, error) {
 		transport = tun.wrapTransport(self, nt)
 	}
 
-	// The queue exists before memberlist, which may ask it for broadcasts
-	// at once; it calls NumNodes only when a message is queued, which
-	// Broadcast does after Start has set n.ml.
-	n.bcast = &memberlist.TransmitLimitedQueue{
-		NumNodes:       func() int { return n.ml.NumMembers() },
-		RetransmitMult: mlc.RetransmitMult,
-	}
-	n.big.wake = make(chan struct{}, 1)
 	n.initKeys(keyring)
 
 	d := delegates{n}
@@ -310,11 +183,17 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	if tun.pushPullInterval > 0 {
 		mlc.PushPullInterval = tun.pushPullInterval
 	}
-	n.gossipMax = gossipLimit(mlc, keyring != nil)
+	// The queue exists before memberlist, which may ask it for broadcasts
+	// at once; it calls NumNodes only when a message is queued, which
+	// Broadcast does after Start has set n.ml.
+	n.gossip = newBroadcaster(n.log, n.table, func() int { return n.ml.NumMembers() }, mlc.RetransmitMult,
+		gossipLimit(mlc, keyring != nil), func(to *memberlist.Node, msg []byte) error { return n.ml.SendReliable(to, msg) })
 
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
 		_ = transport.Shutdown()
+		// memberlist formats its errors with %v: their text is all
+		// there is to tell them apart.
 		if strings.Contains(err.Error(), "no private IP address found") {
 			return nil, fmt.Errorf("start gossip: %w (set an advertise address, or bind to a specific address)", err)
 		}
@@ -323,8 +202,10 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	n.ml = ml
 	self := ml.LocalNode()
 	n.addr = net.JoinHostPort(self.Addr.String(), strconv.Itoa(int(self.Port)))
-	n.bindIP, n.bindPort = net.ParseIP(bindIP), boundPort
-	n.advIP, n.advPort = slices.Clone(self.Addr), int(self.Port)
+	n.self = gossipListener{
+		bindIP: net.ParseIP(bindIP), bindPort: boundPort,
+		advIP: slices.Clone(self.Addr), advPort: int(self.Port),
+	}
 
 	var peers []string
 	if cfg.Peers != nil {
@@ -332,7 +213,7 @@ func start(cfg Config, tun tunables) (*Node, error) {
 		if err != nil {
 			n.log.Warn("cannot load known peers; relying on seeds", "err", err)
 		}
-		n.lastPeers = sortDedup(slices.Clone(peers))
+		n.savedPeers.last = sortDedup(slices.Clone(peers))
 	}
 	targets, selfSeeds := n.joinTargets(cfg.Seeds, peers)
 	// Nothing to join is joined; seeds that all turned out to be this node
@@ -354,7 +235,10 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	go n.run()
 	go n.reconnectLoop()
 	go n.reclaimLoop()
-	go n.oversizedLoop()
+	go func() {
+		defer n.wg.Done()
+		n.gossip.run(n.done)
+	}()
 	go n.keyLoop()
 	if len(targets) > 0 {
 		n.wg.Add(1)
@@ -366,111 +250,6 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	}
 	ok = true
 	return n, nil
-}
-
-// normalize validates cfg and fills in defaults.
-func normalize(cfg Config) (Config, error) {
-	if err := ValidateNodeName(cfg.Name); err != nil {
-		return cfg, err
-	}
-	if cfg.BindAddr == "" {
-		cfg.BindAddr = defaultBindAddr
-	}
-	if len(cfg.Label) > memberlist.LabelMaxSize {
-		return cfg, fmt.Errorf("cluster label is %d bytes, over the limit of %d", len(cfg.Label), memberlist.LabelMaxSize)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	services := make(map[string][]string, len(cfg.Services))
-	for name, insts := range cfg.Services {
-		if err := ValidateServiceName(name); err != nil {
-			return cfg, err
-		}
-		for _, inst := range insts {
-			if err := ValidateInstance(inst); err != nil {
-				return cfg, fmt.Errorf("service %s: %w", name, err)
-			}
-		}
-		if len(insts) > 0 {
-			services[name] = sortDedup(slices.Clone(insts))
-		}
-	}
-	cfg.Services = services
-	var seeds []string
-	for _, s := range cfg.Seeds {
-		if s = strings.TrimSpace(s); s != "" {
-			seeds = append(seeds, s)
-		}
-	}
-	cfg.Seeds = seeds
-	if cfg.Check.URL != "" {
-		u, err := url.Parse(cfg.Check.URL)
-		if err != nil {
-			return cfg, fmt.Errorf("health check URL: %w", err)
-		}
-		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return cfg, fmt.Errorf("health check URL %q: want http://host[:port]/path or https://...", cfg.Check.URL)
-		}
-		if cfg.Check.Interval < 0 || cfg.Check.Timeout < 0 {
-			return cfg, errors.New("health check interval and timeout must not be negative")
-		}
-		if cfg.Check.Interval == 0 {
-			cfg.Check.Interval = defaultCheckInterval
-		}
-		if cfg.Check.Timeout == 0 {
-			cfg.Check.Timeout = defaultCheckTimeout
-		}
-	}
-	return cfg, nil
-}
-
-// parseHostPort splits "host:port" and resolves host to an IP, because
-// memberlist binds and advertises IPs only. An empty host is 0.0.0.0.
-func parseHostPort(what, addr string, allowZero bool) (string, int, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, fmt.Errorf("%s address %q: want host:port: %v", what, addr, err)
-	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || (p == 0 && !allowZero) {
-		return "", 0, fmt.Errorf("%s address %q: port must be 0-65535", what, addr)
-	}
-	if host == "" {
-		return "0.0.0.0", int(p), nil
-	}
-	if ip := net.ParseIP(host); ip != nil {
-		return ip.String(), int(p), nil
-	}
-	ips, err := net.LookupIP(host)
-	if err != nil || len(ips) == 0 {
-		return "", 0, fmt.Errorf("%s address %q: cannot resolve %s: %v", what, addr, host, err)
-	}
-	// Prefer IPv4, as a name like "localhost" usually means 127.0.0.1.
-	for _, ip := range ips {
-		if ip.To4() != nil {
-			return ip.String(), int(p), nil
-		}
-	}
-	return ips[0].String(), int(p), nil
-}
-
-// newKeyring checks key sizes and builds memberlist's keyring; the first key
-// is primary. No keys: nil (gossip unencrypted).
-func newKeyring(keys [][]byte) (*memberlist.Keyring, error) {
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	for i, k := range keys {
-		if err := memberlist.ValidateKey(k); err != nil {
-			return nil, fmt.Errorf("gossip key %d of %d is %d bytes; want 16, 24 or 32 (AES-128, AES-192, AES-256)", i+1, len(keys), len(k))
-		}
-	}
-	kr, err := memberlist.NewKeyring(keys, keys[0])
-	if err != nil {
-		return nil, fmt.Errorf("gossip keyring: %w", err)
-	}
-	return kr, nil
 }
 
 // newTransport binds the gossip ports. Binding ourselves instead of leaving
@@ -494,6 +273,8 @@ func newTransport(ip string, port int, logger *log.Logger) (*memberlist.NetTrans
 		if err == nil {
 			return nt, nt.GetAutoBindPort(), nil
 		}
+		// memberlist wraps the listener's error with %v, so errors.Is
+		// cannot find syscall.EADDRINUSE in it: the text can.
 		if !strings.Contains(err.Error(), "address already in use") {
 			break
 		}
@@ -513,33 +294,12 @@ func (n *Node) Encrypted() bool { return n.enc }
 
 // Members returns every known member, this node included, with recently
 // left or failed ones (for an hour), sorted by name.
-func (n *Node) Members() []Member {
-	n.mu.Lock()
-	n.pruneLocked(time.Now())
-	out := make([]Member, 0, len(n.members))
-	for _, m := range n.members {
-		out = append(out, Member{
-			Name:        m.name,
-			Addr:        m.addr,
-			Status:      m.status,
-			Services:    cloneServices(m.meta.Services),
-			Version:     m.meta.Version,
-			Fingerprint: m.meta.Fingerprint,
-		})
-	}
-	n.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
+func (n *Node) Members() []Member { return n.table.list(time.Now()) }
 
 // Live returns the live instances per service (of members that are alive,
 // not draining and not leaving), each list sorted and deduplicated. Services
 // with no live instance are absent.
-func (n *Node) Live() map[string][]string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.liveLocked()
-}
+func (n *Node) Live() map[string][]string { return n.table.live() }
 
 // Joined reports whether the node has joined a cluster (a seed or known
 // peer answered, or another node joined it), or has nothing to join.
@@ -563,12 +323,7 @@ func (n *Node) Join(addrs []string) (int, error) {
 	if len(targets) == 0 {
 		return 0, errors.New("no address given")
 	}
-	for _, a := range targets {
-		if _, self := n.joinAddrs(a); self {
-			n.log.Warn("join address is this node's own gossip address; skipped", "addr", a, "self", n.addr)
-		}
-	}
-	count, err := n.join(targets, false)
+	count, err := n.join(targets, joinEach)
 	if count > 0 {
 		n.joined.Store(true)
 	}
@@ -584,8 +339,8 @@ func (n *Node) SetDraining(on bool) error {
 
 // Draining reports whether this node is draining (by hand or by its check).
 func (n *Node) Draining() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.metaMu.Lock()
+	defer n.metaMu.Unlock()
 	return n.manualDrain || n.checkDrain
 }
 
@@ -597,10 +352,10 @@ func (n *Node) setDrain(set func()) error {
 	if n.closed {
 		return ErrShutdown
 	}
-	n.mu.Lock()
+	n.metaMu.Lock()
 	set()
 	draining := n.manualDrain || n.checkDrain
-	n.mu.Unlock()
+	n.metaMu.Unlock()
 	if n.left {
 		return errLeft
 	}
@@ -610,24 +365,24 @@ func (n *Node) setDrain(set func()) error {
 // updateMetaLocked applies edit to this node's metadata and, if the bytes
 // change, gossips them. Caller holds opMu.
 func (n *Node) updateMetaLocked(timeout time.Duration, edit func(*meta)) error {
-	n.mu.Lock()
+	n.metaMu.Lock()
 	next := n.local
 	edit(&next)
 	b, err := next.encodeChecked()
 	if err != nil {
-		n.mu.Unlock()
+		n.metaMu.Unlock()
 		return err
 	}
 	if string(b) == string(n.localBytes) {
-		n.mu.Unlock()
+		n.metaMu.Unlock()
 		return nil
 	}
 	n.local, n.localBytes = next, b
-	n.mu.Unlock()
+	n.metaMu.Unlock()
 	// UpdateNode reports the change to our own event delegate at once, then
 	// waits until the broadcast has gone out. A timeout only means it is
 	// still spreading; the change is in effect.
-	err = n.untilTold(max(timeout, time.Millisecond), n.ml.UpdateNode, func() bool { return n.selfMetaIs(next) })
+	err = n.untilTold(max(timeout, time.Millisecond), n.ml.UpdateNode, func() bool { return n.table.selfMetaIs(next) })
 	if err != nil {
 		n.log.Warn("node metadata update not confirmed yet; it keeps spreading by gossip", "err", err)
 	}
@@ -653,7 +408,7 @@ func (n *Node) Leave(timeout time.Duration) error {
 	_ = n.updateMetaLocked(min(timeout/2, n.tun.metaTimeout), func(m *meta) { m.Leaving = true })
 	n.left = true
 	remaining := max(timeout-time.Since(start), time.Millisecond)
-	if err := n.untilTold(remaining, n.ml.Leave, n.selfLeft); err != nil {
+	if err := n.untilTold(remaining, n.ml.Leave, n.table.selfLeft); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	return nil
@@ -674,7 +429,7 @@ const tellPoll = 20 * time.Millisecond
 // started reports that it has done its work: memberlist.Leave panics when it
 // starts after Shutdown.
 func (n *Node) untilTold(timeout time.Duration, send func(time.Duration) error, started func() bool) error {
-	if n.nobodyToTell() {
+	if n.table.nobodyToTell() {
 		// Still called, for the state it changes; memberlist waits
 		// forever on a timeout of 0.
 		_ = send(time.Millisecond)
@@ -689,42 +444,11 @@ func (n *Node) untilTold(timeout time.Duration, send func(time.Duration) error, 
 		case err := <-done:
 			return err
 		case <-tick.C:
-			if n.nobodyToTell() && started() {
+			if n.table.nobodyToTell() && started() {
 				return nil
 			}
 		}
 	}
-}
-
-// nobodyToTell reports whether no other member is alive or draining: the
-// others, if any, are leaving, left or failed.
-func (n *Node) nobodyToTell() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, m := range n.members {
-		if m.name != n.cfg.Name && (m.status == StatusAlive || m.status == StatusDraining) {
-			return false
-		}
-	}
-	return true
-}
-
-// selfMetaIs reports whether memberlist has reported this node's metadata
-// as m (UpdateNode does so before it waits).
-func (n *Node) selfMetaIs(m meta) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	self := n.members[n.cfg.Name]
-	return self != nil && equalMeta(self.meta, m)
-}
-
-// selfLeft reports whether memberlist has reported this node gone
-// (memberlist.Leave does so before it waits).
-func (n *Node) selfLeft() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	self := n.members[n.cfg.Name]
-	return self != nil && (self.status == StatusLeft || self.status == StatusFailed)
 }
 
 // Shutdown stops gossip without leaving (others will see a failure unless
@@ -747,14 +471,7 @@ func (n *Node) Shutdown() error {
 	return err
 }
 
-func (n *Node) isClosed() bool {
-	select {
-	case <-n.done:
-		return true
-	default:
-		return false
-	}
-}
+func (n *Node) isClosed() bool { return isDone(n.done) }
 
 // markDirty tells the event loop the view changed. It never blocks: one
 // pending signal stands for any number of changes.
@@ -763,46 +480,6 @@ func (n *Node) markDirty() {
 	case n.dirty <- struct{}{}:
 	default:
 	}
-}
-
-// liveLocked computes the live instances per service. Caller holds mu.
-func (n *Node) liveLocked() map[string][]string {
-	live := make(map[string][]string)
-	for _, m := range n.members {
-		if m.status != StatusAlive {
-			continue
-		}
-		for svc, insts := range m.meta.Services {
-			live[svc] = append(live[svc], insts...)
-		}
-	}
-	for svc, insts := range live {
-		live[svc] = sortDedup(insts)
-	}
-	return live
-}
-
-// pruneLocked forgets members that left or failed long enough ago. Caller
-// holds mu.
-func (n *Node) pruneLocked(now time.Time) {
-	for name, m := range n.members {
-		if (m.status == StatusLeft || m.status == StatusFailed) && now.Sub(m.since) >= n.tun.forgetAfter {
-			delete(n.members, name)
-		}
-	}
-}
-
-func equalServices(a, b map[string][]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, av := range a {
-		bv, ok := b[k]
-		if !ok || !slices.Equal(av, bv) {
-			return false
-		}
-	}
-	return true
 }
 
 // formatServices renders services for a log line: "thumbs=h:1 web=h:2,h:3".

@@ -250,10 +250,10 @@ func matchesAre(nodes []*overrideNode, want map[string]string) func() (bool, str
 func queuesEmpty(nodes []*overrideNode) func() (bool, string) {
 	return func() (bool, string) {
 		for _, n := range nodes {
-			n.big.mu.Lock()
-			big := len(n.big.pending)
-			n.big.mu.Unlock()
-			if q := n.bcast.NumQueued(); q > 0 || big > 0 {
+			n.gossip.big.mu.Lock()
+			big := len(n.gossip.big.pending)
+			n.gossip.big.mu.Unlock()
+			if q := n.gossip.queue.NumQueued(); q > 0 || big > 0 {
 				return false, fmt.Sprintf("%s still has %d broadcasts and %d large ones queued", n.Name(), q, big)
 			}
 		}

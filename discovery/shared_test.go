@@ -262,7 +262,7 @@ func TestBroadcastReachesAll(t *testing.T) {
 			t.Errorf("%s got the large change, but not by message", n.Name())
 		}
 	}
-	if got := a.oversizedSent.Load(); got != 1 {
+	if got := a.gossip.sent.Load(); got != 1 {
 		t.Errorf("%d broadcasts sent over TCP, want 1", got)
 	}
 	t.Logf("64 KiB broadcast merged everywhere in %v", time.Since(start).Round(time.Millisecond))
@@ -297,7 +297,7 @@ func TestBroadcastSizeBoundary(t *testing.T) {
 			b := startStateNode(t, "b", nil, testTunables(), func(c *Config) { orNoop(tc.edit)(c); seeds(a.testNode)(c) })
 			both := []*stateNode{a, b}
 			waitFor(t, 10*time.Second, webIs(testNodes(both), "a", "b"))
-			if got := a.gossipMax - 1; got != tc.maxBody {
+			if got := a.gossip.gossipMax - 1; got != tc.maxBody {
 				t.Errorf("largest gossiped payload %d, want %d", got, tc.maxBody)
 			}
 			for _, extra := range []int{0, 1} {
@@ -305,7 +305,7 @@ func TestBroadcastSizeBoundary(t *testing.T) {
 				// Sized so that the whole entry line is the payload.
 				line := appendEntry(nil, key, lwwEntry{clock: 1000 + uint64(extra), node: "a"})
 				value := strings.Repeat("v", tc.maxBody+extra-len(line))
-				before := a.oversizedSent.Load()
+				before := a.gossip.sent.Load()
 				a.state.mu.Lock()
 				e := lwwEntry{value: value, clock: 1000 + uint64(extra), node: "a"}
 				a.state.entries[key] = e
@@ -318,7 +318,7 @@ func TestBroadcastSizeBoundary(t *testing.T) {
 				waitFor(t, 5*time.Second, func() (bool, string) {
 					return b.state.sawMsg(key), fmt.Sprintf("%d-byte broadcast not received", len(msg))
 				})
-				if tcp := a.oversizedSent.Load() - before; tcp != int64(extra) {
+				if tcp := a.gossip.sent.Load() - before; tcp != int64(extra) {
 					t.Errorf("%d-byte payload: %d sent over TCP, want %d", len(msg), tcp, extra)
 				}
 			}
@@ -450,7 +450,7 @@ func TestSharedStatePartitionHeals(t *testing.T) {
 	// do the work.
 	waitFor(t, 5*time.Second, func() (bool, string) {
 		for _, n := range all {
-			if q := n.bcast.NumQueued(); q > 0 {
+			if q := n.gossip.queue.NumQueued(); q > 0 {
 				return false, fmt.Sprintf("%s still has %d broadcasts queued", n.Name(), q)
 			}
 		}
@@ -615,17 +615,16 @@ func TestOversizedQueue(t *testing.T) {
 // Broadcast's gossip queue: newest per key, bounded, and the framing byte.
 func TestBroadcastQueue(t *testing.T) {
 	_, logs := newTestLogger(t)
-	n := &Node{log: newDebugLogger(logs), gossipMax: 100, done: make(chan struct{})}
-	n.big.wake = make(chan struct{}, 1)
-	n.bcast = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return 3 }, RetransmitMult: 1}
+	n := &Node{done: make(chan struct{})}
+	n.gossip = newBroadcaster(newDebugLogger(logs), nil, func() int { return 3 }, 1, 100, nil)
 	n.Broadcast("k", []byte("old"))
 	n.Broadcast("k", []byte("new"))
 	n.Broadcast("", []byte("u1"))
 	n.Broadcast("", []byte("u2"))
-	if q := n.bcast.NumQueued(); q != 3 {
+	if q := n.gossip.queue.NumQueued(); q != 3 {
 		t.Errorf("%d queued, want 3 (k once, two unkeyed)", q)
 	}
-	msgs := n.bcast.GetBroadcasts(0, 10000)
+	msgs := n.gossip.queue.GetBroadcasts(0, 10000)
 	var got []string
 	for _, m := range msgs {
 		if m[0] != msgShared {
@@ -640,25 +639,25 @@ func TestBroadcastQueue(t *testing.T) {
 	for i := range maxQueuedBroadcasts + 10 {
 		n.Broadcast(strconv.Itoa(i), []byte("x"))
 	}
-	if q := n.bcast.NumQueued(); q > maxQueuedBroadcasts {
+	if q := n.gossip.queue.NumQueued(); q > maxQueuedBroadcasts {
 		t.Errorf("%d queued, over the bound %d", q, maxQueuedBroadcasts)
 	}
 	if len(logs.lines("gossip queue full")) != 1 {
 		t.Errorf("no single 'gossip queue full' warning:\n%s", logs)
 	}
 	// Too large to gossip: queued for TCP, not for gossip.
-	before := n.bcast.NumQueued()
+	before := n.gossip.queue.NumQueued()
 	n.Broadcast("big", make([]byte, 100))
-	if n.bcast.NumQueued() != before {
+	if n.gossip.queue.NumQueued() != before {
 		t.Error("a message over gossipMax was queued for gossip")
 	}
-	if m, ok := n.big.pop(); !ok || m.key != "big" || len(m.msg) != 101 {
+	if m, ok := n.gossip.big.pop(); !ok || m.key != "big" || len(m.msg) != 101 {
 		t.Errorf("oversized queue holds %q (%d bytes), %v; want big, 101 bytes", m.key, len(m.msg), ok)
 	}
 	close(n.done)
-	before = n.bcast.NumQueued()
+	before = n.gossip.queue.NumQueued()
 	n.Broadcast("after", []byte("x"))
-	if _, ok := n.big.pop(); ok || n.bcast.NumQueued() != before {
+	if _, ok := n.gossip.big.pop(); ok || n.gossip.queue.NumQueued() != before {
 		t.Error("Broadcast after Shutdown queued something")
 	}
 }

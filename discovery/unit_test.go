@@ -237,11 +237,11 @@ func TestAdvertiseAddr(t *testing.T) {
 func TestForgetAfter(t *testing.T) {
 	n := startNode(t, "a", nil)
 	now := time.Now()
-	n.mu.Lock()
-	n.members["old"] = &member{name: "old", status: StatusFailed, since: now.Add(-forgetAfter - time.Second)}
-	n.members["recent"] = &member{name: "recent", status: StatusLeft, since: now.Add(-time.Minute)}
-	n.members["alive"] = &member{name: "alive", status: StatusAlive, since: now.Add(-2 * forgetAfter)}
-	n.mu.Unlock()
+	n.table.mu.Lock()
+	n.table.members["old"] = &member{name: "old", status: StatusFailed, since: now.Add(-forgetAfter - time.Second)}
+	n.table.members["recent"] = &member{name: "recent", status: StatusLeft, since: now.Add(-time.Minute)}
+	n.table.members["alive"] = &member{name: "alive", status: StatusAlive, since: now.Add(-2 * forgetAfter)}
+	n.table.mu.Unlock()
 	var names []string
 	for _, m := range n.Members() {
 		names = append(names, m.Name)
