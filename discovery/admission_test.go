@@ -112,9 +112,16 @@ func TestBadNodeNameNeverAMember(t *testing.T) {
 		t.Errorf("a logged %d refusal lines, want one per rogue (2):\n%s", len(lines), strings.Join(lines, "\n"))
 	}
 	for _, n := range []*testNode{a, b} {
+		// Our admission code logs each rogue once. memberlist's own lines
+		// may name a rogue too (it refutes the suspicions a rogue sends
+		// when a loaded machine delays acks): they are memberlist's, and
+		// capped in length below.
 		for _, line := range n.logs.lines("level=") {
-			if !strings.Contains(line, "level=INFO") && !strings.Contains(line, "refused node with an invalid name") {
-				t.Errorf("%s: unexpected line (one per refused message?): %.300s", n.Name(), line)
+			if strings.Contains(line, "level=INFO") || strings.Contains(line, "refused node with an invalid name") || strings.Contains(line, "memberlist:") {
+				continue
+			}
+			if strings.Contains(line, "evil") || strings.Contains(line, long[:64]) {
+				t.Errorf("%s: unexpected line about a rogue (one per refused message?): %.300s", n.Name(), line)
 			}
 		}
 		out := n.logs.String()

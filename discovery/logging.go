@@ -2,9 +2,11 @@ package discovery
 
 import (
 	"context"
+	"fmt"
 	"log"
 	"log/slog"
 	"strings"
+	"unicode/utf8"
 )
 
 // memberlistLogger returns a *log.Logger for memberlist.Config.Logger that
@@ -27,6 +29,7 @@ func (w slogWriter) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	level, msg := parseLogLine(line)
+	msg = capLine(msg)
 	if why := refusalHint(msg); why != "" {
 		w.l.Log(context.Background(), level, "refused gossip from a node of another cluster or with another key",
 			"why", why, "memberlist", msg)
@@ -39,6 +42,26 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	}
 	w.l.Log(context.Background(), level, msg)
 	return len(p), nil
+}
+
+// maxLogLine bounds a memberlist line. memberlist writes peers' names into
+// its lines (e.g. "Refuting a suspect message (from: NAME)"), and a node
+// that is refused for its 5,000-byte name can still send messages: valid
+// names are at most 253 bytes, so anything past a few of them is the
+// sender's, not information.
+const maxLogLine = 1024
+
+// capLine cuts msg to maxLogLine bytes (at a rune boundary) and says how
+// much it dropped.
+func capLine(msg string) string {
+	if len(msg) <= maxLogLine {
+		return msg
+	}
+	cut := maxLogLine
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d more bytes)", msg[:cut], len(msg)-cut)
 }
 
 // refusalHints explain memberlist's lines about a peer whose messages it

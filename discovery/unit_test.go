@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -172,6 +173,24 @@ func TestMemberlistLoggerLevels(t *testing.T) {
 	}
 	if strings.Contains(out, "hidden") {
 		t.Errorf("debug line logged at info level:\n%s", out)
+	}
+}
+
+// A peer's huge name inside memberlist's own line does not reach the log whole.
+func TestMemberlistLoggerCapsLongLines(t *testing.T) {
+	logger, buf := newTestLogger(t)
+	ml := memberlistLogger(logger)
+	name := strings.Repeat("é", 2500) // 5,000 bytes, two per rune
+	ml.Printf("[WARN] memberlist: Refuting a suspect message (from: %s)", name)
+	out := buf.String()
+	if strings.Contains(out, name[:2*maxLogLine]) {
+		t.Errorf("the whole name was logged: %d bytes", len(out))
+	}
+	if !strings.Contains(out, "more bytes)") || !utf8.ValidString(out) {
+		t.Errorf("cut line does not say what it dropped, or splits a rune:\n%.200s", out)
+	}
+	if len(out) > 2*maxLogLine {
+		t.Errorf("line is %d bytes, want about %d", len(out), maxLogLine)
 	}
 }
 
