@@ -299,38 +299,17 @@ func (c Config) checkAddrs(ctx context.Context) (string, error) {
 // resolveTimeout bounds resolving one listening address's host name.
 const resolveTimeout = 5 * time.Second
 
-// checkHostPort checks a listening or advertised address: host:port with a
-// port from 0 (the system picks one) to 65535, and a host that is an IP or
-// a name that resolves. It returns the host's IP (preferring IPv4, as
-// discovery does; an empty host is every interface).
-//
-// It repeats discovery's host:port parsing, with errors that name the flag.
+// checkHostPort checks a listening or advertised address as discovery
+// does (host:port, a port from 0 to 65535, a host that resolves) and returns
+// the host's IP, for the flag's one-line error.
 func checkHostPort(ctx context.Context, flag, addr string) (string, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", configErrorf("%s %s: want host:port", flag, cell(addr))
-	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return "", configErrorf("%s %s: port must be a number from 0 to 65535", flag, cell(addr))
-	}
-	if host == "" {
-		return "0.0.0.0", nil
-	}
-	if ip := net.ParseIP(host); ip != nil {
-		return ip.String(), nil
-	}
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
-	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
-	if err != nil || len(ips) == 0 {
-		return "", configErrorf("%s %s: cannot resolve %s", flag, cell(addr), cell(host))
+	ip, _, err := discovery.ParseHostPort(ctx, addr)
+	if err != nil {
+		return "", configErrorf("%s %s: %v", flag, cell(addr), err)
 	}
-	for _, ip := range ips {
-		if ip.IP.To4() != nil {
-			return ip.IP.String(), nil
-		}
-	}
-	return ips[0].IP.String(), nil
+	return ip, nil
 }
 
 // checkJoin checks a seed address. Seeds are resolved when joined (and

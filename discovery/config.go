@@ -250,16 +250,16 @@ func normalizeConfig(cfg Config) (Config, error) {
 // because memberlist binds and advertises IPs only: IPv4 first when a name
 // has both, as "localhost" usually means 127.0.0.1; an empty host is
 // 0.0.0.0. The error is one line for the caller to prefix with what the
-// address is for, such as "want host:port: ...", "port must be 0-65535" or
-// "cannot resolve HOST: ...".
+// address is for: "want host:port", "port must be a number from 0 to
+// 65535" or "cannot resolve HOST".
 func ParseHostPort(ctx context.Context, addr string) (ip string, port int, err error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", 0, fmt.Errorf("want host:port: %v", err)
+		return "", 0, errors.New("want host:port")
 	}
 	p, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil {
-		return "", 0, errors.New("port must be 0-65535")
+		return "", 0, errors.New("port must be a number from 0 to 65535")
 	}
 	if host == "" {
 		return "0.0.0.0", int(p), nil
@@ -269,7 +269,7 @@ func ParseHostPort(ctx context.Context, addr string) (ip string, port int, err e
 	}
 	addrs, err := net.DefaultResolver.LookupIPAddr(ctx, host)
 	if err != nil || len(addrs) == 0 {
-		return "", 0, fmt.Errorf("cannot resolve %s: %v", host, err)
+		return "", 0, fmt.Errorf("cannot resolve %s", host)
 	}
 	for _, a := range addrs {
 		if a.IP.To4() != nil {

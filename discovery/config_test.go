@@ -17,9 +17,9 @@ func TestParseHostPort(t *testing.T) {
 		{addr: "[::1]:65535", ip: "::1", port: 65535},
 		{addr: "localhost:80", ip: "127.0.0.1", port: 80},
 		{addr: "127.0.0.1", err: "want host:port"},
-		{addr: "127.0.0.1:65536", err: "port must be 0-65535"},
-		{addr: "127.0.0.1:-1", err: "port must be 0-65535"},
-		{addr: "127.0.0.1:http", err: "port must be 0-65535"},
+		{addr: "127.0.0.1:65536", err: "port must be a number from 0 to 65535"},
+		{addr: "127.0.0.1:-1", err: "port must be a number from 0 to 65535"},
+		{addr: "127.0.0.1:http", err: "port must be a number from 0 to 65535"},
 		{addr: "no-such-host.invalid:1", err: "cannot resolve no-such-host.invalid"},
 	}
 	for _, tc := range cases {
