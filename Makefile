@@ -16,7 +16,7 @@ RUN_FLAGS ?= --name local --data-dir ./ringman-data --bind 127.0.0.1:7945 --serv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: build run demo demo-stop test test-deps deps-redis-cli deps-curl deps-nginx deps-nginx-dev deps-faults deps-ui deps-systemd nginx-module test-ui faults fuzz bench bench-deps bench-callgrind lint clean
+.PHONY: build run demo demo-stop test test-deps deps-redis-cli deps-curl deps-nginx deps-nginx-dev deps-faults deps-ui deps-systemd nginx-module test-ui faults fuzz bench bench-deps bench-callgrind scale lint clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/ringman
@@ -169,6 +169,14 @@ bench: bench-deps build nginx-module
 # bin/callgrind/, for `callgrind_annotate --inclusive=yes FILE`.
 bench-callgrind: bench-deps build nginx-module
 	$(GO) run ./test/bench -bin $(BIN) -only callgrind -callgrind-out bin/callgrind
+
+# Clusters of 50 and 100 processes on this machine, per gossip profile
+# (about 5 minutes; needs the machine to itself to mean anything):
+# SCALE_NODES=10,20 SCALE_PROFILES=fast to choose.
+SCALE_NODES ?= 50,100
+SCALE_PROFILES ?= fast,lan
+scale: build
+	$(GO) run ./test/bench -bin $(BIN) -only scale -scale-nodes $(SCALE_NODES) -scale-profiles $(SCALE_PROFILES)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -16,7 +16,10 @@
 //     auth_request.conf over 3 ringman nodes, alternating runs, medians;
 //     the native module's module.conf and set_backend, when it is built;
 //   - callgrind: instructions per request of one nginx with the built-in
-//     hash, lua.conf, module.conf and set_backend (valgrind).
+//     hash, lua.conf, module.conf and set_backend (valgrind);
+//   - scale, only when asked for (`make scale`, -only scale): 50 and 100
+//     processes per gossip profile: join to converged, false failures while
+//     idle, idle CPU and RSS per node, kill -9 to dropped everywhere.
 //
 // Figures are medians on a shared, noisy machine: trust ratios more than
 // absolute numbers. Progress goes to stderr, the table to stdout. Every
@@ -54,6 +57,10 @@ type options struct {
 	benchtime    string
 	only         string
 	callgrindOut string
+	// scaleNodes and scaleProfiles are the cluster sizes and gossip
+	// profiles of the scale section (`make scale`).
+	scaleNodes    string
+	scaleProfiles string
 }
 
 func main() {
@@ -71,6 +78,8 @@ func run() int {
 	flag.IntVar(&o.reps, "reps", 3, "crash/leave detection repetitions (median)")
 	flag.StringVar(&o.benchtime, "benchtime", "500ms", "go test -benchtime of the ring and override lookup benchmarks")
 	flag.StringVar(&o.only, "only", "ring,resp,detect,overrides,nginx,callgrind", "sections to run, comma-separated")
+	flag.StringVar(&o.scaleNodes, "scale-nodes", "50,100", "cluster sizes of the scale section, comma-separated")
+	flag.StringVar(&o.scaleProfiles, "scale-profiles", "fast,lan", "gossip profiles of the scale section, comma-separated")
 	flag.StringVar(&o.callgrindOut, "callgrind-out", "", "directory to keep the callgrind section's request dumps in, for callgrind_annotate")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -121,6 +130,7 @@ func run() int {
 		{"overrides", overrideRows},
 		{"nginx", nginxRows},
 		{"callgrind", callgrindRows},
+		{"scale", scaleRows}, // not in the default -only: `make scale`
 	}
 	for _, s := range sections {
 		if !slices.Contains(strings.Split(o.only, ","), s.name) {
