@@ -27,6 +27,9 @@ type Table struct {
 	entries map[string]Entry
 	clock   uint64 // the last HLC value issued or seen
 	state   []byte // cached LocalState; nil when stale
+	// wildCounts counts the live overrides by wildLabels, for
+	// index.wildDepths.
+	wildCounts [64]int
 
 	broadcast atomic.Pointer[func(key string, msg []byte)]
 	messages  chan *inbound // broadcasts from other nodes, not merged yet
@@ -111,7 +114,7 @@ func Open(db *bolt.DB, opts Options) (*Table, error) {
 			"count", len(ahead), "host", e.Host, "node", e.Version.Node, "version_time", e.Version.Time(),
 			"max_clock_offset", opts.MaxClockOffset)
 	}
-	t.publishLocked()
+	t.publishLocked(nil)
 	t.wg.Add(2)
 	go t.mergeLoop()
 	go t.collectLoop()
@@ -227,4 +230,4 @@ func (t *Table) List() []Entry {
 }
 
 // Len is the number of live overrides.
-func (t *Table) Len() int { return len(t.index.Load().backends) }
+func (t *Table) Len() int { return t.index.Load().count }

@@ -1,6 +1,7 @@
 package hostmap
 
 import (
+	"bytes"
 	"net"
 	"strconv"
 	"strings"
@@ -123,17 +124,11 @@ func hostOf(key []byte) []byte {
 	if len(key) == 0 || key[0] == '/' {
 		return nil
 	}
-	for i, c := range key {
-		if c == '/' {
-			key = key[:i]
-			break
-		}
+	if i := bytes.IndexByte(key, '/'); i >= 0 {
+		key = key[:i]
 	}
-	for i, c := range key {
-		if c == ':' {
-			key = key[:i]
-			break
-		}
+	if i := bytes.IndexByte(key, ':'); i >= 0 {
+		key = key[:i]
 	}
 	if n := len(key); n > 0 && key[n-1] == '.' {
 		key = key[:n-1]
