@@ -3,6 +3,7 @@ package hostmap
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -36,6 +37,9 @@ func TestIndexIncrementalMatchesRebuild(t *testing.T) {
 		if got.count != want.count || got.wildDepths != want.wildDepths || counts != rebuilt {
 			t.Fatalf("step %d: count %d, wildDepths %b; a rebuild has %d, %b", step, got.count, got.wildDepths, want.count, want.wildDepths)
 		}
+		if got.wild != want.wild {
+			t.Fatalf("step %d: the wildcard filter differs from a rebuild", step)
+		}
 		for s := range got.shards {
 			g, w := got.shards[s], want.shards[s]
 			if g.filter != w.filter || len(g.backends) != len(w.backends) {
@@ -57,4 +61,37 @@ func TestIndexIncrementalMatchesRebuild(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzHostLen checks hostLen and dotsOf, the word-at-a-time scans Match
+// uses, against hostOf and a byte-by-byte search for the dots.
+func FuzzHostLen(f *testing.F) {
+	for _, k := range []string{"", "/", "a", "a.", "a.b.c/d", ".x:1/y", "www.shop1.example.org/videos/1.ts",
+		"Q.B.Example.COM:8080/p?x=1", "a..b.", "..", strings.Repeat("a.", 126) + "b/", strings.Repeat("x", 253) + "./",
+		strings.Repeat("x", 254), strings.Repeat("a.b", 90)} {
+		f.Add(k)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		n := hostLen([]byte(key))
+		host := hostOf([]byte(key))
+		want := len(host)
+		if want > MaxHostLen {
+			want = -1
+		}
+		if n != want {
+			t.Fatalf("hostLen(%q) = %d, hostOf %d bytes (%q)", key, n, want, host)
+		}
+		if len(host) > MaxHostLen {
+			return
+		}
+		var dots [4]uint64
+		for i, c := range host {
+			if c == '.' {
+				dots[i>>6] |= 1 << (i & 63)
+			}
+		}
+		if got := dotsOf(host); got != dots {
+			t.Fatalf("dotsOf(%q) = %x, want %x", host, got, dots)
+		}
+	})
 }
