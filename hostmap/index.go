@@ -407,4 +407,7 @@ func (t *Table) publishLocked(changed []string) {
 	}
 	t.index.Store(next)
 	t.state = nil
+	if fn := t.onPublish.Load(); fn != nil && *fn != nil {
+		(*fn)()
+	}
 }

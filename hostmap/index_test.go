@@ -1,6 +1,7 @@
 package hostmap
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -94,4 +95,26 @@ func FuzzHostLen(f *testing.F) {
 			t.Fatalf("dotsOf(%q) = %x, want %x", host, got, dots)
 		}
 	})
+}
+
+// hostOf, the reference for hostLen, returns the host part of a lookup key
+// (README: How it decides): the text before the first '/' when the key
+// does not start with '/', without a ":port"
+// suffix and without one trailing dot (a Host header may be the absolute
+// "example.com."; NormalizeHost stores hosts without it). It is not
+// lower-cased.
+func hostOf(key []byte) []byte {
+	if len(key) == 0 || key[0] == '/' {
+		return nil
+	}
+	if i := bytes.IndexByte(key, '/'); i >= 0 {
+		key = key[:i]
+	}
+	if i := bytes.IndexByte(key, ':'); i >= 0 {
+		key = key[:i]
+	}
+	if n := len(key); n > 0 && key[n-1] == '.' {
+		key = key[:n-1]
+	}
+	return key
 }

@@ -35,6 +35,7 @@ type Table struct {
 	wildByPage [wildPages]map[string]uint64
 
 	broadcast atomic.Pointer[func(key string, msg []byte)]
+	onPublish atomic.Pointer[func()]
 	messages  chan *inbound // broadcasts from other nodes, not merged yet
 	states    chan *inbound // full states from other nodes, not merged yet
 	done      chan struct{}
@@ -135,6 +136,14 @@ func (t *Table) Close() error {
 // carries the messages is usually started after the table).
 func (t *Table) SetBroadcast(fn func(key string, msg []byte)) {
 	t.broadcast.Store(&fn)
+}
+
+// SetOnPublish makes fn be called after each change of what Match answers
+// (a local write or a merge from another node), so that a consumer of Live
+// (a table file writer) can look at once rather than poll. It is called with
+// the table's write lock held and must not block.
+func (t *Table) SetOnPublish(fn func()) {
+	t.onPublish.Store(&fn)
 }
 
 // Set creates or replaces the override of host; host and backend are

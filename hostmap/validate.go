@@ -1,7 +1,6 @@
 package hostmap
 
 import (
-	"bytes"
 	"net"
 	"strconv"
 	"strings"
@@ -113,25 +112,4 @@ func ValidateBackend(backend string) error {
 		return &FieldError{"backend", "host " + quoteShort(host) + " is not a DNS name or IP address: " + why}
 	}
 	return nil
-}
-
-// hostOf returns the host part of a lookup key (README: How it decides): the text before
-// the first '/' when the key does not start with '/', without a ":port"
-// suffix and without one trailing dot (a Host header may be the absolute
-// "example.com."; NormalizeHost stores hosts without it). It is not
-// lower-cased.
-func hostOf(key []byte) []byte {
-	if len(key) == 0 || key[0] == '/' {
-		return nil
-	}
-	if i := bytes.IndexByte(key, '/'); i >= 0 {
-		key = key[:i]
-	}
-	if i := bytes.IndexByte(key, ':'); i >= 0 {
-		key = key[:i]
-	}
-	if n := len(key); n > 0 && key[n-1] == '.' {
-		key = key[:n-1]
-	}
-	return key
 }
