@@ -515,7 +515,9 @@ const (
 	writeRate     = 10
 	// writeCount single writes are timed per table size and cluster size.
 	writeCount = 60
-	// writeWarmup writes precede each timed run.
+	// writeWarmup writes precede each timed run: the first writes after
+	// an import or a join run slower whatever the table's size (at 1,000
+	// as at 100,000).
 	writeWarmup = 40
 	// writeRESPFor is how long GETs are timed while writes run.
 	writeRESPFor = 3 * time.Second
@@ -532,21 +534,51 @@ type writeCost struct {
 
 // writeRows times single override writes with 1,000 and 100,000 overrides
 // stored, on one node and then with a second node that replicates them, and
-// RESP GET latency on the node while 10 writes a second run at 100,000.
-func writeRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row, error) {
+// RESP GET latency on the node while 10 writes a second run at 100,000. The
+// two sizes run side by side and are timed in alternating rounds, so that
+// the machine's noise falls on both alike.
+func writeRows(ctx context.Context, o options, dir string, cl *cleanups) (rows []row, err error) {
 	sizes := []int{1_000, importCount}
-	single := map[int]writeCost{}
-	pair := map[int]writeCost{}
-	var busy, idle respLatency
-	for _, size := range sizes {
-		s, c2, b, i, err := writeCosts(ctx, o, filepath.Join(dir, fmt.Sprint("write", size)), cl, size, size == importCount)
-		if err != nil {
+	benches := make([]*writeBench, len(sizes))
+	defer func() {
+		for _, wb := range benches {
+			if wb == nil {
+				continue
+			}
+			if err != nil {
+				err = fmt.Errorf("%w\nnode logs (%s):\n%s", err, thousands(wb.size), wb.c.Logs())
+			}
+			wb.c.Kill()
+		}
+	}()
+	for i, size := range sizes {
+		if benches[i], err = startWriteBench(ctx, o, filepath.Join(dir, fmt.Sprint("write", size)), cl, size); err != nil {
 			return nil, err
 		}
-		single[size], pair[size] = s, c2
-		if size == importCount {
-			busy, idle = b, i
+	}
+	single, err := timeWrites(ctx, benches)
+	if err != nil {
+		return nil, err
+	}
+	large := benches[len(benches)-1]
+	write := func() (time.Duration, error) { return large.write(ctx) }
+	idle, err := getLatency(ctx, large.writer, 0, write)
+	if err != nil {
+		return nil, err
+	}
+	busy, err := getLatency(ctx, large.writer, writeRate, write)
+	if err != nil {
+		return nil, err
+	}
+	progress("overrides: RESP GET p99 %v, max %v with %d writes/s (%v, %v without)", busy.p99, busy.max, writeRate, idle.p99, idle.max)
+	for _, wb := range benches {
+		if err := wb.addReceiver(ctx); err != nil {
+			return nil, err
 		}
+	}
+	pair, err := timeWrites(ctx, benches)
+	if err != nil {
+		return nil, err
 	}
 	return writeRowsFrom(single, pair, busy, idle), nil
 }
@@ -605,132 +637,143 @@ func writeRowsFrom(single, pair map[int]writeCost, busy, idle respLatency) []row
 	return rows
 }
 
-// writeCosts starts a node, imports size overrides, times writeCount
-// single writes on it alone (and, with resp, RESP GETs with and without
-// writes running), then starts a second node that joins it, waits until it
-// has every override, and times writeCount more writes with the receiver's
-// CPU.
-func writeCosts(ctx context.Context, o options, dir string, cl *cleanups, size int, resp bool) (single, pair writeCost, busy, idle respLatency, err error) {
-	c := cluster.New(o.bin, dir)
-	cl.add(c.Kill)
-	defer func() {
-		if err != nil {
-			err = fmt.Errorf("%w\nnode logs:\n%s", err, c.Logs())
-		}
-		c.Kill()
-	}()
-	nodes, err := c.StartRing(ctx, fmt.Sprintf("w%d-", size), "web", 1)
+// writeBench is a node holding size imported overrides, and later a second
+// node that joined it.
+type writeBench struct {
+	size             int
+	c                *cluster.Cluster
+	writer, receiver *cluster.Node
+	written          int // single writes so far
+}
+
+// startWriteBench starts a node and imports size overrides into it.
+func startWriteBench(ctx context.Context, o options, dir string, cl *cleanups, size int) (*writeBench, error) {
+	wb := &writeBench{size: size, c: cluster.New(o.bin, dir)}
+	cl.add(wb.c.Kill)
+	nodes, err := wb.c.StartRing(ctx, fmt.Sprintf("w%d-", size), "web", 1)
 	if err != nil {
-		return
+		return wb, err
 	}
-	writer := nodes[0]
+	wb.writer = nodes[0]
 	batches, err := importBatches(size, httpapi.MaxBody)
 	if err != nil {
-		return
+		return wb, err
 	}
 	hc := &http.Client{Timeout: time.Minute}
 	progress("overrides: importing %d entries to time single writes", size)
 	for i, b := range batches {
-		status, _, msg, perr := postEntries(ctx, hc, writer.HTTPAddr, b)
-		if perr != nil || status != http.StatusOK {
-			err = fmt.Errorf("import POST %d of %d: status %d %s: %v", i+1, len(batches), status, msg, perr)
-			return
+		status, _, msg, err := postEntries(ctx, hc, wb.writer.HTTPAddr, b)
+		if err != nil || status != http.StatusOK {
+			return wb, fmt.Errorf("import POST %d of %d: status %d %s: %v", i+1, len(batches), status, msg, err)
 		}
 	}
-	written := 0
-	write := func() (time.Duration, error) {
-		host := fmt.Sprintf("w%06d.write.example.com", written)
-		written++
-		t0 := time.Now()
-		if _, err := writer.API().SetHost(ctx, host, fmt.Sprintf("10.3.%d.%d:8080", written/250%250, written%250+1)); err != nil {
-			return 0, fmt.Errorf("POST %s: %w", host, err)
-		}
-		return time.Since(t0), nil
+	return wb, nil
+}
+
+func (wb *writeBench) host(i int) string { return fmt.Sprintf("w%06d.write.example.com", i) }
+
+// write sets one more override through the writer's HTTP API and returns
+// how long the POST took.
+func (wb *writeBench) write(ctx context.Context) (time.Duration, error) {
+	host := wb.host(wb.written)
+	wb.written++
+	t0 := time.Now()
+	if _, err := wb.writer.API().SetHost(ctx, host, fmt.Sprintf("10.3.%d.%d:8080", wb.written/250%250, wb.written%250+1)); err != nil {
+		return 0, fmt.Errorf("POST %s: %w", host, err)
 	}
-	timed := func(nodes ...*cluster.Node) (wall time.Duration, cpu []time.Duration, err error) {
-		// The first writes after an import or a join run slower
-		// whatever the table's size (at 1,000 as at 100,000): time the
-		// steady state.
-		for range writeWarmup {
-			if _, err := write(); err != nil {
-				return 0, nil, err
-			}
-		}
-		before := make([]time.Duration, len(nodes))
-		for i, n := range nodes {
-			if before[i], err = processCPU(n.Pid()); err != nil {
-				return 0, nil, err
-			}
-		}
-		walls := make([]float64, writeCount)
-		for i := range walls {
-			d, err := write()
-			if err != nil {
-				return 0, nil, err
-			}
-			walls[i] = float64(d)
-		}
-		last := fmt.Sprintf("w%06d.write.example.com", written-1)
-		for _, n := range nodes[1:] {
-			if err := cluster.Poll(ctx, time.Millisecond, n.Name+" has "+last, func() (bool, string) {
-				_, err := n.API().Host(ctx, last)
-				return err == nil, fmt.Sprint(err)
-			}); err != nil {
-				return 0, nil, err
-			}
-		}
-		cpu = make([]time.Duration, len(nodes))
-		for i, n := range nodes {
-			after, err := processCPU(n.Pid())
-			if err != nil {
-				return 0, nil, err
-			}
-			cpu[i] = (after - before[i]) / writeCount
-		}
-		return time.Duration(median(walls)), cpu, nil
-	}
-	var cpu []time.Duration
-	if single.wall, cpu, err = timed(writer); err != nil {
-		return
-	}
-	single.writerCPU = cpu[0]
-	progress("overrides: %d entries, 1 node: a write takes %v, %v CPU", size, single.wall, single.writerCPU)
-	if resp {
-		if idle, err = getLatency(ctx, writer, 0, write); err != nil {
-			return
-		}
-		if busy, err = getLatency(ctx, writer, writeRate, write); err != nil {
-			return
-		}
-		progress("overrides: RESP GET p99 %v, max %v with %d writes/s (%v, %v without)", busy.p99, busy.max, writeRate, idle.p99, idle.max)
-	}
+	return time.Since(t0), nil
+}
+
+// addReceiver starts a node that joins the writer and waits until it has
+// every override.
+func (wb *writeBench) addReceiver(ctx context.Context) error {
 	port, err := cluster.FreePort()
 	if err != nil {
-		return
+		return err
 	}
-	receiver, err := c.Start(ctx, cluster.NodeConfig{Name: fmt.Sprintf("w%d-2", size),
-		Services: []string{fmt.Sprintf("web=127.0.0.1:%d", port)}, Join: []string{writer.GossipAddr}})
-	if err != nil {
-		return
+	if wb.receiver, err = wb.c.Start(ctx, cluster.NodeConfig{Name: fmt.Sprintf("w%d-2", wb.size),
+		Services: []string{fmt.Sprintf("web=127.0.0.1:%d", port)}, Join: []string{wb.writer.GossipAddr}}); err != nil {
+		return err
 	}
-	want := size + written
+	want := wb.size + wb.written
 	pctx, cancel := context.WithTimeout(ctx, freshBound)
 	defer cancel()
-	if err = cluster.Poll(pctx, freshPoll, fmt.Sprintf("%s has all %d overrides", receiver.Name, want), func() (bool, string) {
-		list, err := receiver.API().Hosts(pctx)
+	return cluster.Poll(pctx, freshPoll, fmt.Sprintf("%s has all %d overrides", wb.receiver.Name, want), func() (bool, string) {
+		list, err := wb.receiver.API().Hosts(pctx)
 		if err != nil {
 			return false, err.Error()
 		}
 		return len(list) == want, fmt.Sprintf("it lists %d", len(list))
-	}); err != nil {
-		return
+	})
+}
+
+// Single writes are timed in writeRounds rounds of writeCount/writeRounds
+// writes, alternating between the table sizes.
+const writeRounds = 6
+
+// timeWrites times writeCount single writes on each bench (after
+// writeWarmup untimed ones), in alternating rounds, with the receiver's
+// CPU when there is one (until it has the round's last write).
+func timeWrites(ctx context.Context, benches []*writeBench) (map[int]writeCost, error) {
+	walls := map[int][]float64{}
+	cpu := map[int][2]time.Duration{}
+	for _, wb := range benches {
+		for range writeWarmup {
+			if _, err := wb.write(ctx); err != nil {
+				return nil, err
+			}
+		}
 	}
-	if pair.wall, cpu, err = timed(writer, receiver); err != nil {
-		return
+	for round := range writeRounds {
+		for k := range benches {
+			wb := benches[(k+round)%len(benches)] // who goes first alternates too
+			nodes := []*cluster.Node{wb.writer}
+			if wb.receiver != nil {
+				nodes = append(nodes, wb.receiver)
+			}
+			before := make([]time.Duration, len(nodes))
+			for i, n := range nodes {
+				var err error
+				if before[i], err = processCPU(n.Pid()); err != nil {
+					return nil, err
+				}
+			}
+			for range writeCount / writeRounds {
+				d, err := wb.write(ctx)
+				if err != nil {
+					return nil, err
+				}
+				walls[wb.size] = append(walls[wb.size], float64(d))
+			}
+			if wb.receiver != nil {
+				last := wb.host(wb.written - 1)
+				if err := cluster.Poll(ctx, time.Millisecond, wb.receiver.Name+" has "+last, func() (bool, string) {
+					_, err := wb.receiver.API().Host(ctx, last)
+					return err == nil, fmt.Sprint(err)
+				}); err != nil {
+					return nil, err
+				}
+			}
+			sum := cpu[wb.size]
+			for i, n := range nodes {
+				after, err := processCPU(n.Pid())
+				if err != nil {
+					return nil, err
+				}
+				sum[i] += after - before[i]
+			}
+			cpu[wb.size] = sum
+		}
 	}
-	pair.writerCPU, pair.receiverCPU = cpu[0], cpu[1]
-	progress("overrides: %d entries, 2 nodes: a write takes %v, %v CPU on the writer, %v on the receiver", size, pair.wall, pair.writerCPU, pair.receiverCPU)
-	return single, pair, busy, idle, nil
+	out := map[int]writeCost{}
+	for _, wb := range benches {
+		n := time.Duration(len(walls[wb.size]))
+		c := writeCost{wall: time.Duration(median(walls[wb.size])), writerCPU: cpu[wb.size][0] / n, receiverCPU: cpu[wb.size][1] / n}
+		out[wb.size] = c
+		progress("overrides: %d entries, %d node(s): a write takes %v, %v CPU on the writer, %v on a receiver",
+			wb.size, 1+min(1, len(wb.c.Nodes())-1), c.wall, c.writerCPU, c.receiverCPU)
+	}
+	return out, nil
 }
 
 // respLatency is the p99 and the longest of a run of GETs.
