@@ -137,3 +137,24 @@ func BenchmarkMergeState100k(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(state)), "state-bytes")
 }
+
+// BenchmarkSetOne is one override write (validated, committed in its own
+// fsynced bbolt transaction, published) into a table that already holds
+// 1,000 or 100,000 overrides: it should cost the same at both sizes.
+func BenchmarkSetOne(b *testing.B) {
+	for _, size := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprint("overrides=", size), func(b *testing.B) {
+			tb := benchTable(b, "bench")
+			if _, err := tb.SetMany(benchPairs(size, 100)); err != nil {
+				b.Fatal(err)
+			}
+			i := 0
+			for b.Loop() {
+				if _, err := tb.Set("w"+strconv.Itoa(i)+".write.example.com", "10.9.0.1:80"); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}

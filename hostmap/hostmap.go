@@ -10,8 +10,11 @@
 // a node that was away longer than that may bring a deleted entry back.
 //
 // Lookups (Match) read an immutable index published with one atomic swap:
-// no lock, no allocation. Writes are committed to bbolt (fsynced) before they
-// are published or acknowledged.
+// no lock, no allocation. The index is split into shards by host hash, so a
+// write copies only the shards of the hosts it changes and costs the same
+// in a table of 1,000 as of 100,000. Writes are committed to bbolt
+// (fsynced, only the changed keys) before they are published or
+// acknowledged.
 package hostmap
 
 import (

@@ -14,13 +14,16 @@ import (
 func (t *Table) Live() (uint64, iter.Seq2[string, string]) {
 	idx := t.index.Load()
 	return idx.gen, func(yield func(host, backend string) bool) {
-		hosts := make([]string, 0, len(idx.backends))
-		for h := range idx.backends {
-			hosts = append(hosts, h)
+		type pair struct{ host, backend string }
+		all := make([]pair, 0, idx.count)
+		for _, sh := range idx.shards {
+			for h, b := range sh.backends {
+				all = append(all, pair{h, b[0]})
+			}
 		}
-		slices.SortFunc(hosts, strings.Compare)
-		for _, h := range hosts {
-			if !yield(h, idx.backends[h][0]) {
+		slices.SortFunc(all, func(a, b pair) int { return strings.Compare(a.host, b.host) })
+		for _, p := range all {
+			if !yield(p.host, p.backend) {
 				return
 			}
 		}

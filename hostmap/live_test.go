@@ -35,3 +35,22 @@ func TestLive(t *testing.T) {
 		t.Fatalf("generation moved from %d to %d without a change", gen1, gen2)
 	}
 }
+
+func TestOnPublish(t *testing.T) {
+	tb, _ := openTable(t, "n1", nil)
+	calls := 0
+	tb.SetOnPublish(func() { calls++ })
+	gen, _ := tb.Live()
+	if _, err := tb.Set("a.example.com", "10.0.0.1:80"); err != nil {
+		t.Fatal(err)
+	}
+	if next, _ := tb.Live(); calls != 1 || next == gen {
+		t.Errorf("after a write: %d calls, generation %d -> %d; want 1 call and a new generation", calls, gen, next)
+	}
+	if _, err := tb.Merge([]Entry{{Host: "b.example.com", Backend: "10.0.0.2:80", Version: Version{Clock: 1, Node: "n2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 2 {
+		t.Errorf("after a merge: %d calls, want 2", calls)
+	}
+}

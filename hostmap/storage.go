@@ -27,10 +27,12 @@ func (t *Table) commitLocked(entries []Entry) error {
 	if err != nil {
 		return fmt.Errorf("store overrides: %w", err)
 	}
-	for _, e := range entries {
+	hosts := make([]string, len(entries))
+	for i, e := range entries {
 		t.entries[e.Host] = e
+		hosts[i] = e.Host
 	}
-	t.publishLocked()
+	t.publishLocked(hosts)
 	return nil
 }
 

@@ -27,8 +27,15 @@ type Table struct {
 	entries map[string]Entry
 	clock   uint64 // the last HLC value issued or seen
 	state   []byte // cached LocalState; nil when stale
+	// wildCounts counts the live overrides by wildLabels, for
+	// index.wildDepths.
+	wildCounts [64]int
+	// wildByPage holds the live wildcards of each page of index.wild, by
+	// hash, so that a wildcard write rebuilds one page.
+	wildByPage [wildPages]map[string]uint64
 
 	broadcast atomic.Pointer[func(key string, msg []byte)]
+	onPublish atomic.Pointer[func()]
 	messages  chan *inbound // broadcasts from other nodes, not merged yet
 	states    chan *inbound // full states from other nodes, not merged yet
 	done      chan struct{}
@@ -111,7 +118,7 @@ func Open(db *bolt.DB, opts Options) (*Table, error) {
 			"count", len(ahead), "host", e.Host, "node", e.Version.Node, "version_time", e.Version.Time(),
 			"max_clock_offset", opts.MaxClockOffset)
 	}
-	t.publishLocked()
+	t.publishLocked(nil)
 	t.wg.Add(2)
 	go t.mergeLoop()
 	go t.collectLoop()
@@ -129,6 +136,14 @@ func (t *Table) Close() error {
 // carries the messages is usually started after the table).
 func (t *Table) SetBroadcast(fn func(key string, msg []byte)) {
 	t.broadcast.Store(&fn)
+}
+
+// SetOnPublish makes fn be called after each change of what Match answers
+// (a local write or a merge from another node), so that a consumer of Live
+// (a table file writer) can look at once rather than poll. It is called with
+// the table's write lock held and must not block.
+func (t *Table) SetOnPublish(fn func()) {
+	t.onPublish.Store(&fn)
 }
 
 // Set creates or replaces the override of host; host and backend are
@@ -227,4 +242,4 @@ func (t *Table) List() []Entry {
 }
 
 // Len is the number of live overrides.
-func (t *Table) Len() int { return len(t.index.Load().backends) }
+func (t *Table) Len() int { return t.index.Load().count }

@@ -113,30 +113,3 @@ func ValidateBackend(backend string) error {
 	}
 	return nil
 }
-
-// hostOf returns the host part of a lookup key (README: How it decides): the text before
-// the first '/' when the key does not start with '/', without a ":port"
-// suffix and without one trailing dot (a Host header may be the absolute
-// "example.com."; NormalizeHost stores hosts without it). It is not
-// lower-cased.
-func hostOf(key []byte) []byte {
-	if len(key) == 0 || key[0] == '/' {
-		return nil
-	}
-	for i, c := range key {
-		if c == '/' {
-			key = key[:i]
-			break
-		}
-	}
-	for i, c := range key {
-		if c == ':' {
-			key = key[:i]
-			break
-		}
-	}
-	if n := len(key); n > 0 && key[n-1] == '.' {
-		key = key[:n-1]
-	}
-	return key
-}

