@@ -74,6 +74,14 @@ typedef struct {
     ringman_table_t                 t;
     ngx_http_ringman_peer_t        *instances;  /* N */
     ngx_http_ringman_peer_t        *overrides;  /* S, by slot */
+
+    /*
+     * The balancer's candidates, P rows of W uint16 (FORMAT.md's rows):
+     * the file's own rows, or when some instances are not IP:port, rows
+     * without them, row r holding row_len[r]. A request only indexes them.
+     */
+    const u_char                   *rows;
+    u_char                         *row_len;    /* NULL: W in every row */
     ngx_atomic_t                   *inflight;   /* the service's total */
 } ngx_http_ringman_table_t;
 
@@ -184,13 +192,14 @@ typedef struct {
     ngx_pool_cleanup_t              cleanup;    /* releases table */
     ringman_answer_t                a;
 
-    /* the balancer's peer data */
+    /* the balancer's peer data, set by its peer init */
+    const u_char                   *row;        /* the candidates, or NULL */
+    ngx_http_ringman_peer_t        *override;   /* when row is NULL */
     ngx_uint_t                      n;
     ngx_uint_t                      tried;
-    ngx_uint_t                      used;       /* bit i: peers[i] tried */
+    ngx_uint_t                      used;       /* bit i: candidate i tried */
     ngx_uint_t                      factor;
     ngx_http_ringman_peer_t        *current;    /* counted in flight */
-    ngx_http_ringman_peer_t        *peers[RINGMAN_TABLE_MAX_WIDTH];
 } ngx_http_ringman_request_t;
 
 
@@ -1133,6 +1142,51 @@ ngx_http_ringman_forget_refused(ngx_http_ringman_service_t *s, ngx_log_t *log)
 
 
 /*
+ * ngx_http_ringman_rows sets tbl's candidate rows: the file's when every
+ * instance is IP:port (skipped is 0), else copies without the others.
+ */
+static ngx_int_t
+ngx_http_ringman_rows(ngx_pool_t *pool, ngx_http_ringman_table_t *tbl,
+    ngx_uint_t skipped)
+{
+    u_char    *rows, *p;
+    uint32_t   r, i, w, c;
+
+    w = tbl->t.width;
+
+    if (skipped == 0) {
+        tbl->rows = tbl->t.rows;
+        return NGX_OK;
+    }
+
+    rows = ngx_palloc(pool, (size_t) tbl->t.partitions * w * 2);
+    tbl->row_len = ngx_palloc(pool, tbl->t.partitions);
+    if (rows == NULL || tbl->row_len == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (r = 0; r < tbl->t.partitions; r++) {
+        p = rows + (size_t) r * w * 2;
+
+        for (i = 0; i < w; i++) {
+            c = ringman_table_candidate(&tbl->t, r, i);
+
+            if (tbl->instances[c].sockaddr) {
+                *p++ = (u_char) c;
+                *p++ = (u_char) (c >> 8);
+            }
+        }
+
+        tbl->row_len[r] = (u_char) ((p - rows - (size_t) r * w * 2) / 2);
+    }
+
+    tbl->rows = rows;
+
+    return NGX_OK;
+}
+
+
+/*
  * ngx_http_ringman_read_failed logs a system error met reading s's file
  * (once until a table loads again) and remembers the file's stat fi (the
  * path's, when it could not be opened), so that the same file is not read
@@ -1287,6 +1341,10 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log,
                 first_len = len;
             }
         }
+    }
+
+    if (ngx_http_ringman_rows(pool, tbl, named) != NGX_OK) {
+        goto failed;
     }
 
     for (i = 0; i < tbl->t.slots; i++) {
@@ -1558,10 +1616,9 @@ ngx_http_ringman_init_process(ngx_cycle_t *cycle)
 
 
 /*
- * ngx_http_ringman_request returns the request's answer from service s
- * with key, or NULL (r's status in *status): set_backend's when it asked
- * the same, else a new one. The table it holds stays referenced until
- * the request's pool is destroyed.
+ * ngx_http_ringman_request looks key up in service s for r and makes the
+ * answer the request's, or returns NULL (r's status in *status). The table
+ * it holds stays referenced until the request's pool is destroyed.
  */
 static ngx_http_ringman_request_t *
 ngx_http_ringman_request(ngx_http_request_t *r, ngx_http_ringman_service_t *s,
@@ -1572,12 +1629,6 @@ ngx_http_ringman_request(ngx_http_request_t *r, ngx_http_ringman_service_t *s,
     ngx_pool_cleanup_t          *cln;
     ngx_http_ringman_table_t    *tbl;
     ngx_http_ringman_request_t  *rq;
-
-    rq = ngx_http_get_module_ctx(r, ngx_http_ringman_module);
-
-    if (rq != NULL && rq->service == s && rq->key == key) {
-        return rq;
-    }
 
     /* The refresh timer logged why, once. */
     tbl = s->usable;
@@ -1593,7 +1644,8 @@ ngx_http_ringman_request(ngx_http_request_t *r, ngx_http_ringman_service_t *s,
         return NULL;
     }
 
-    rq = ngx_pcalloc(r->pool, sizeof(ngx_http_ringman_request_t));
+    /* Not zeroed: the balancer's peer init sets its own fields. */
+    rq = ngx_palloc(r->pool, sizeof(ngx_http_ringman_request_t));
     if (rq == NULL) {
         *status = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return NULL;
@@ -1627,6 +1679,7 @@ ngx_http_ringman_handler(ngx_http_request_t *r)
     size_t                        len;
     ngx_int_t                     status;
     const u_char                 *backend;
+    ngx_http_ringman_peer_t      *owner;
     ngx_http_variable_value_t    *v;
     ngx_http_ringman_request_t   *rq;
     ngx_http_ringman_loc_conf_t  *lcf;
@@ -1650,9 +1703,10 @@ ngx_http_ringman_handler(ngx_http_request_t *r)
         break;
 
     case RINGMAN_ROW:
-        backend = ringman_table_instance(&rq->table->t,
-                      ringman_table_candidate(&rq->table->t, rq->a.row, 0),
-                      &len);
+        owner = &rq->table->instances[ringman_table_candidate(&rq->table->t,
+                                                              rq->a.row, 0)];
+        backend = owner->name.data;
+        len = owner->name.len;
         break;
 
     default:
@@ -1812,16 +1866,19 @@ static ngx_int_t
 ngx_http_ringman_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us)
 {
-    uint32_t                       i;
     ngx_int_t                      status;
-    ngx_http_ringman_peer_t       *peer;
     ngx_http_ringman_table_t      *tbl;
     ngx_http_ringman_request_t    *rq;
     ngx_http_ringman_srv_conf_t   *scf;
 
     scf = ngx_http_conf_upstream_srv_conf(us, ngx_http_ringman_module);
 
-    rq = ngx_http_ringman_request(r, scf->service, scf->key, &status);
+    /* set_backend's answer when it asked the same service with this key. */
+    rq = ngx_http_get_module_ctx(r, ngx_http_ringman_module);
+
+    if (rq == NULL || rq->service != scf->service || rq->key != scf->key) {
+        rq = ngx_http_ringman_request(r, scf->service, scf->key, &status);
+    }
 
     if (rq == NULL) {
         if (status == NGX_HTTP_INTERNAL_SERVER_ERROR) {
@@ -1837,27 +1894,23 @@ ngx_http_ringman_init_peer(ngx_http_request_t *r,
     } else {
         tbl = rq->table;
 
-        /* A second upstream of the same request starts over. */
+        /* Set anew: a second upstream of the same request starts over. */
+        rq->row = NULL;
+        rq->override = NULL;
         rq->n = 0;
         rq->tried = 0;
         rq->used = 0;
         rq->current = NULL;
 
         if (rq->a.kind == RINGMAN_OVERRIDE) {
-            peer = &tbl->overrides[rq->a.slot];
-
-            if (peer->sockaddr) {
-                rq->peers[rq->n++] = peer;
+            if (tbl->overrides[rq->a.slot].sockaddr) {
+                rq->override = &tbl->overrides[rq->a.slot];
+                rq->n = 1;
             }
 
         } else if (rq->a.kind == RINGMAN_ROW) {
-            for (i = 0; i < tbl->t.width; i++) {
-                peer = &tbl->instances[ringman_table_candidate(&tbl->t,
-                                                                 rq->a.row, i)];
-                if (peer->sockaddr) {
-                    rq->peers[rq->n++] = peer;
-                }
-            }
+            rq->row = tbl->rows + (size_t) rq->a.row * tbl->t.width * 2;
+            rq->n = tbl->row_len ? tbl->row_len[rq->a.row] : tbl->t.width;
         }
     }
 
@@ -1871,6 +1924,18 @@ ngx_http_ringman_init_peer(ngx_http_request_t *r,
     r->upstream->peer.tries = rq->n ? rq->n : 1;
 
     return NGX_OK;
+}
+
+
+/* ngx_http_ringman_candidate returns pd's candidate i (i < n). */
+static ngx_inline ngx_http_ringman_peer_t *
+ngx_http_ringman_candidate(ngx_http_ringman_request_t *pd, ngx_uint_t i)
+{
+    if (pd->row == NULL) {
+        return pd->override;
+    }
+
+    return &pd->table->instances[pd->row[2 * i] | pd->row[2 * i + 1] << 8];
 }
 
 
@@ -1916,7 +1981,7 @@ ngx_http_ringman_get_peer(ngx_peer_connection_t *pc, void *data)
                 continue;
             }
 
-            peer = pd->peers[i];
+            peer = ngx_http_ringman_candidate(pd, i);
 
             if (peer->inflight == NULL || *peer->inflight < cap) {
                 pick = i;
@@ -1928,7 +1993,7 @@ ngx_http_ringman_get_peer(ngx_peer_connection_t *pc, void *data)
     pd->used |= (ngx_uint_t) 1 << pick;
     pd->tried++;
 
-    peer = pd->peers[pick];
+    peer = ngx_http_ringman_candidate(pd, pick);
 
     if (pd->factor && peer->inflight && pd->table->inflight) {
         (void) ngx_atomic_fetch_add(peer->inflight, 1);
