@@ -1464,7 +1464,7 @@ ngx_http_ringman_reload(ngx_http_ringman_service_t *s, ngx_log_t *log)
             ngx_log_error(level, log, err, "ringman: no table \"%V\" (%s)",
                           &s->path,
                           s->table ? "the last one is used until it is "
-                                     "stale" : "503 until there is one");
+                                     "stale" : "no routing until there is one");
         }
 
         return;

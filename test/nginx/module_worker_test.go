@@ -143,3 +143,74 @@ func TestModuleBalanceFactorOverrideNoInstances(t *testing.T) {
 		t.Errorf("a worker crashed:\n%s", f.nginx.ErrorLog())
 	}
 }
+
+// The balancer alone (module.conf without set_backend): with no table it
+// gives nginx no peer, a 502 that is logged once (the missing file), not
+// once per request ("no live upstreams"); with every instance drained, a
+// key without an override gets the same 502, and the empty ring is logged
+// once when its table loads.
+func TestModuleBalancerAloneLogsOnce(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	nginxBin(t, false)
+	so := moduleSO(t)
+	tables := filepath.Join(worldDir(t, "rm-tbl-"), "n1")
+	f := newFixtureArgs(t, ctx, "", 1, func(int) []string { return []string{"--table-dir", tables} })
+	empty := worldDir(t, "rm-empty-")
+	alone := map[string]string{"set_backend $ringman_owner;": ""}
+	f.nginx = startEditedNginx(t, "module.conf", alone, map[string]string{"MODULE": so, "RINGMAN_TABLES": empty})
+	const requests = 5
+	for i := range requests {
+		r, err := f.get(host, fmt.Sprintf("/none/%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != http.StatusBadGateway {
+			t.Errorf("GET /none/%d with no table: %+v, want 502", i, r)
+		}
+	}
+	log := f.nginx.ErrorLog()
+	if n := strings.Count(log, fmt.Sprintf(`no table "%s/web.table"`, empty)); n != 1 {
+		t.Errorf("the missing table was logged %d times, want once:\n%s", n, log)
+	}
+	if strings.Contains(log, "no live upstreams") {
+		t.Errorf("nginx logged each request without a table:\n%s", log)
+	}
+
+	f.nginx.Stop()
+	f.nginx = startEditedNginx(t, "module.conf", alone, map[string]string{"MODULE": so, "RINGMAN_TABLES": tables})
+	err := cluster.Poll(ctx, 20*time.Millisecond, "nginx routes from the node's table", func() (bool, string) {
+		r, err := f.get(host, "/routed")
+		if err != nil {
+			return false, err.Error()
+		}
+		return r.Status == http.StatusOK, fmt.Sprintf("got %+v", r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.nodes[0].API().Drain(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	err = cluster.Poll(ctx, 20*time.Millisecond, "502 once the ring is empty", func() (bool, string) {
+		r, err := f.get(host, "/drained/0")
+		if err != nil {
+			return false, err.Error()
+		}
+		return r.Status == http.StatusBadGateway, fmt.Sprintf("got %+v", r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range requests {
+		if r, err := f.get(host, fmt.Sprintf("/drained/%d", i+1)); err != nil || r.Status != http.StatusBadGateway {
+			t.Errorf("GET /drained/%d with the ring empty: %+v %v, want 502", i+1, r, err)
+		}
+	}
+	log = f.nginx.ErrorLog()
+	if n := strings.Count(log, `has no live instance`); n != 1 {
+		t.Errorf("the empty ring was logged %d times, want once:\n%s", n, log)
+	}
+	if strings.Contains(log, "no live upstreams") || strings.Contains(log, "no route in service") {
+		t.Errorf("nginx logged each request without a route:\n%s", log)
+	}
+}
