@@ -151,11 +151,7 @@ func TestModuleBalanceFactorOverrideNoInstances(t *testing.T) {
 // once when its table loads.
 func TestModuleBalancerAloneLogsOnce(t *testing.T) {
 	ctx := testContext(t, 90*time.Second)
-	nginxBin(t, false)
-	so := moduleSO(t)
-	tables := filepath.Join(worldDir(t, "rm-tbl-"), "n1")
-	f := newFixtureArgs(t, ctx, "", 1, func(int) []string { return []string{"--table-dir", tables} })
-	empty := worldDir(t, "rm-empty-")
+	f, so, tables, empty := newNoTableFixture(t, ctx)
 	alone := map[string]string{"set_backend $ringman_owner;": ""}
 	f.nginx = startEditedNginx(t, "module.conf", alone, map[string]string{"MODULE": so, "RINGMAN_TABLES": empty})
 	const requests = 5
@@ -178,29 +174,24 @@ func TestModuleBalancerAloneLogsOnce(t *testing.T) {
 
 	f.nginx.Stop()
 	f.nginx = startEditedNginx(t, "module.conf", alone, map[string]string{"MODULE": so, "RINGMAN_TABLES": tables})
-	err := cluster.Poll(ctx, 20*time.Millisecond, "nginx routes from the node's table", func() (bool, string) {
-		r, err := f.get(host, "/routed")
+	waitStatus := func(path string, want int, what string) {
+		t.Helper()
+		err := cluster.Poll(ctx, 20*time.Millisecond, what, func() (bool, string) {
+			r, err := f.get(host, path)
+			if err != nil {
+				return false, err.Error()
+			}
+			return r.Status == want, fmt.Sprintf("GET %s: %+v", path, r)
+		})
 		if err != nil {
-			return false, err.Error()
+			t.Fatal(err)
 		}
-		return r.Status == http.StatusOK, fmt.Sprintf("got %+v", r)
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
+	waitStatus("/routed", http.StatusOK, "nginx routes from the node's table")
 	if _, err := f.nodes[0].API().Drain(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	err = cluster.Poll(ctx, 20*time.Millisecond, "502 once the ring is empty", func() (bool, string) {
-		r, err := f.get(host, "/drained/0")
-		if err != nil {
-			return false, err.Error()
-		}
-		return r.Status == http.StatusBadGateway, fmt.Sprintf("got %+v", r)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	waitStatus("/drained/0", http.StatusBadGateway, "502 once the ring is empty")
 	for i := range requests {
 		if r, err := f.get(host, fmt.Sprintf("/drained/%d", i+1)); err != nil || r.Status != http.StatusBadGateway {
 			t.Errorf("GET /drained/%d with the ring empty: %+v %v, want 502", i+1, r, err)
