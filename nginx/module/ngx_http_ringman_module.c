@@ -10,7 +10,9 @@
  * ringman_refresh; a new file (ringman renames a new one over the old, so a
  * new inode) is read, checked and swapped in; a refused one is logged
  * once and the old table stays. The file's mtime is the node's heartbeat:
- * a table whose file is older than ringman_max_stale is not used (503).
+ * a table whose file is older than ringman_max_stale is not used. The
+ * timer decides that too, and logs each change once: a request only reads
+ * the service's usable table, or NULL.
  *
  * Two ways to use an answer:
  *   set_backend $backend [KEY] [service=NAME];   (preaccess phase)
@@ -18,7 +20,9 @@
  *     ringman_no_route_status (404) / 503 (no fresh table);
  *   upstream NAME { ringman_hash KEY [service=NAME]; keepalive N; }
  *     a balancer: tries the candidates in order (tries = W), and chains
- *     under keepalive as nginx's hash module does.
+ *     under keepalive as nginx's hash module does; with no fresh table or
+ *     no candidate, 502.
+ * In one request both share one answer (ngx_http_ringman_request_t).
  *
  * A table is shared by the requests that still use it: each holds a
  * reference (released by a pool cleanup), so a swap never frees what a
