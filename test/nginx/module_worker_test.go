@@ -205,3 +205,56 @@ func TestModuleBalancerAloneLogsOnce(t *testing.T) {
 		t.Errorf("nginx logged each request without a route:\n%s", log)
 	}
 }
+
+// A table file the workers cannot read is logged once and not read again
+// until it changes; a chmod that makes it readable is such a change (its
+// ctime), and nginx then routes from it. The file is a copy that no node
+// touches, so that only the chmod changes it.
+func TestModuleUnreadableTableReadAfterChmod(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	f, so, tables, static := newNoTableFixture(t, ctx)
+	var raw []byte
+	err := cluster.Poll(ctx, 20*time.Millisecond, "the node writes its table", func() (bool, string) {
+		var err error
+		raw, err = os.ReadFile(filepath.Join(tables, "web.table"))
+		return err == nil, fmt.Sprint(err)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(static, "web.table")
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.nginx = startNginx(t, "module.conf", map[string]string{"MODULE": so, "RINGMAN_TABLES": static})
+	r, err := f.get(host, "/unreadable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != http.StatusServiceUnavailable {
+		t.Skipf("nginx's workers read a file of mode 0 (do they run as root?): %+v", r)
+	}
+	if !f.logContains(fmt.Sprintf(`cannot open table "%s"`, path)) {
+		t.Errorf("nginx's error log does not say it cannot open %s:\n%s", path, f.nginx.ErrorLog())
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := f.backends[0].Name
+	err = cluster.Poll(ctx, 20*time.Millisecond, "nginx routes once the file is readable", func() (bool, string) {
+		r, err := f.get(host, "/readable")
+		if err != nil {
+			return false, err.Error()
+		}
+		return r.Status == http.StatusOK && r.Backend == want, fmt.Sprintf("got %+v", r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(f.nginx.ErrorLog(), "cannot open table"); n != 1 {
+		t.Errorf("the unreadable file was logged %d times, want once:\n%s", n, f.nginx.ErrorLog())
+	}
+}
