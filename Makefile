@@ -63,20 +63,30 @@ deps-nginx-dev:
 # nginx/module as a dynamic module for the installed nginx:
 # bin/ngx_http_ringman_module.so, for `load_module` (nginx/module.conf).
 # Debian's configure flags (conf_flags, --with-compat among them) make it
-# loadable by Debian's nginx binary. Built in bin/nginx-module-build/, and
-# again only when a source file changed.
+# loadable by Debian's nginx binary; conf_flags leaves out the compiler
+# options, so they are taken from `nginx -V` (Debian's -O2 and hardening):
+# the module is compiled as the nginx it runs in. Built in
+# bin/nginx-module-build/, and again only when a source file changed.
 NGINX_MODULE := bin/ngx_http_ringman_module.so
 NGINX_MODULE_BUILD := bin/nginx-module-build
 NGINX_MODULE_SRCS := $(wildcard nginx/module/*.c nginx/module/*.h) nginx/module/config
+NGINX_CC_OPT = $(shell n=$$(command -v nginx || echo /usr/sbin/nginx); $$n -V 2>&1 | sed -n "s/.*--with-cc-opt='\([^']*\)'.*/\1/p" | sed 's/ *-ffile-prefix-map=[^ ]*//')
+
+# $(call nginx-module-recipe,BUILD_DIR,MAKE_ARGS) configures nginx's
+# sources in BUILD_DIR with the module, builds it with MAKE_ARGS added to
+# objs/Makefile's, and puts it at the target.
+define nginx-module-recipe
+	@rm -rf $(1) && mkdir -p bin && cp -r /usr/share/nginx/src $(1)
+	cd $(1) && bash -c '. ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" --with-cc-opt="$(NGINX_CC_OPT)" --add-dynamic-module=$(CURDIR)/nginx/module' >configure.log 2>&1 || { tail -20 configure.log; exit 1; }
+	$(MAKE) -C $(1) -f objs/Makefile modules $(2) >/dev/null
+	@# A rename, not a write over it: a running nginx has the old file mapped.
+	cp $(1)/objs/ngx_http_ringman_module.so $@.tmp && mv $@.tmp $@
+endef
 
 nginx-module: $(NGINX_MODULE)
 
 $(NGINX_MODULE): $(NGINX_MODULE_SRCS) | deps-nginx deps-nginx-dev
-	@rm -rf $(NGINX_MODULE_BUILD) && mkdir -p bin && cp -r /usr/share/nginx/src $(NGINX_MODULE_BUILD)
-	cd $(NGINX_MODULE_BUILD) && bash -c '. ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(CURDIR)/nginx/module' >configure.log 2>&1 || { tail -20 configure.log; exit 1; }
-	$(MAKE) -C $(NGINX_MODULE_BUILD) -f objs/Makefile modules >/dev/null
-	@# A rename, not a write over it: a running nginx has the old file mapped.
-	cp $(NGINX_MODULE_BUILD)/objs/ngx_http_ringman_module.so $@.tmp && mv $@.tmp $@
+	$(call nginx-module-recipe,$(NGINX_MODULE_BUILD))
 
 # The module under AddressSanitizer and UndefinedBehaviorSanitizer, for
 # test-nginx-asan: bin/ngx_http_ringman_module.asan.so, built apart in
@@ -91,12 +101,7 @@ LIBASAN = $(shell $(CC) -print-file-name=libasan.so)
 nginx-module-asan: $(NGINX_MODULE_ASAN)
 
 $(NGINX_MODULE_ASAN): $(NGINX_MODULE_SRCS) | deps-nginx deps-nginx-dev
-	@rm -rf $(NGINX_MODULE_ASAN_BUILD) && mkdir -p bin && cp -r /usr/share/nginx/src $(NGINX_MODULE_ASAN_BUILD)
-	cd $(NGINX_MODULE_ASAN_BUILD) && bash -c '. ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(CURDIR)/nginx/module' >configure.log 2>&1 || { tail -20 configure.log; exit 1; }
-	$(MAKE) -C $(NGINX_MODULE_ASAN_BUILD) -f objs/Makefile modules \
-		CFLAGS="$$(sed -n 's/^CFLAGS = *//p' $(NGINX_MODULE_ASAN_BUILD)/objs/Makefile) $(SANITIZE)" \
-		LINK='$$(CC) $(SANITIZE)' >/dev/null
-	cp $(NGINX_MODULE_ASAN_BUILD)/objs/ngx_http_ringman_module.so $@.tmp && mv $@.tmp $@
+	$(call nginx-module-recipe,$(NGINX_MODULE_ASAN_BUILD),CFLAGS="$$(sed -n 's/^CFLAGS = *//p' $(NGINX_MODULE_ASAN_BUILD)/objs/Makefile) $(SANITIZE)" LINK='$$(CC) $(SANITIZE)')
 
 # The native module's tests (TestModule*, and nginx -t of its configs) with
 # the sanitized module: nginx runs with libasan in LD_PRELOAD, and a

@@ -10,7 +10,9 @@
  * ringman_refresh; a new file (ringman renames a new one over the old, so a
  * new inode) is read, checked and swapped in; a refused one is logged
  * once and the old table stays. The file's mtime is the node's heartbeat:
- * a table whose file is older than ringman_max_stale is not used (503).
+ * a table whose file is older than ringman_max_stale is not used. The
+ * timer decides that too, and logs each change once: a request only reads
+ * the service's usable table, or NULL.
  *
  * Two ways to use an answer:
  *   set_backend $backend [KEY] [service=NAME];   (preaccess phase)
@@ -18,7 +20,9 @@
  *     ringman_no_route_status (404) / 503 (no fresh table);
  *   upstream NAME { ringman_hash KEY [service=NAME]; keepalive N; }
  *     a balancer: tries the candidates in order (tries = W), and chains
- *     under keepalive as nginx's hash module does.
+ *     under keepalive as nginx's hash module does; with no fresh table or
+ *     no candidate, 502.
+ * In one request both share one answer (ngx_http_ringman_request_t).
  *
  * A table is shared by the requests that still use it: each holds a
  * reference (released by a pool cleanup), so a swap never frees what a
@@ -74,6 +78,14 @@ typedef struct {
     ringman_table_t                 t;
     ngx_http_ringman_peer_t        *instances;  /* N */
     ngx_http_ringman_peer_t        *overrides;  /* S, by slot */
+
+    /*
+     * The balancer's candidates, P rows of W uint16 (FORMAT.md's rows):
+     * the file's own rows, or when some instances are not IP:port, rows
+     * without them, row r holding row_len[r]. A request only indexes them.
+     */
+    const u_char                   *rows;
+    u_char                         *row_len;    /* NULL: W in every row */
     ngx_atomic_t                   *inflight;   /* the service's total */
 } ngx_http_ringman_table_t;
 
@@ -84,7 +96,8 @@ typedef struct {
     ngx_shm_zone_t                 *zone;       /* counters, or NULL */
 
     /* per worker */
-    ngx_http_ringman_table_t       *table;
+    ngx_http_ringman_table_t       *table;      /* the last one loaded */
+    ngx_http_ringman_table_t       *usable;     /* table, or NULL: stale */
     dev_t                           dev;        /* of table's file */
     ino_t                           ino;
     off_t                           size;
@@ -95,9 +108,12 @@ typedef struct {
     ino_t                           bad_ino;
     off_t                           bad_size;
 
+    ngx_file_info_t                 failed;     /* stat of a failed read */
+
     unsigned                        missing_logged:1;
     unsigned                        error_logged:1;  /* open, read, ... */
-    unsigned                        stale_logged:1;
+    unsigned                        stale:1;
+    unsigned                        read_failed:1;   /* failed is set */
 } ngx_http_ringman_service_t;
 
 
@@ -106,13 +122,37 @@ typedef struct {
     ngx_msec_t                      refresh;
     ngx_msec_t                      max_stale;  /* 0: off */
     ngx_array_t                     services;   /* of service pointers */
+    ngx_array_t                     keys;       /* of key pointers */
     ngx_event_t                     timer;
     ngx_shm_zone_t                 *zone;       /* balance_factor's counters */
 } ngx_http_ringman_main_conf_t;
 
 
+/*
+ * A key, compiled once per distinct text: the balancer knows set_backend
+ * asked with the same key by the pointer. A key made of variables and
+ * text only (the default $host$uri) is also kept as its parts, read with
+ * one variable lookup each: about a third of what evaluating the complex
+ * value costs (it looks each variable up twice, through the script
+ * engine), and the largest part of the module's work per request.
+ */
+#define NGX_HTTP_RINGMAN_KEY_PARTS  8
+
 typedef struct {
-    ngx_http_complex_value_t       *key;
+    ngx_int_t                       index;      /* NGX_ERROR: text */
+    ngx_str_t                       text;
+} ngx_http_ringman_key_part_t;
+
+typedef struct {
+    ngx_str_t                       source;
+    ngx_http_complex_value_t        cv;
+    ngx_uint_t                      nparts;     /* 0: evaluate cv */
+    ngx_http_ringman_key_part_t     parts[NGX_HTTP_RINGMAN_KEY_PARTS];
+} ngx_http_ringman_key_t;
+
+
+typedef struct {
+    ngx_http_ringman_key_t         *key;
     ngx_http_ringman_service_t     *service;
     ngx_uint_t                      factor;     /* x 100; 0: off */
 } ngx_http_ringman_srv_conf_t;
@@ -121,12 +161,12 @@ typedef struct {
 typedef struct {
     /* set_backend */
     ngx_int_t                       index;      /* NGX_CONF_UNSET: none */
-    ngx_http_complex_value_t       *key;
+    ngx_http_ringman_key_t         *key;
     ngx_str_t                       service_name;
     ngx_http_ringman_service_t     *service;
 
     /* ringman_candidates */
-    ngx_http_complex_value_t       *cand_key;
+    ngx_http_ringman_key_t         *cand_key;
     ngx_str_t                       cand_service_name;
     ngx_http_ringman_service_t     *cand_service;
     ngx_flag_t                      cand_unescape;
@@ -136,32 +176,35 @@ typedef struct {
 } ngx_http_ringman_loc_conf_t;
 
 
-typedef struct {
-    ngx_http_ringman_table_t       *table;
-    ngx_uint_t                      n;
-    ngx_uint_t                      tried;
-    ngx_uint_t                      used;       /* bit i: peers[i] tried */
-    ngx_uint_t                      factor;
-    ngx_http_ringman_peer_t        *current;    /* counted in flight */
-    ngx_http_ringman_peer_t        *peers[RINGMAN_TABLE_MAX_WIDTH];
-} ngx_http_ringman_peer_data_t;
-
-
 /*
- * What set_backend answered, for the balancer of the same request: when it
- * asks the same service for the same key, the answer is reused instead of
- * evaluated and looked up again (module.conf uses both). The table is
- * referenced, so the row and slot stay valid even if a newer table is
- * swapped in meanwhile. The key is then evaluated once, in preaccess:
+ * One request's answer, shared by set_backend and the balancer: set_backend
+ * looks the key up and keeps the answer here (the request's module ctx);
+ * the balancer of the same request, when it asks the same service with
+ * the same compiled key, takes its candidates from it instead of
+ * evaluating and looking the key up again (module.conf uses both), and
+ * uses it as its peer data. The key is then evaluated once, in preaccess:
  * what changes it later in the same location (a try_files that rewrites
- * $uri, auth_request_set) does not move the request.
+ * $uri, auth_request_set) does not move the request. The table is
+ * referenced until the request's pool goes (cleanup), so the answer, the
+ * row and $backend's bytes stay valid even if a newer table is swapped in
+ * meanwhile.
  */
 typedef struct {
     ngx_http_ringman_service_t     *service;
+    ngx_http_ringman_key_t         *key;
     ngx_http_ringman_table_t       *table;
-    ngx_str_t                       key;        /* the key's source text */
+    ngx_pool_cleanup_t              cleanup;    /* releases table */
     ringman_answer_t                a;
-} ngx_http_ringman_ctx_t;
+
+    /* the balancer's peer data, set by its peer init */
+    const u_char                   *row;        /* the candidates, or NULL */
+    ngx_http_ringman_peer_t        *override;   /* when row is NULL */
+    ngx_uint_t                      n;
+    ngx_uint_t                      tried;
+    ngx_uint_t                      used;       /* bit i: candidate i tried */
+    ngx_uint_t                      factor;
+    ngx_http_ringman_peer_t        *current;    /* counted in flight */
+} ngx_http_ringman_request_t;
 
 
 static ngx_int_t ngx_http_ringman_postconf(ngx_conf_t *cf);
@@ -309,7 +352,10 @@ ngx_http_ringman_create_main_conf(ngx_conf_t *cf)
 
     if (ngx_array_init(&mcf->services, cf->pool, 4,
                        sizeof(ngx_http_ringman_service_t *))
-        != NGX_OK)
+        != NGX_OK
+        || ngx_array_init(&mcf->keys, cf->pool, 4,
+                          sizeof(ngx_http_ringman_key_t *))
+           != NGX_OK)
     {
         return NULL;
     }
@@ -435,17 +481,163 @@ invalid:
 
 
 /*
+ * ngx_http_ringman_key_parts splits k's source into text and "$name" or
+ * "${name}" parts, when it is made of nothing else (and has at most
+ * NGX_HTTP_RINGMAN_KEY_PARTS): else nparts stays 0 and requests evaluate
+ * the complex value (regex captures such as $1, for one).
+ */
+static ngx_int_t
+ngx_http_ringman_key_parts(ngx_conf_t *cf, ngx_http_ringman_key_t *k)
+{
+    u_char                       *p, *end, *name;
+    ngx_str_t                     var;
+    ngx_uint_t                    n;
+    ngx_http_ringman_key_part_t  *part;
+
+    p = k->source.data;
+    end = p + k->source.len;
+
+    for (n = 0; p < end; n++) {
+        if (n == NGX_HTTP_RINGMAN_KEY_PARTS) {
+            return NGX_OK;
+        }
+
+        part = &k->parts[n];
+
+        if (*p != '$') {
+            part->index = NGX_ERROR;
+            part->text.data = p;
+
+            while (p < end && *p != '$') {
+                p++;
+            }
+
+            part->text.len = p - part->text.data;
+            continue;
+        }
+
+        p++;
+
+        if (p < end && *p == '{') {
+            name = ++p;
+
+            while (p < end && *p != '}') {
+                p++;
+            }
+
+            if (p == end) {
+                return NGX_OK;   /* compile_complex_value refused it */
+            }
+
+            var.len = p++ - name;
+
+        } else {
+            name = p;
+
+            while (p < end && (*p == '_' || (*p >= 'a' && *p <= 'z')
+                               || (*p >= 'A' && *p <= 'Z')
+                               || (*p >= '0' && *p <= '9')))
+            {
+                p++;
+            }
+
+            var.len = p - name;
+        }
+
+        if (var.len == 0 || (name[0] >= '0' && name[0] <= '9')) {
+            return NGX_OK;
+        }
+
+        var.data = name;
+
+        part->index = ngx_http_get_variable_index(cf, &var);
+        if (part->index == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+    }
+
+    k->nparts = n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * ngx_http_ringman_key_value evaluates k for r into *key: into buf (of
+ * size bytes) when it fits, else the request's pool.
+ */
+static ngx_int_t
+ngx_http_ringman_key_value(ngx_http_request_t *r, ngx_http_ringman_key_t *k,
+    u_char *buf, size_t size, ngx_str_t *key)
+{
+    u_char                     *p;
+    size_t                      len;
+    ngx_uint_t                  i;
+    ngx_str_t                   part[NGX_HTTP_RINGMAN_KEY_PARTS];
+    ngx_http_variable_value_t  *v;
+
+    if (k->nparts == 0) {
+        return ngx_http_complex_value(r, &k->cv, key);
+    }
+
+    len = 0;
+
+    for (i = 0; i < k->nparts; i++) {
+        if (k->parts[i].index == NGX_ERROR) {
+            part[i] = k->parts[i].text;
+
+        } else {
+            v = ngx_http_get_flushed_variable(r, k->parts[i].index);
+
+            if (v == NULL || v->not_found) {
+                ngx_str_set(&part[i], "");  /* as the complex value has it */
+
+            } else {
+                part[i].data = v->data;
+                part[i].len = v->len;
+            }
+        }
+
+        len += part[i].len;
+    }
+
+    if (k->nparts == 1) {
+        *key = part[0];
+        return NGX_OK;
+    }
+
+    if (len > size) {
+        buf = ngx_pnalloc(r->pool, len);
+        if (buf == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    key->data = buf;
+    key->len = len;
+
+    for (p = buf, i = 0; i < k->nparts; i++) {
+        p = ngx_cpymem(p, part[i].data, part[i].len);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * ngx_http_ringman_key_args parses "[KEY] [service=NAME]" from args[from..],
- * compiling KEY (default $host$uri).
+ * compiling KEY (default $host$uri) once per distinct text.
  */
 static char *
 ngx_http_ringman_key_args(ngx_conf_t *cf, ngx_uint_t from,
-    ngx_http_complex_value_t **key, ngx_str_t *service, ngx_flag_t *unescape,
+    ngx_http_ringman_key_t **key, ngx_str_t *service, ngx_flag_t *unescape,
     ngx_uint_t *factor)
 {
     ngx_str_t                         *value, src;
     ngx_int_t                          n;
     ngx_uint_t                         i;
+    ngx_http_ringman_key_t            *k, **kp;
+    ngx_http_ringman_main_conf_t      *mcf;
     ngx_http_compile_complex_value_t   ccv;
 
     value = cf->args->elts;
@@ -488,20 +680,46 @@ ngx_http_ringman_key_args(ngx_conf_t *cf, ngx_uint_t from,
         src = value[i];
     }
 
-    *key = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
-    if (*key == NULL) {
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ringman_module);
+
+    kp = mcf->keys.elts;
+    for (i = 0; i < mcf->keys.nelts; i++) {
+        if (kp[i]->source.len == src.len
+            && ngx_strncmp(kp[i]->source.data, src.data, src.len) == 0)
+        {
+            *key = kp[i];
+            return NGX_CONF_OK;
+        }
+    }
+
+    k = ngx_pcalloc(cf->pool, sizeof(ngx_http_ringman_key_t));
+    if (k == NULL) {
         return NGX_CONF_ERROR;
     }
+
+    k->source = src;
 
     ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
 
     ccv.cf = cf;
     ccv.value = &src;
-    ccv.complex_value = *key;
+    ccv.complex_value = &k->cv;
 
     if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
+
+    if (ngx_http_ringman_key_parts(cf, k) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    kp = ngx_array_push(&mcf->keys);
+    if (kp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *kp = k;
+    *key = k;
 
     return NGX_CONF_OK;
 }
@@ -927,9 +1145,99 @@ ngx_http_ringman_forget_refused(ngx_http_ringman_service_t *s, ngx_log_t *log)
 }
 
 
-/* ngx_http_ringman_load reads, checks and swaps in s's file, or logs why not. */
+/*
+ * ngx_http_ringman_rows sets tbl's candidate rows: the file's when every
+ * instance is IP:port (skipped is 0), else copies without the others.
+ */
+static ngx_int_t
+ngx_http_ringman_rows(ngx_pool_t *pool, ngx_http_ringman_table_t *tbl,
+    ngx_uint_t skipped)
+{
+    u_char    *rows, *p;
+    uint32_t   r, i, w, c;
+
+    w = tbl->t.width;
+
+    if (skipped == 0) {
+        tbl->rows = tbl->t.rows;
+        return NGX_OK;
+    }
+
+    rows = ngx_palloc(pool, (size_t) tbl->t.partitions * w * 2);
+    tbl->row_len = ngx_palloc(pool, tbl->t.partitions);
+    if (rows == NULL || tbl->row_len == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (r = 0; r < tbl->t.partitions; r++) {
+        p = rows + (size_t) r * w * 2;
+
+        for (i = 0; i < w; i++) {
+            c = ringman_table_candidate(&tbl->t, r, i);
+
+            if (tbl->instances[c].sockaddr) {
+                *p++ = (u_char) c;
+                *p++ = (u_char) (c >> 8);
+            }
+        }
+
+        tbl->row_len[r] = (u_char) ((p - rows - (size_t) r * w * 2) / 2);
+    }
+
+    tbl->rows = rows;
+
+    return NGX_OK;
+}
+
+
+/*
+ * ngx_http_ringman_read_failed logs a system error met reading s's file
+ * (once until a table loads again) and remembers the file's stat fi (the
+ * path's, when it could not be opened), so that the same file is not read
+ * again until it changes. A shortage of the worker's own (descriptors,
+ * memory) is not the file's: remember is 0 then, and the next refresh
+ * tries again.
+ */
 static void
-ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
+ngx_http_ringman_read_failed(ngx_http_ringman_service_t *s, ngx_log_t *log,
+    ngx_err_t err, const char *what, const char *why, ngx_file_info_t *fi,
+    ngx_uint_t remember)
+{
+    if (!s->error_logged) {
+        s->error_logged = 1;
+        ngx_log_error(NGX_LOG_ERR, log, err,
+                      "ringman: cannot %s table \"%V\"%s", what, &s->path,
+                      why);
+    }
+
+    s->read_failed = remember;
+    s->failed = *fi;
+}
+
+
+/*
+ * ngx_http_ringman_same_file tells whether a and b are the stat of one
+ * unchanged file: an edit, a chmod or a rename changes ctime.
+ */
+static ngx_uint_t
+ngx_http_ringman_same_file(ngx_file_info_t *a, ngx_file_info_t *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino
+           && a->st_size == b->st_size
+           && a->st_mtim.tv_sec == b->st_mtim.tv_sec
+           && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec
+           && a->st_ctim.tv_sec == b->st_ctim.tv_sec
+           && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+
+/*
+ * ngx_http_ringman_load reads, checks and swaps in s's file, whose path
+ * had the stat path_fi, or logs why not.
+ */
+static void
+ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log,
+    ngx_file_info_t *path_fi)
 {
     char                        err[160];
     size_t                      len, hlen;
@@ -937,6 +1245,7 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
     ssize_t                     n;
     uint32_t                    i;
     ngx_fd_t                    fd;
+    ngx_err_t                   e;
     ngx_uint_t                  named;
     ngx_pool_t                 *pool;
     ngx_file_info_t             fi;
@@ -947,46 +1256,30 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
 
     pool = NULL;
 
-    /*
-     * A system error is retried on every refresh, and logged once until
-     * a table loads again.
-     */
     fd = ngx_open_file(s->path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
     if (fd == NGX_INVALID_FILE) {
-        if (!s->error_logged) {
-            s->error_logged = 1;
-            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                          "ringman: cannot open table \"%V\"", &s->path);
-        }
-
+        e = ngx_errno;
+        ngx_http_ringman_read_failed(s, log, e, "open", "", path_fi,
+                                     e != NGX_EMFILE && e != NGX_ENFILE
+                                     && e != NGX_ENOMEM);
         return;
     }
 
     if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
-        if (!s->error_logged) {
-            s->error_logged = 1;
-            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                          "ringman: cannot stat table \"%V\"", &s->path);
-        }
-
+        ngx_http_ringman_read_failed(s, log, ngx_errno, "stat", "", path_fi,
+                                     1);
         ngx_close_file(fd);
         return;
-    }
-
-    map = NULL;
-
-    if (fi.st_size < RINGMAN_TABLE_HEADER_SIZE) {
-        ngx_sprintf((u_char *) err, "file of %O bytes, shorter than the "
-                    "header%Z", fi.st_size);
-        goto refused;
     }
 
     /*
      * Read, not mapped: a file written in place (a `cp` over it instead of
      * ringman's rename) must not change, or truncate (SIGBUS), the bytes
-     * under the requests after they were checked.
+     * under the requests after they were checked. At least a byte: a file
+     * too short for its header is refused by ringman_table_open, and
+     * malloc(0) may give NULL.
      */
-    map = ngx_alloc((size_t) fi.st_size, log);
+    map = ngx_alloc(ngx_max((size_t) fi.st_size, 1), log);
     if (map == NULL) {
         goto failed;
     }
@@ -995,13 +1288,9 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
         n = read(fd, (u_char *) map + len, (size_t) fi.st_size - len);
 
         if (n <= 0) {
-            if (!s->error_logged) {
-                s->error_logged = 1;
-                ngx_log_error(NGX_LOG_ERR, log, n ? ngx_errno : 0,
-                              "ringman: cannot read table \"%V\"%s",
-                              &s->path, n ? "" : ": it shrank while read");
-            }
-
+            ngx_http_ringman_read_failed(s, log, n ? ngx_errno : 0, "read",
+                                         n ? "" : ": it shrank while read",
+                                         &fi, 1);
             goto failed;
         }
     }
@@ -1058,6 +1347,10 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
         }
     }
 
+    if (ngx_http_ringman_rows(pool, tbl, named) != NGX_OK) {
+        goto failed;
+    }
+
     for (i = 0; i < tbl->t.slots; i++) {
         if (ringman_table_override(&tbl->t, i, &hlen, &backend, &len) == NULL) {
             continue;
@@ -1097,6 +1390,16 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
                   " %uD instances, %uD overrides", &s->path, tbl->t.epoch,
                   tbl->t.partitions, tbl->t.instances, tbl->t.overrides);
 
+    /* Said once here, not per request. */
+    if (tbl->t.partitions == 0
+        && (s->table == NULL || s->table->t.partitions != 0))
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "ringman: table \"%V\": service \"%V\" has no live "
+                      "instance: keys without an override have no route",
+                      &s->path, &s->name);
+    }
+
     tbl->refs = 1;
 
     if (s->table) {
@@ -1109,8 +1412,8 @@ ngx_http_ringman_load(ngx_http_ringman_service_t *s, ngx_log_t *log)
     s->size = fi.st_size;
     s->mtime = ngx_http_ringman_mtime(&fi);
     s->missing_logged = 0;
-    s->stale_logged = 0;
     s->error_logged = 0;
+    s->read_failed = 0;
 
     return;
 
@@ -1146,74 +1449,127 @@ failed:
 }
 
 
+/* ngx_http_ringman_reload loads s's file when it is not the one in use. */
+static void
+ngx_http_ringman_reload(ngx_http_ringman_service_t *s, ngx_log_t *log)
+{
+    ngx_err_t        err;
+    ngx_uint_t       level;
+    ngx_file_info_t  fi;
+
+    if (ngx_file_info(s->path.data, &fi) == NGX_FILE_ERROR) {
+        err = ngx_errno;
+
+        ngx_http_ringman_forget_refused(s, log);
+
+        if (!s->missing_logged) {
+            s->missing_logged = 1;
+            level = (err == NGX_ENOENT) ? NGX_LOG_WARN : NGX_LOG_ERR;
+            ngx_log_error(level, log, err, "ringman: no table \"%V\" (%s)",
+                          &s->path,
+                          s->table ? "the last one is used until it is "
+                                     "stale" : "no routing until there is one");
+        }
+
+        return;
+    }
+
+    /*
+     * ringman renames a new file over the old one: a new inode. The table
+     * in use keeps its file open, so its inode number cannot be reused by
+     * a later file meanwhile. An unchanged file only tells, by its mtime,
+     * that its node is alive.
+     */
+    if (s->table && fi.st_dev == s->dev && fi.st_ino == s->ino
+        && fi.st_size == s->size)
+    {
+        s->mtime = ngx_http_ringman_mtime(&fi);
+        return;
+    }
+
+    /*
+     * A refused file is kept open for the same reason, until another file
+     * is at the path: else, once it is gone, a good file given its inode
+     * number (ext4 does at once) and of the same size (a table of the same
+     * shape) would be taken for it and never read.
+     */
+    if (s->bad_fd != NGX_INVALID_FILE) {
+        if (fi.st_dev == s->bad_dev && fi.st_ino == s->bad_ino
+            && fi.st_size == s->bad_size)
+        {
+            /* Refused already, and logged; a heartbeat changes nothing. */
+            return;
+        }
+
+        ngx_http_ringman_forget_refused(s, log);
+    }
+
+    /* A file that could not be read is read again once it changes. */
+    if (s->read_failed && ngx_http_ringman_same_file(&fi, &s->failed)) {
+        return;
+    }
+
+    ngx_http_ringman_load(s, log, &fi);
+}
+
+
+/*
+ * ngx_http_ringman_check_stale decides whether requests may use s's table:
+ * its file touched within max_stale. Requests only read s->usable.
+ */
+static void
+ngx_http_ringman_check_stale(ngx_http_ringman_main_conf_t *mcf,
+    ngx_http_ringman_service_t *s, ngx_log_t *log)
+{
+    ngx_msec_t   now;
+    ngx_time_t  *tp;
+
+    if (s->table == NULL) {
+        s->usable = NULL;
+        return;
+    }
+
+    if (mcf->max_stale) {
+        tp = ngx_timeofday();
+        now = (ngx_msec_t) tp->sec * 1000 + tp->msec;
+
+        if (now > s->mtime && now - s->mtime > mcf->max_stale) {
+            if (!s->stale) {
+                s->stale = 1;
+                ngx_log_error(NGX_LOG_ERR, log, 0,
+                              "ringman: table \"%V\" was last touched "
+                              "%M ms ago, more than ringman_max_stale (is "
+                              "its ringman node running?): 503 until it is "
+                              "touched again", &s->path, now - s->mtime);
+            }
+
+            s->usable = NULL;
+            return;
+        }
+    }
+
+    if (s->stale) {
+        s->stale = 0;
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "ringman: table \"%V\" is fresh again, in use",
+                      &s->path);
+    }
+
+    s->usable = s->table;
+}
+
+
 static void
 ngx_http_ringman_refresh(ngx_http_ringman_main_conf_t *mcf, ngx_log_t *log)
 {
-    ngx_err_t                     err;
-    ngx_msec_t                    mtime;
-    ngx_uint_t                    i, level;
-    ngx_file_info_t               fi;
-    ngx_http_ringman_service_t  **sp, *s;
+    ngx_uint_t                    i;
+    ngx_http_ringman_service_t  **sp;
 
     sp = mcf->services.elts;
 
     for (i = 0; i < mcf->services.nelts; i++) {
-        s = sp[i];
-
-        if (ngx_file_info(s->path.data, &fi) == NGX_FILE_ERROR) {
-            err = ngx_errno;
-
-            ngx_http_ringman_forget_refused(s, log);
-
-            if (!s->missing_logged) {
-                s->missing_logged = 1;
-                level = (err == NGX_ENOENT) ? NGX_LOG_WARN : NGX_LOG_ERR;
-                ngx_log_error(level, log, err, "ringman: no table \"%V\" (%s)",
-                              &s->path,
-                              s->table ? "the last one is used until it is "
-                                         "stale" : "503 until there is one");
-            }
-
-            continue;
-        }
-
-        /*
-         * ringman renames a new file over the old one: a new inode. The
-         * table in use keeps its file open, so its inode number cannot be
-         * reused by a later file meanwhile. An unchanged file only tells,
-         * by its mtime, that its node is alive.
-         */
-        if (s->table && fi.st_dev == s->dev && fi.st_ino == s->ino
-            && fi.st_size == s->size)
-        {
-            mtime = ngx_http_ringman_mtime(&fi);
-
-            if (mtime != s->mtime) {
-                s->mtime = mtime;
-                s->stale_logged = 0;    /* a later staleness is news */
-            }
-
-            continue;
-        }
-
-        /*
-         * A refused file is kept open for the same reason, until another
-         * file is at the path: else, once it is gone, a good file given
-         * its inode number (ext4 does at once) and of the same size (a
-         * table of the same shape) would be taken for it and never read.
-         */
-        if (s->bad_fd != NGX_INVALID_FILE) {
-            if (fi.st_dev == s->bad_dev && fi.st_ino == s->bad_ino
-                && fi.st_size == s->bad_size)
-            {
-                /* Refused already, and logged; a heartbeat changes nothing. */
-                continue;
-            }
-
-            ngx_http_ringman_forget_refused(s, log);
-        }
-
-        ngx_http_ringman_load(s, log);
+        ngx_http_ringman_reload(sp[i], log);
+        ngx_http_ringman_check_stale(mcf, sp[i], log);
     }
 }
 
@@ -1264,152 +1620,58 @@ ngx_http_ringman_init_process(ngx_cycle_t *cycle)
 
 
 /*
- * ngx_http_ringman_fresh returns s's table when it may be used: loaded, and
- * its file touched within max_stale.
+ * ngx_http_ringman_request looks key up in service s for r and makes the
+ * answer the request's, or returns NULL (r's status in *status). The table
+ * it holds stays referenced until the request's pool is destroyed.
  */
-static ngx_http_ringman_table_t *
-ngx_http_ringman_fresh(ngx_http_request_t *r, ngx_http_ringman_service_t *s)
+static ngx_http_ringman_request_t *
+ngx_http_ringman_request(ngx_http_request_t *r, ngx_http_ringman_service_t *s,
+    ngx_http_ringman_key_t *key, ngx_int_t *status)
 {
-    ngx_time_t                    *tp;
-    ngx_msec_t                     now;
-    ngx_http_ringman_main_conf_t  *mcf;
+    u_char                       buf[512];
+    ngx_str_t                    text;
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_ringman_table_t    *tbl;
+    ngx_http_ringman_request_t  *rq;
 
-    if (s->table == NULL) {
-        return NULL;    /* the refresh logged why, once */
+    /* The refresh timer logged why, once. */
+    tbl = s->usable;
+    if (tbl == NULL) {
+        *status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        return NULL;
     }
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_ringman_module);
-
-    if (mcf->max_stale) {
-        tp = ngx_timeofday();
-        now = (ngx_msec_t) tp->sec * 1000 + tp->msec;
-
-        if (now > s->mtime && now - s->mtime > mcf->max_stale) {
-            if (!s->stale_logged) {
-                s->stale_logged = 1;
-                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                              "ringman: table \"%V\" was last touched "
-                              "%M ms ago, more than ringman_max_stale (is "
-                              "its ringman node running?): 503 until it is "
-                              "touched again", &s->path, now - s->mtime);
-            }
-
-            return NULL;
-        }
+    if (ngx_http_ringman_key_value(r, key, buf, sizeof(buf), &text)
+        != NGX_OK)
+    {
+        *status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
-    return s->table;
-}
-
-
-/*
- * Each request's key is built in one buffer per worker, grown only for a
- * key longer than any before: ngx_http_complex_value() takes it from the
- * request's pool, which sends a key over the pool's block (about 4 kB, a
- * long URI) to malloc(), once in set_backend and again in the balancer.
- * Nothing keeps a key past its lookup.
- */
-static u_char   ngx_http_ringman_key_static[1024];
-static u_char  *ngx_http_ringman_key_buf = ngx_http_ringman_key_static;
-static size_t   ngx_http_ringman_key_size = sizeof(ngx_http_ringman_key_static);
-
-
-/* ngx_http_ringman_key is ngx_http_complex_value() into that buffer. */
-static ngx_int_t
-ngx_http_ringman_key(ngx_http_request_t *r, ngx_http_complex_value_t *cv,
-    ngx_str_t *key)
-{
-    u_char                       *p;
-    size_t                        len, size;
-    ngx_http_script_code_pt       code;
-    ngx_http_script_len_code_pt   lcode;
-    ngx_http_script_engine_t      e;
-
-    if (cv->lengths == NULL) {
-        len = cv->value.len;
-
-    } else {
-        ngx_http_script_flush_complex_value(r, cv);
-
-        ngx_memzero(&e, sizeof(ngx_http_script_engine_t));
-
-        e.ip = cv->lengths;
-        e.request = r;
-        e.flushed = 1;
-
-        len = 0;
-
-        while (*(uintptr_t *) e.ip) {
-            lcode = *(ngx_http_script_len_code_pt *) e.ip;
-            len += lcode(&e);
-        }
+    /* Not zeroed: the balancer's peer init sets its own fields. */
+    rq = ngx_palloc(r->pool, sizeof(ngx_http_ringman_request_t));
+    if (rq == NULL) {
+        *status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
-    if (len > ngx_http_ringman_key_size) {
-        size = ngx_max(len, 2 * ngx_http_ringman_key_size);
+    ringman_table_lookup(&tbl->t, text.data, text.len, &rq->a);
 
-        p = ngx_alloc(size, r->connection->log);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
+    rq->service = s;
+    rq->key = key;
+    rq->table = tbl;
 
-        if (ngx_http_ringman_key_buf != ngx_http_ringman_key_static) {
-            ngx_free(ngx_http_ringman_key_buf);
-        }
+    /* ngx_pool_cleanup_add() without its allocation: rq is in the pool. */
+    cln = &rq->cleanup;
+    cln->handler = ngx_http_ringman_unref;
+    cln->data = tbl;
+    cln->next = r->pool->cleanup;
+    r->pool->cleanup = cln;
+    tbl->refs++;
 
-        ngx_http_ringman_key_buf = p;
-        ngx_http_ringman_key_size = size;
-    }
+    ngx_http_set_ctx(r, rq, ngx_http_ringman_module);
 
-    key->data = ngx_http_ringman_key_buf;
-    key->len = len;
-
-    /* A constant key is copied too: unescape decodes the copy in place. */
-    if (cv->lengths == NULL) {
-        if (len) {
-            ngx_memcpy(key->data, cv->value.data, len);
-        }
-
-        return NGX_OK;
-    }
-
-    e.ip = cv->values;
-    e.pos = key->data;
-    e.buf = *key;
-
-    while (*(uintptr_t *) e.ip) {
-        code = *(ngx_http_script_code_pt *) e.ip;
-        code((ngx_http_script_engine_t *) &e);
-    }
-
-    *key = e.buf;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_ringman_answer(ngx_http_request_t *r, ngx_http_ringman_table_t *tbl,
-    ngx_http_complex_value_t *cv, ngx_flag_t unescape, ringman_answer_t *a)
-{
-    u_char     *dst, *src;
-    ngx_str_t   key;
-
-    if (ngx_http_ringman_key(r, cv, &key) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (unescape) {
-        /* In place: no byte decodes into more than it took. */
-        dst = key.data;
-        src = key.data;
-        ngx_unescape_uri(&dst, &src, key.len, 0);
-        key.len = dst - key.data;
-    }
-
-    ringman_table_lookup(&tbl->t, key.data, key.len, a);
-
-    return NGX_OK;
+    return rq;
 }
 
 
@@ -1418,14 +1680,12 @@ ngx_http_ringman_answer(ngx_http_request_t *r, ngx_http_ringman_table_t *tbl,
 static ngx_int_t
 ngx_http_ringman_handler(ngx_http_request_t *r)
 {
-    u_char                       *p;
     size_t                        len;
+    ngx_int_t                     status;
     const u_char                 *backend;
-    ringman_answer_t              a;
-    ngx_pool_cleanup_t           *cln;
-    ngx_http_ringman_ctx_t       *ctx;
+    ngx_http_ringman_peer_t      *owner;
     ngx_http_variable_value_t    *v;
-    ngx_http_ringman_table_t     *tbl;
+    ngx_http_ringman_request_t   *rq;
     ngx_http_ringman_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ringman_module);
@@ -1434,61 +1694,32 @@ ngx_http_ringman_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    tbl = ngx_http_ringman_fresh(r, lcf->service);
-    if (tbl == NULL) {
-        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    rq = ngx_http_ringman_request(r, lcf->service, lcf->key, &status);
+    if (rq == NULL) {
+        return status;
     }
 
-    if (ngx_http_ringman_answer(r, tbl, lcf->key, 0, &a) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    switch (a.kind) {
+    switch (rq->a.kind) {
 
     case RINGMAN_OVERRIDE:
-        backend = a.backend;
-        len = a.backend_len;
+        backend = rq->a.backend;
+        len = rq->a.backend_len;
         break;
 
     case RINGMAN_ROW:
-        backend = ringman_table_instance(&tbl->t,
-                      ringman_table_candidate(&tbl->t, a.row, 0), &len);
+        owner = &rq->table->instances[ringman_table_candidate(&rq->table->t,
+                                                              rq->a.row, 0)];
+        backend = owner->name.data;
+        len = owner->name.len;
         break;
 
     default:
         return lcf->no_route_status;
     }
 
-    ctx = ngx_palloc(r->pool, sizeof(ngx_http_ringman_ctx_t));
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    tbl->refs++;
-    cln->handler = ngx_http_ringman_unref;
-    cln->data = tbl;
-
-    ctx->service = lcf->service;
-    ctx->table = tbl;
-    ctx->key = lcf->key->value;
-    ctx->a = a;
-    ngx_http_set_ctx(r, ctx, ngx_http_ringman_module);
-
-    /* A copy: the table may be swapped before proxy_pass reads it. */
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memcpy(p, backend, len);
-
+    /* The table's own bytes: rq keeps it until the request ends. */
     v = &r->variables[lcf->index];
-    v->data = p;
+    v->data = (u_char *) backend;
     v->len = len;
     v->valid = 1;
     v->no_cacheable = 0;
@@ -1503,9 +1734,10 @@ ngx_http_ringman_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_ringman_candidates_handler(ngx_http_request_t *r)
 {
-    u_char                       *p;
+    u_char                       *p, *dst, *src, buf[512];
     size_t                        len, size;
     ngx_int_t                     rc;
+    ngx_str_t                     key;
     ngx_buf_t                    *b;
     uint32_t                      i;
     ngx_chain_t                   out;
@@ -1525,16 +1757,31 @@ ngx_http_ringman_candidates_handler(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ringman_module);
 
-    tbl = ngx_http_ringman_fresh(r, lcf->cand_service);
+    tbl = lcf->cand_service->usable;
     if (tbl == NULL) {
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    if (ngx_http_ringman_answer(r, tbl, lcf->cand_key, lcf->cand_unescape, &a)
+    if (ngx_http_ringman_key_value(r, lcf->cand_key, buf, sizeof(buf), &key)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    if (lcf->cand_unescape) {
+        /* Into a copy: the key may be a variable's or the configuration's. */
+        dst = ngx_pnalloc(r->pool, key.len);
+        if (dst == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        src = key.data;
+        key.data = dst;
+        ngx_unescape_uri(&dst, &src, key.len, 0);
+        key.len = dst - key.data;
+    }
+
+    ringman_table_lookup(&tbl->t, key.data, key.len, &a);
 
     /* "override", "ring" or "none", then one candidate per line. */
     size = sizeof("override\n") - 1;
@@ -1613,106 +1860,106 @@ ngx_http_ringman_init_upstream(ngx_conf_t *cf,
 }
 
 
+/*
+ * With no usable table, no answer, or no candidate that is IP:port, the
+ * balancer gives nginx no peer and nginx answers 502. It logs nothing
+ * per request: the refresh logged once why the table is missing, stale,
+ * empty or has names in it.
+ */
 static ngx_int_t
 ngx_http_ringman_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us)
 {
-    uint32_t                       i;
-    ringman_answer_t               a;
-    ngx_pool_cleanup_t            *cln;
-    ngx_http_ringman_ctx_t        *ctx;
-    ngx_http_ringman_peer_t       *peer;
+    ngx_int_t                      status;
     ngx_http_ringman_table_t      *tbl;
+    ngx_http_ringman_request_t    *rq;
     ngx_http_ringman_srv_conf_t   *scf;
-    ngx_http_ringman_peer_data_t  *pd;
 
     scf = ngx_http_conf_upstream_srv_conf(us, ngx_http_ringman_module);
 
-    pd = ngx_pcalloc(r->pool, sizeof(ngx_http_ringman_peer_data_t));
-    if (pd == NULL) {
-        return NGX_ERROR;
+    /* set_backend's answer when it asked the same service with this key. */
+    rq = ngx_http_get_module_ctx(r, ngx_http_ringman_module);
+
+    if (rq == NULL || rq->service != scf->service || rq->key != scf->key) {
+        rq = ngx_http_ringman_request(r, scf->service, scf->key, &status);
     }
 
-    pd->factor = scf->factor;
+    if (rq == NULL) {
+        if (status == NGX_HTTP_INTERNAL_SERVER_ERROR) {
+            return NGX_ERROR;
+        }
 
-    r->upstream->peer.data = pd;
+        /* Peer data that gives no peer. */
+        rq = ngx_pcalloc(r->pool, sizeof(ngx_http_ringman_request_t));
+        if (rq == NULL) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        tbl = rq->table;
+
+        /* Set anew: a second upstream of the same request starts over. */
+        rq->row = NULL;
+        rq->override = NULL;
+        rq->n = 0;
+        rq->tried = 0;
+        rq->used = 0;
+        rq->current = NULL;
+
+        if (rq->a.kind == RINGMAN_OVERRIDE) {
+            if (tbl->overrides[rq->a.slot].sockaddr) {
+                rq->override = &tbl->overrides[rq->a.slot];
+                rq->n = 1;
+            }
+
+        } else if (rq->a.kind == RINGMAN_ROW) {
+            rq->row = tbl->rows + (size_t) rq->a.row * tbl->t.width * 2;
+            rq->n = tbl->row_len ? tbl->row_len[rq->a.row] : tbl->t.width;
+        }
+    }
+
+    rq->factor = scf->factor;
+
+    r->upstream->peer.data = rq;
     r->upstream->peer.get = ngx_http_ringman_get_peer;
     r->upstream->peer.free = ngx_http_ringman_free_peer;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ringman_module);
-
-    if (ctx != NULL && ctx->service == scf->service
-        && ctx->key.len == scf->key->value.len
-        && ngx_strncmp(ctx->key.data, scf->key->value.data, ctx->key.len) == 0)
-    {
-        tbl = ctx->table;
-        a = ctx->a;
-
-    } else {
-        tbl = ngx_http_ringman_fresh(r, scf->service);
-
-        if (tbl != NULL
-            && ngx_http_ringman_answer(r, tbl, scf->key, 0, &a) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    if (tbl != NULL) {
-
-        if (a.kind == RINGMAN_OVERRIDE) {
-            peer = &tbl->overrides[a.slot];
-
-            if (peer->sockaddr) {
-                pd->peers[pd->n++] = peer;
-            }
-
-        } else if (a.kind == RINGMAN_ROW) {
-            for (i = 0; i < tbl->t.width; i++) {
-                peer = &tbl->instances[ringman_table_candidate(&tbl->t,
-                                                                 a.row, i)];
-                if (peer->sockaddr) {
-                    pd->peers[pd->n++] = peer;
-                }
-            }
-
-        } else {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "ringman: no route in service \"%V\"",
-                          &scf->service->name);
-        }
-    }
-
-    if (pd->n > 0) {
-        cln = ngx_pool_cleanup_add(r->pool, 0);
-        if (cln == NULL) {
-            return NGX_ERROR;
-        }
-
-        tbl->refs++;
-        pd->table = tbl;
-        cln->handler = ngx_http_ringman_unref;
-        cln->data = tbl;
-    }
-
     /* One try per candidate: proxy_next_upstream moves down the row. */
-    r->upstream->peer.tries = pd->n ? pd->n : 1;
+    r->upstream->peer.tries = rq->n ? rq->n : 1;
 
     return NGX_OK;
+}
+
+
+/* ngx_http_ringman_candidate returns pd's candidate i (i < n). */
+static ngx_inline ngx_http_ringman_peer_t *
+ngx_http_ringman_candidate(ngx_http_ringman_request_t *pd, ngx_uint_t i)
+{
+    if (pd->row == NULL) {
+        return pd->override;
+    }
+
+    return &pd->table->instances[pd->row[2 * i] | pd->row[2 * i + 1] << 8];
 }
 
 
 static ngx_int_t
 ngx_http_ringman_get_peer(ngx_peer_connection_t *pc, void *data)
 {
-    ngx_http_ringman_peer_data_t  *pd = data;
+    ngx_http_ringman_request_t  *pd = data;
 
     ngx_uint_t                 i, pick, n, cap;
     ngx_http_ringman_peer_t   *peer;
 
     if (pd->tried >= pd->n) {
         pc->tries = 0;
-        return NGX_BUSY;   /* no candidate (left): 502 */
+
+        /*
+         * No candidate at all: NGX_DECLINED, a 502 that nginx does not log
+         * (NGX_BUSY would log "no live upstreams" per request). All tried:
+         * NGX_BUSY, which nginx logs as for its own balancers.
+         */
+        return pd->n ? NGX_BUSY : NGX_DECLINED;
     }
 
     /* The first candidate not tried yet... */
@@ -1738,7 +1985,7 @@ ngx_http_ringman_get_peer(ngx_peer_connection_t *pc, void *data)
                 continue;
             }
 
-            peer = pd->peers[i];
+            peer = ngx_http_ringman_candidate(pd, i);
 
             if (peer->inflight == NULL || *peer->inflight < cap) {
                 pick = i;
@@ -1750,7 +1997,7 @@ ngx_http_ringman_get_peer(ngx_peer_connection_t *pc, void *data)
     pd->used |= (ngx_uint_t) 1 << pick;
     pd->tried++;
 
-    peer = pd->peers[pick];
+    peer = ngx_http_ringman_candidate(pd, pick);
 
     if (pd->factor && peer->inflight && pd->table->inflight) {
         (void) ngx_atomic_fetch_add(peer->inflight, 1);
@@ -1770,7 +2017,7 @@ static void
 ngx_http_ringman_free_peer(ngx_peer_connection_t *pc, void *data,
     ngx_uint_t state)
 {
-    ngx_http_ringman_peer_data_t  *pd = data;
+    ngx_http_ringman_request_t  *pd = data;
 
     if (pd->current) {
         (void) ngx_atomic_fetch_add(pd->current->inflight, -1);

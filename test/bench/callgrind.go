@@ -20,9 +20,9 @@ import (
 )
 
 // The callgrind section: the instructions one nginx executes per request
-// with the built-in `hash $request_uri consistent`, lua.conf and
-// module.conf, and with the seed's set_backend form and its static-map
-// peer (the same backends, ringman nodes and configs as the nginx section).
+// with the built-in `hash $request_uri consistent`, lua.conf, module.conf
+// and its balancer alone, and with the seed's set_backend form and its
+// static-map peer (the same backends, ringman nodes and configs as the nginx section).
 // Unlike req/s, an instruction count does not depend on what else runs on
 // the machine, so it compares the configs where wrk's figures are noise.
 //
@@ -71,7 +71,7 @@ func callgrindRows(ctx context.Context, o options, dir string, cl *cleanups) ([]
 
 	which := []int{env.hash, env.lua}
 	if env.module >= 0 {
-		which = append(which, env.module, env.seed, env.seedPeer)
+		which = append(which, env.module, env.balancer, env.seed, env.seedPeer)
 	}
 	results := map[int]cgResult{}
 	for _, i := range which {

@@ -4,6 +4,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 )
 
 const wrkSample = `Running 5s test @ http://127.0.0.1:41234/
@@ -39,5 +40,36 @@ func TestParseWrk(t *testing.T) {
 	}
 	if _, err := parseWrk("garbage"); err == nil {
 		t.Error("garbage parsed")
+	}
+}
+
+func TestParseWrkRequests(t *testing.T) {
+	r, err := parseWrk(wrkSample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.requests != 62701 {
+		t.Errorf("requests = %v, want 62701", r.requests)
+	}
+	if _, err := parseWrk(strings.Replace(wrkSample, "62701 requests in", "requests in", 1)); err == nil {
+		t.Error("no request count parsed")
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	// A command with a space and a parenthesis, as nginx's "nginx: worker
+	// process" has spaces: the fields count from the last ')'.
+	line := "4242 (nginx: worker (x)) S 4241 4241 4241 0 -1 4194624 1000 0 0 0 250 75 0 0 20 0 1 0 12345 1000000 500 18446744073709551615\n"
+	st, err := parseProcStat(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ppid != 4241 || st.cpu != 3250*time.Millisecond {
+		t.Errorf("parseProcStat = %+v, want ppid 4241, cpu 3.25s", st)
+	}
+	for _, bad := range []string{"", "4242 nginx S 1", "4242 (nginx) S x 1 1 1 1 1 1 1 1 1 1 1 1"} {
+		if _, err := parseProcStat(bad); err == nil {
+			t.Errorf("parseProcStat(%q) parsed", bad)
+		}
 	}
 }

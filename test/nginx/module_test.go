@@ -311,16 +311,24 @@ func TestModuleStaleTable(t *testing.T) {
 	}
 }
 
+// newNoTableFixture starts one node writing its tables to tables, for an
+// nginx (not started) pointed first at empty, a directory with no table;
+// so is the module.
+func newNoTableFixture(t *testing.T, ctx context.Context) (f *fixture, so, tables, empty string) {
+	t.Helper()
+	nginxBin(t, false)
+	so = moduleSO(t)
+	tables = filepath.Join(worldDir(t, "rm-tbl-"), "n1")
+	f = newFixtureArgs(t, ctx, "", 1, func(int) []string { return []string{"--table-dir", tables} })
+	return f, so, tables, worldDir(t, "rm-empty-")
+}
+
 // Before any table: 503, and one log line saying which file is missing.
 // `nginx -s reload` with a ringman_table_dir that has one routes at once.
 // A refused file (bad checksum) is logged and the table in use stays.
 func TestModuleNoTableAndReload(t *testing.T) {
 	ctx := testContext(t, 90*time.Second)
-	nginxBin(t, false)
-	so := moduleSO(t)
-	tables := filepath.Join(worldDir(t, "rm-tbl-"), "n1")
-	f := newFixtureArgs(t, ctx, "", 1, func(int) []string { return []string{"--table-dir", tables} })
-	empty := worldDir(t, "rm-empty-")
+	f, so, tables, empty := newNoTableFixture(t, ctx)
 	conf, err := nginxrun.ReadConfig("module.conf")
 	if err != nil {
 		t.Fatal(err)

@@ -143,3 +143,118 @@ func TestModuleBalanceFactorOverrideNoInstances(t *testing.T) {
 		t.Errorf("a worker crashed:\n%s", f.nginx.ErrorLog())
 	}
 }
+
+// The balancer alone (module.conf without set_backend): with no table it
+// gives nginx no peer, a 502 that is logged once (the missing file), not
+// once per request ("no live upstreams"); with every instance drained, a
+// key without an override gets the same 502, and the empty ring is logged
+// once when its table loads.
+func TestModuleBalancerAloneLogsOnce(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	f, so, tables, empty := newNoTableFixture(t, ctx)
+	alone := map[string]string{"set_backend $ringman_owner;": ""}
+	f.nginx = startEditedNginx(t, "module.conf", alone, map[string]string{"MODULE": so, "RINGMAN_TABLES": empty})
+	const requests = 5
+	for i := range requests {
+		r, err := f.get(host, fmt.Sprintf("/none/%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != http.StatusBadGateway {
+			t.Errorf("GET /none/%d with no table: %+v, want 502", i, r)
+		}
+	}
+	log := f.nginx.ErrorLog()
+	if n := strings.Count(log, fmt.Sprintf(`no table "%s/web.table"`, empty)); n != 1 {
+		t.Errorf("the missing table was logged %d times, want once:\n%s", n, log)
+	}
+	if strings.Contains(log, "no live upstreams") {
+		t.Errorf("nginx logged each request without a table:\n%s", log)
+	}
+
+	f.nginx.Stop()
+	f.nginx = startEditedNginx(t, "module.conf", alone, map[string]string{"MODULE": so, "RINGMAN_TABLES": tables})
+	waitStatus := func(path string, want int, what string) {
+		t.Helper()
+		err := cluster.Poll(ctx, 20*time.Millisecond, what, func() (bool, string) {
+			r, err := f.get(host, path)
+			if err != nil {
+				return false, err.Error()
+			}
+			return r.Status == want, fmt.Sprintf("GET %s: %+v", path, r)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitStatus("/routed", http.StatusOK, "nginx routes from the node's table")
+	if _, err := f.nodes[0].API().Drain(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus("/drained/0", http.StatusBadGateway, "502 once the ring is empty")
+	for i := range requests {
+		if r, err := f.get(host, fmt.Sprintf("/drained/%d", i+1)); err != nil || r.Status != http.StatusBadGateway {
+			t.Errorf("GET /drained/%d with the ring empty: %+v %v, want 502", i+1, r, err)
+		}
+	}
+	log = f.nginx.ErrorLog()
+	if n := strings.Count(log, `has no live instance`); n != 1 {
+		t.Errorf("the empty ring was logged %d times, want once:\n%s", n, log)
+	}
+	if strings.Contains(log, "no live upstreams") || strings.Contains(log, "no route in service") {
+		t.Errorf("nginx logged each request without a route:\n%s", log)
+	}
+}
+
+// A table file the workers cannot read is logged once and not read again
+// until it changes; a chmod that makes it readable is such a change (its
+// ctime), and nginx then routes from it. The file is a copy that no node
+// touches, so that only the chmod changes it.
+func TestModuleUnreadableTableReadAfterChmod(t *testing.T) {
+	ctx := testContext(t, 90*time.Second)
+	f, so, tables, static := newNoTableFixture(t, ctx)
+	var raw []byte
+	err := cluster.Poll(ctx, 20*time.Millisecond, "the node writes its table", func() (bool, string) {
+		var err error
+		raw, err = os.ReadFile(filepath.Join(tables, "web.table"))
+		return err == nil, fmt.Sprint(err)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(static, "web.table")
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.nginx = startNginx(t, "module.conf", map[string]string{"MODULE": so, "RINGMAN_TABLES": static})
+	r, err := f.get(host, "/unreadable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != http.StatusServiceUnavailable {
+		t.Skipf("nginx's workers read a file of mode 0 (do they run as root?): %+v", r)
+	}
+	if !f.logContains(fmt.Sprintf(`cannot open table "%s"`, path)) {
+		t.Errorf("nginx's error log does not say it cannot open %s:\n%s", path, f.nginx.ErrorLog())
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := f.backends[0].Name
+	err = cluster.Poll(ctx, 20*time.Millisecond, "nginx routes once the file is readable", func() (bool, string) {
+		r, err := f.get(host, "/readable")
+		if err != nil {
+			return false, err.Error()
+		}
+		return r.Status == http.StatusOK && r.Backend == want, fmt.Sprintf("got %+v", r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(f.nginx.ErrorLog(), "cannot open table"); n != 1 {
+		t.Errorf("the unreadable file was logged %d times, want once:\n%s", n, f.nginx.ErrorLog())
+	}
+}
