@@ -255,34 +255,17 @@ func failedLines(nodes []*cluster.Node) int {
 }
 
 // cpuTimes returns each node's user+system CPU seconds so far (-1 when
-// unknown), from /proc/<pid>/stat.
+// unknown).
 func cpuTimes(nodes []*cluster.Node) []float64 {
 	out := make([]float64, len(nodes))
 	for i, n := range nodes {
 		out[i] = -1
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.Pid()))
-		if err != nil {
-			continue
-		}
-		// Fields after the command name, which is in parentheses and may
-		// hold spaces: utime and stime are fields 14 and 15 of the line.
-		_, rest, ok := bytes.Cut(b, []byte(") "))
-		f := strings.Fields(string(rest))
-		if !ok || len(f) < 13 {
-			continue
-		}
-		ut, err1 := strconv.ParseFloat(f[11], 64)
-		st, err2 := strconv.ParseFloat(f[12], 64)
-		if err1 == nil && err2 == nil {
-			out[i] = (ut + st) / clockTicks
+		if st, err := procStat(n.Pid()); err == nil {
+			out[i] = st.cpu.Seconds()
 		}
 	}
 	return out
 }
-
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on
-// every Linux architecture Go supports.
-const clockTicks = 100
 
 // rssMiB returns a process's resident memory in MiB, or 0.
 func rssMiB(pid int) float64 {
