@@ -131,6 +131,8 @@ test: test-deps
 	$(GO) test -count=1 ./ring/
 	@# The allocation checks of the lookup path skip under -race (its instrumentation allocates).
 	$(GO) test -count=1 -run 'DoesNotAllocate|NoAllocs|Alloc' ./redisapi/ ./router/
+	@# A cluster of 50 nodes in one process starves under -race: run it plain.
+	$(GO) test -count=1 -run 'TestLargeClusters' ./discovery/
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 	$(MAKE) --no-print-directory test-nginx-asan
 

@@ -117,6 +117,10 @@ type tunables struct {
 	joinBackoffMax time.Duration
 	reconnectEvery time.Duration
 	keyTimeout     time.Duration // wait for keyring answers (keys.go)
+	// coalesceQuiet and coalesceMax fold bursts of changes into few
+	// publishes (coalesce.go).
+	coalesceQuiet, coalesceMax time.Duration
+	settleDelay                time.Duration // settleLoop (reconnect.go)
 	// pushPullInterval, when set, replaces the profile's.
 	pushPullInterval time.Duration
 	// wrapTransport, when set, wraps the gossip transport of the node
@@ -134,6 +138,9 @@ func defaultTunables() tunables {
 		joinBackoffMax: joinBackoffMax,
 		reconnectEvery: reconnectEvery,
 		keyTimeout:     keyTimeout,
+		coalesceQuiet:  coalesceQuiet,
+		coalesceMax:    coalesceMax,
+		settleDelay:    settleDelay,
 	}
 }
 

@@ -176,6 +176,8 @@ func (n *Node) run() {
 	defer n.wg.Done()
 	prune := time.NewTicker(n.tun.pruneEvery)
 	defer prune.Stop()
+	co := coalescer{quiet: n.tun.coalesceQuiet, max: n.tun.coalesceMax}
+	defer co.stop()
 	for {
 		select {
 		case <-n.done:
@@ -184,7 +186,13 @@ func (n *Node) run() {
 			}
 			return
 		case <-n.dirty:
+			if co.changed(time.Now()) {
+				n.publish()
+				co.published(time.Now())
+			}
+		case <-co.due():
 			n.publish()
+			co.published(time.Now())
 		case <-n.savedPeers.due:
 			n.savedPeers.due = nil
 			n.savePeers()
@@ -199,8 +207,16 @@ func (n *Node) run() {
 func (n *Node) publish() {
 	u := n.table.takeUpdate()
 	live, peers := u.live, u.peers
+	joined := false
 	for _, c := range u.changes {
 		n.logChange(c)
+		joined = joined || (c.to == StatusAlive && (c.from == "" || c.from == StatusLeft || c.from == StatusFailed))
+	}
+	if joined {
+		select {
+		case n.joinedSome <- struct{}{}:
+		default: // settleLoop has one pending already
+		}
 	}
 	if u.dropped > 0 {
 		n.log.Warn("membership changes not logged: too many at once", "count", u.dropped)

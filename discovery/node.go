@@ -76,12 +76,14 @@ type Node struct {
 	reclaims    chan string
 	reclaimWait time.Duration // how long reclaimLoop keeps trying one address
 
-	dirty     chan struct{} // capacity 1: "the view changed", coalesced
-	done      chan struct{} // closed by Shutdown
-	ctx       context.Context
-	cancel    context.CancelFunc // called by Shutdown
-	closeOnce sync.Once
-	wg        sync.WaitGroup
+	dirty chan struct{} // capacity 1: "the view changed", coalesced
+	// joinedSome (capacity 1) tells settleLoop that members joined.
+	joinedSome chan struct{}
+	done       chan struct{} // closed by Shutdown
+	ctx        context.Context
+	cancel     context.CancelFunc // called by Shutdown
+	closeOnce  sync.Once
+	wg         sync.WaitGroup
 
 	// Owned by the event loop (and by Start before the loop runs).
 	lastLive   map[string][]string
@@ -109,6 +111,7 @@ func start(cfg Config, tun tunables) (*Node, error) {
 		tun:        tun,
 		enc:        keyring != nil,
 		dirty:      make(chan struct{}, 1),
+		joinedSome: make(chan struct{}, 1),
 		reclaims:   make(chan string, reclaimQueue),
 		done:       make(chan struct{}),
 		local:      s.local,
@@ -231,10 +234,11 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	// old address is dead everywhere and the new one is taken.
 	n.reclaimWait = mlc.DeadNodeReclaimTime + 10*mlc.ProbeInterval*time.Duration(mlc.SuspicionMult) + 5*time.Second
 
-	n.wg.Add(5)
+	n.wg.Add(6)
 	go n.run()
 	go n.reconnectLoop()
 	go n.reclaimLoop()
+	go n.settleLoop()
 	go func() {
 		defer n.wg.Done()
 		n.gossip.run(n.done)

@@ -101,3 +101,52 @@ func (n *Node) reconnectLoop() {
 		}
 	}
 }
+
+// settleDelay is how long after the last join of a burst settleLoop waits
+// before its full state exchange.
+const settleDelay = 2 * time.Second
+
+// settleLoop repairs the join stall: when many nodes join at once, a node
+// can miss the alive message of one that joined just after it (gossip
+// retransmits each message only a few times), and stay unaware of it until
+// the next periodic push/pull, which memberlist stretches to 30 s and more
+// in large clusters (FINDINGS.md, "join stall"). After members joined, once
+// no more have for settleDelay, this node exchanges full state with one
+// random alive member, which knows the one it missed. A cluster that does
+// not change does no exchange.
+func (n *Node) settleLoop() {
+	defer n.wg.Done()
+	var due <-chan time.Time
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-n.joinedSome:
+			if timer == nil {
+				timer = time.NewTimer(n.tun.settleDelay)
+			} else {
+				timer.Reset(n.tun.settleDelay)
+			}
+			due = timer.C
+			continue
+		case <-due:
+			due = nil
+		}
+		peers := n.table.peerAddrs()
+		if len(peers) == 0 {
+			continue
+		}
+		addr := peers[rand.IntN(len(peers))]
+		if _, err := n.join([]string{addr}, joinFirstAnswer); err != nil {
+			n.log.Debug("state exchange after joins failed", "addr", addr, "err", err)
+			continue
+		}
+		n.log.Debug("exchanged state after joins", "addr", addr)
+	}
+}
