@@ -19,7 +19,7 @@ import (
 // Goals of a cluster of many processes on one machine, for the profile the
 // README tells a datacenter to use.
 const (
-	scaleJoinGoal  = 5 * time.Second // start of the joins -> every node has every instance
+	scaleJoinGoal  = 5 * time.Second // every node started and joined -> every node has every instance
 	scaleCrashGoal = 2 * time.Second // kill -9 -> out of every survivor's ring, at 50 nodes
 	// scaleJoinBound bounds the wait for convergence: past it the row says
 	// how many node pairs were still missing.
@@ -59,7 +59,7 @@ func scaleRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 
 // scaleResult is what one cluster measured.
 type scaleResult struct {
-	join      time.Duration // 0 when not converged
+	join      time.Duration // every process ready -> converged; 0 when not converged
 	missing   int           // node pairs missing at the bound, when not converged
 	failed    int           // "node failed" lines while idle
 	cpu       float64       // median share of one core per node while idle
@@ -91,7 +91,7 @@ func scaleOnce(ctx context.Context, o options, dir, profile string, count int, c
 		crash = fmt.Sprintf("%.2f s", res.crash.Seconds())
 	}
 	rows := []row{
-		{measurement: label + ": start of joins → every node has every instance", ringman: join,
+		{measurement: fmt.Sprintf("%s: all joined (started in %.1f s) → every node has every instance", label, res.startedIn.Seconds()), ringman: join,
 			goal: fmt.Sprintf("≤ %.0f s", scaleJoinGoal.Seconds()), met: yesNo(res.join > 0 && res.join <= scaleJoinGoal)},
 		{measurement: fmt.Sprintf("%s: false \"node failed\" in %v idle", label, scaleIdle), ringman: strconv.Itoa(res.failed),
 			goal: "0", met: yesNo(res.failed == 0)},
@@ -177,7 +177,7 @@ func measureScale(ctx context.Context, c *cluster.Cluster, profile string, count
 		return res, ctx.Err()
 	}
 	if err == nil {
-		res.join = time.Since(start)
+		res.join = time.Since(start) - res.startedIn
 	} else {
 		progress("scale: %v", err)
 	}
