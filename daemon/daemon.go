@@ -159,6 +159,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, err
 		}
+		// An override write reaches nginx's files at once, not at the
+		// writer's next tick.
+		n.overrides.SetOnPublish(n.tables.Changed)
 		go n.tables.Run()
 	}
 	var published atomic.Bool
