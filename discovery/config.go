@@ -123,6 +123,8 @@ type tunables struct {
 	settleDelay                time.Duration // settleLoop (reconnect.go)
 	// pushPullInterval, when set, replaces the profile's.
 	pushPullInterval time.Duration
+	// maxNodes, when set, replaces the profile's MaxNodes.
+	maxNodes int
 	// wrapTransport, when set, wraps the gossip transport of the node
 	// advertised at self (tests cut the network with it).
 	wrapTransport func(self string, t memberlist.NodeAwareTransport) memberlist.NodeAwareTransport

@@ -221,6 +221,11 @@ func (n *Node) publish() {
 	if u.dropped > 0 {
 		n.log.Warn("membership changes not logged: too many at once", "count", u.dropped)
 	}
+	if members := len(peers) + 1; n.maxNodes > 0 && members > n.maxNodes && !n.oversize {
+		n.oversize = true
+		n.log.Warn("cluster is larger than this gossip profile was measured to hold; above it, a busy machine may see false failures: use --profile lan",
+			"profile", n.cfg.Profile, "members", members, "measured_up_to", n.maxNodes)
+	}
 	if n.lastLive == nil || !equalServices(live, n.lastLive) {
 		n.lastLive = live
 		if n.cfg.OnChange != nil {

@@ -88,6 +88,10 @@ type Node struct {
 	// Owned by the event loop (and by Start before the loop runs).
 	lastLive   map[string][]string
 	savedPeers peerSaves
+	// maxNodes is the profile's MaxNodes; oversize is set once the
+	// cluster has outgrown it and the node has said so.
+	maxNodes int
+	oversize bool
 }
 
 // Start creates the memberlist, starts the event loop, joins seeds and known
@@ -116,6 +120,12 @@ func start(cfg Config, tun tunables) (*Node, error) {
 		done:       make(chan struct{}),
 		local:      s.local,
 		localBytes: s.localBytes,
+	}
+	if p, err := LookupProfile(cfg.Profile); err == nil {
+		n.maxNodes = p.MaxNodes
+	}
+	if tun.maxNodes > 0 {
+		n.maxNodes = tun.maxNodes
 	}
 	var resyncAfter time.Duration
 	if cfg.SharedState != nil {

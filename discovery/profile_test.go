@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 )
@@ -45,5 +46,50 @@ func TestProfilesAreWhatRuns(t *testing.T) {
 		if err == nil || err.Error() != want || mlErr == nil || mlErr.Error() != want {
 			t.Errorf("profile %q: %v / %v, want %q", bad, err, mlErr, want)
 		}
+	}
+}
+
+// A cluster that outgrows what its profile was measured to hold is told so
+// once per node, not once per change.
+func TestProfileSizeWarningOnce(t *testing.T) {
+	t.Parallel()
+	tun := testTunables()
+	tun.maxNodes = 2
+	a := startNodeTun(t, "a", tun, nil)
+	b := startNodeTun(t, "b", tun, seeds(a))
+	c := startNodeTun(t, "c", tun, seeds(a))
+	all := []*testNode{a, b, c}
+	// Published changes are logged; a burst is published after a quiet spell.
+	logged := func(parts ...string) func() (bool, string) {
+		return func() (bool, string) {
+			for _, n := range all {
+				if len(n.logs.lines(parts...)) == 0 {
+					return false, fmt.Sprintf("%s has not logged %q", n.Name(), parts)
+				}
+			}
+			return true, ""
+		}
+	}
+	waitFor(t, convergeWithin, logged("larger than this gossip profile", "members=3", "measured_up_to=2"))
+	// One more change after the cluster outgrew the bound.
+	startNodeTun(t, "d", tun, seeds(a))
+	waitFor(t, convergeWithin, logged("node joined", "node=d"))
+	for _, n := range all {
+		if got := n.logs.lines("larger than this gossip profile"); len(got) != 1 {
+			t.Errorf("%s logged the size warning %d times, want once: %q", n.Name(), len(got), got)
+		}
+	}
+}
+
+func TestFastProfileSaysItsSize(t *testing.T) {
+	p, err := LookupProfile("fast")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.MaxNodes != 50 {
+		t.Errorf("fast's MaxNodes = %d, want 50 (what make scale measured it to hold)", p.MaxNodes)
+	}
+	if lan, _ := LookupProfile("lan"); lan.MaxNodes != 0 {
+		t.Errorf("lan's MaxNodes = %d, want 0 (no size seen to fail)", lan.MaxNodes)
 	}
 }

@@ -83,7 +83,7 @@ func TestServeRejectsEmptyEncryptFromEnvironment(t *testing.T) {
 // The --profile help is built from discovery's profiles; it reads as it
 // did when it was written by hand.
 func TestProfileUsage(t *testing.T) {
-	if got, want := profileUsage(), "gossip timing profile: lan, wan or fast (one datacenter, ~1 s failure detection)"; got != want {
+	if got, want := profileUsage(), "gossip timing profile: lan, wan or fast (one datacenter up to 50 nodes, ~1 s failure detection)"; got != want {
 		t.Errorf("profileUsage() = %q, want %q", got, want)
 	}
 }
