@@ -448,6 +448,10 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 		}
 	}
 	results := make([][]wrkResult, len(configs))
+	// A config that fails a round is left out of the later ones and gets
+	// an ERROR row; the others are still measured. Only the built-in hash,
+	// every config's peer, ends the section.
+	failed := make([]error, len(configs))
 	for round := range nginxRounds {
 		for k := range order {
 			i := order[k]
@@ -455,7 +459,15 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 				i = order[len(order)-1-k]
 			}
 			cfg := configs[i]
+			if failed[i] != nil {
+				continue
+			}
 			r, err := runWrkCPU(ctx, script, procs[i].Addr, workers[i])
+			if err != nil && i != env.hash && ctx.Err() == nil {
+				failed[i] = fmt.Errorf("round %d: %w", round+1, err)
+				progress("nginx: %s failed in round %d, left out of the rest: %v\n%s", cfg.name, round+1, err, procs[i].Logs())
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("%s, round %d: %w\n%s", cfg.name, round+1, err, procs[i].Logs())
 			}
@@ -463,14 +475,26 @@ func nginxRows(ctx context.Context, o options, dir string, cl *cleanups) ([]row,
 			results[i] = append(results[i], r)
 		}
 	}
-	return nginxTable(env, results), nil
+	return nginxTable(env, results, failed), nil
 }
 
 // nginxTable turns each config's runs (one per round) into rows: medians,
 // and for a config with a goal, the medians of its per-round ratios to its
 // peer.
-func nginxTable(env *nginxEnv, results [][]wrkResult) []row {
+//
+// failed[i] is why config i stopped being measured (nil: it was not): it,
+// and any config compared with it, get one ERROR row instead.
+func nginxTable(env *nginxEnv, results [][]wrkResult, failed []error) []row {
 	configs := env.configs
+	broken := func(i int) error {
+		if failed[i] != nil {
+			return failed[i]
+		}
+		if p := configs[i].peer; p != 0 && failed[p] != nil {
+			return fmt.Errorf("its peer %s failed: %w", configs[p].name, failed[p])
+		}
+		return nil
+	}
 	field := func(rs []wrkResult, f func(wrkResult) float64) float64 {
 		var xs []float64
 		for _, r := range rs {
@@ -495,6 +519,10 @@ func nginxTable(env *nginxEnv, results [][]wrkResult) []row {
 			peer = cfg.peer
 		}
 		ps := results[peer]
+		if err := broken(i); err != nil {
+			rows = append(rows, row{measurement: fmt.Sprintf("nginx %s", cfg.name), ringman: firstLine(err.Error()), met: "ERROR"})
+			continue
+		}
 		r := row{
 			measurement: fmt.Sprintf("nginx %s: req/s (%s, median)", cfg.name, load),
 			ringman:     fmt.Sprintf("%.0f", field(rs, rps)),
@@ -536,16 +564,18 @@ func nginxTable(env *nginxEnv, results [][]wrkResult) []row {
 	}
 	// What ringman itself costs in lua.conf, apart from the Lua module's
 	// phases: lua.conf against the same shape with no lookup.
-	rows = append(rows, row{
-		measurement: "nginx ringman lua.conf vs Lua floor: req/s",
-		ringman:     fmt.Sprintf("%.0f", field(results[env.lua], rps)),
-		peer:        fmt.Sprintf("%.0f (Lua floor)", field(results[env.floor], rps)),
-		ratio:       fmt.Sprintf("%.2f×", perRound(results[env.lua], results[env.floor], func(x, y wrkResult) float64 { return x.rps / y.rps })),
-	})
+	if broken(env.lua) == nil && broken(env.floor) == nil {
+		rows = append(rows, row{
+			measurement: "nginx ringman lua.conf vs Lua floor: req/s",
+			ringman:     fmt.Sprintf("%.0f", field(results[env.lua], rps)),
+			peer:        fmt.Sprintf("%.0f (Lua floor)", field(results[env.floor], rps)),
+			ratio:       fmt.Sprintf("%.2f×", perRound(results[env.lua], results[env.floor], func(x, y wrkResult) float64 { return x.rps / y.rps })),
+		})
+	}
 	// The module's comparisons round by round, so that their spread is
 	// visible on a noisy machine.
 	for _, i := range []int{env.module, env.balancer, env.seed} {
-		if i < 0 {
+		if i < 0 || broken(i) != nil {
 			continue
 		}
 		peer := env.hash

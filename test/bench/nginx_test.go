@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -71,5 +73,36 @@ func TestParseProcStat(t *testing.T) {
 		if _, err := parseProcStat(bad); err == nil {
 			t.Errorf("parseProcStat(%q) parsed", bad)
 		}
+	}
+}
+
+// A config that failed a round gets one ERROR row, and so does the config
+// compared with it; the others keep their figures.
+func TestNginxTableFailedConfig(t *testing.T) {
+	env := &nginxEnv{hash: 0, floor: 1, lua: 2, module: -1, balancer: -1, seed: 4, seedPeer: 3, configs: []nginxConfig{
+		{name: "built-in hash"}, {name: "Lua floor"}, {name: "lua.conf", goal: 0.9},
+		{name: "static map"}, {name: "seed form", peer: 3, goal: 1},
+	}}
+	ok := []wrkResult{{rps: 100, p50: 1e-3, p99: 2e-3, cpu: 1e-5}}
+	results := [][]wrkResult{ok, ok, ok, nil, nil}
+	failed := []error{nil, nil, nil, errors.New("round 1: 3 non-2xx answers\nlog tail"), nil}
+	var errs, lua []string
+	for _, r := range nginxTable(env, results, failed) {
+		if r.met == "ERROR" {
+			errs = append(errs, r.measurement+": "+r.ringman)
+		}
+		if strings.HasPrefix(r.measurement, "nginx lua.conf: req/s") {
+			lua = append(lua, r.ratio+" "+r.met)
+		}
+	}
+	want := []string{
+		"nginx static map: round 1: 3 non-2xx answers",
+		"nginx seed form: its peer static map failed: round 1: 3 non-2xx answers",
+	}
+	if !slices.Equal(errs, want) {
+		t.Errorf("ERROR rows = %q, want %q", errs, want)
+	}
+	if !slices.Equal(lua, []string{"1.00× yes"}) {
+		t.Errorf("lua.conf's row = %q, want its ratio and verdict", lua)
 	}
 }
