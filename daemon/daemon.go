@@ -176,6 +176,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			// membership change that caused it.
 			log.Info("ring changed", "service", ch.Service, "added", ch.Added, "removed", ch.Removed,
 				"keys_moved", fmt.Sprintf("%.1f%%", 100*ch.Moved), "took", ch.Took.Round(time.Microsecond))
+			if ch.Idle > 0 {
+				advice := fmt.Sprintf("more --partitions than %d", cfg.Ring.Partitions)
+				if err := cfg.Ring.CheckInstances(len(live[ch.Service])); err != nil {
+					advice = err.Error()
+				}
+				log.Warn("instances own no keys: the ring has too few partitions for them", "service", ch.Service,
+					"idle", ch.Idle, "instances", len(live[ch.Service]), "advice", advice)
+			}
 		}
 		published.Store(true)
 		if n.tables != nil {

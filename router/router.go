@@ -153,6 +153,9 @@ type Change struct {
 	// (ring.Moved): 1 for a service that appeared or went away.
 	Moved float64
 	Took  time.Duration // the rebuild
+	// Idle counts the instances that own no partition (ring.Ring.Idle):
+	// more instances than the partition count gives keys to.
+	Idle int
 }
 
 // Update makes the rings match instances (service -> live instances) and
@@ -198,7 +201,7 @@ func (r *Router) Update(instances map[string][]string) (changes []Change, err er
 		took := time.Since(start)
 		next[service] = rg
 		changes = append(changes, Change{Service: service, Added: minus(set, r.sets[service]),
-			Removed: minus(r.sets[service], set), Moved: ring.Moved(prev, rg), Took: took})
+			Removed: minus(r.sets[service], set), Moved: ring.Moved(prev, rg), Took: took, Idle: rg.Idle()})
 		r.sets[service] = set
 	}
 	for service, prev := range old {

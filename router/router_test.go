@@ -447,3 +447,25 @@ func TestUpdateReportsChanges(t *testing.T) {
 		t.Errorf("service gone: %+v; want its 3 instances removed and every key moved", c)
 	}
 }
+
+// A ring with more instances than its partitions give keys to says how
+// many own none, so that serve can warn.
+func TestUpdateCountsIdleInstances(t *testing.T) {
+	s := ring.DefaultSettings()
+	s.Partitions = 7
+	r, err := router.New(s, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, err := r.Update(map[string][]string{"web": names("web", 20)})
+	if err != nil || len(changes) != 1 {
+		t.Fatalf("Update: %+v, %v", changes, err)
+	}
+	if c := changes[0]; c.Idle < 20-7 {
+		t.Errorf("20 instances on 7 partitions: Idle = %d, want at least 13", c.Idle)
+	}
+	changes, _ = r.Update(map[string][]string{"web": names("web", 3)})
+	if c := changes[0]; c.Idle != 0 {
+		t.Errorf("3 instances on 7 partitions: Idle = %d, want 0", c.Idle)
+	}
+}
