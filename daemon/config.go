@@ -29,6 +29,9 @@ const (
 	DefaultService                   = "web"
 	DefaultCheckInterval             = 2 * time.Second
 	DefaultCheckTimeout              = time.Second
+	DefaultCheckRise                 = 2
+	DefaultCheckFall                 = 3
+	DefaultCheckStatus               = "200-399"
 	DefaultRedisAddr                 = "127.0.0.1:6380"
 	DefaultSocketMode    os.FileMode = 0o660
 	DefaultIdleTimeout               = 5 * time.Minute
@@ -61,10 +64,16 @@ type Config struct {
 	// DBs maps RESP database numbers (SELECT n) to services.
 	DBs map[int]string
 	// Check, when set, is an http(s) URL polled every CheckInterval (each
-	// try bounded by CheckTimeout); the node drains while it fails.
+	// try bounded by CheckTimeout); the node drains after CheckFall probes
+	// in a row fail and undrains after CheckRise in a row pass. A probe
+	// passes when the status is within CheckStatus ("200-399"; redirects
+	// are not followed).
 	Check         string
 	CheckInterval time.Duration
 	CheckTimeout  time.Duration
+	CheckRise     int
+	CheckFall     int
+	CheckStatus   string
 	// RedisAddr is the RESP listener: host:port (port 0: the system picks)
 	// or unix:/path, created with SocketMode.
 	RedisAddr  string
@@ -118,6 +127,9 @@ func DefaultConfig() Config {
 		DefaultService: DefaultService,
 		CheckInterval:  DefaultCheckInterval,
 		CheckTimeout:   DefaultCheckTimeout,
+		CheckRise:      DefaultCheckRise,
+		CheckFall:      DefaultCheckFall,
+		CheckStatus:    DefaultCheckStatus,
 		RedisAddr:      DefaultRedisAddr,
 		SocketMode:     DefaultSocketMode,
 		IdleTimeout:    DefaultIdleTimeout,
@@ -253,6 +265,23 @@ func validDB(n int, service string) bool {
 	return n >= 0 && n <= 1<<20 && discovery.ValidateServiceName(service) == nil
 }
 
+// maxCheckStreak bounds --check-rise and --check-fall.
+const maxCheckStreak = 100
+
+// ParseStatusRange parses --check-status: "200-399", or one status "200".
+func ParseStatusRange(s string) (lo, hi int, err error) {
+	a, b, isRange := strings.Cut(strings.TrimSpace(s), "-")
+	lo, err1 := strconv.Atoi(a)
+	hi, err2 := lo, error(nil)
+	if isRange {
+		hi, err2 = strconv.Atoi(b)
+	}
+	if err1 != nil || err2 != nil || lo < 100 || hi > 599 || lo > hi {
+		return 0, 0, errors.New("want a status or a range of statuses within 100-599, e.g. 200-399")
+	}
+	return lo, hi, nil
+}
+
 // checkAddrs checks every address and the health-check URL, and returns
 // Bind's IP.
 func (c Config) checkAddrs(ctx context.Context) (string, error) {
@@ -292,6 +321,17 @@ func (c Config) checkAddrs(ctx context.Context) (string, error) {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return "", configErrorf("--check %s: want http://host[:port]/path or https://...", cell(c.Check))
 		}
+	}
+	for _, f := range []struct {
+		flag string
+		n    int
+	}{{"--check-rise", c.CheckRise}, {"--check-fall", c.CheckFall}} {
+		if f.n < 1 || f.n > maxCheckStreak {
+			return "", configErrorf("%s must be 1 to %d probes in a row, got %d", f.flag, maxCheckStreak, f.n)
+		}
+	}
+	if _, _, err := ParseStatusRange(c.CheckStatus); err != nil {
+		return "", configErrorf("--check-status %s: %v", cell(c.CheckStatus), err)
 	}
 	return gossipIP, nil
 }

@@ -206,7 +206,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Version:       cfg.Version,
 		Seeds:         cfg.Join,
 		Peers:         n.store,
-		Check:         discovery.Check{URL: cfg.Check, Interval: cfg.CheckInterval, Timeout: cfg.CheckTimeout},
+		Check:         checkConfig(cfg),
 		SharedState:   n.overrides,
 		Logger:        log,
 		OnChange:      onChange,
@@ -248,6 +248,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Rings:      rt.Rings,
 		Services:   services,
 		Members:    node.Members,
+		Check:      node.CheckState,
 		Overrides:  n.overrides,
 	}); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
@@ -467,3 +468,13 @@ func (n *Node) StartKeys() (count int, source string) { return n.keyCount, n.key
 // Warnings are the start-up warnings (already logged): each listener that
 // other hosts can reach without a secret.
 func (n *Node) Warnings() []string { return slices.Clone(n.warnings) }
+
+// checkConfig is the health check as discovery takes it; Config.validate
+// has checked CheckStatus.
+func checkConfig(cfg Config) discovery.Check {
+	lo, hi, _ := ParseStatusRange(cfg.CheckStatus)
+	return discovery.Check{
+		URL: cfg.Check, Interval: cfg.CheckInterval, Timeout: cfg.CheckTimeout,
+		Rise: cfg.CheckRise, Fall: cfg.CheckFall, StatusMin: lo, StatusMax: hi,
+	}
+}

@@ -295,6 +295,10 @@ func TestStartRefusesBadConfig(t *testing.T) {
 		{func(c *Config) { c.Ring.Partitions = 0 }, "partitions"},
 		{func(c *Config) { c.LeaveTimeout = 0 }, "--leave-timeout must be positive"},
 		{func(c *Config) { c.CheckInterval = 0 }, "--check-interval must be positive"},
+		{func(c *Config) { c.CheckFall = 0 }, "--check-fall must be 1 to 100 probes in a row, got 0"},
+		{func(c *Config) { c.CheckRise = 101 }, "--check-rise must be 1 to 100"},
+		{func(c *Config) { c.CheckStatus = "2xx" }, "--check-status 2xx: want a status or a range"},
+		{func(c *Config) { c.CheckStatus = "399-200" }, "--check-status 399-200"},
 	} {
 		c := testConfig(t, "n", &logBuffer{})
 		tc.edit(&c)

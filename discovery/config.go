@@ -77,9 +77,17 @@ type Config struct {
 
 // Check is an HTTP health check of the local instance.
 type Check struct {
-	URL      string        // GET; 2xx passes
+	URL      string        // GET, redirects not followed
 	Interval time.Duration // default 2s
 	Timeout  time.Duration // default 1s
+	// Rise is how many probes in a row must pass to pass a failing check
+	// (undrain), Fall how many must fail to fail a passing one (drain):
+	// default 2 and 3, HAProxy's. The first probe, before the node joins,
+	// decides alone.
+	Rise, Fall int
+	// StatusMin and StatusMax bound the statuses that pass: default 200
+	// and 399 (2xx and 3xx, as HAProxy's httpchk).
+	StatusMin, StatusMax int
 }
 
 const (
@@ -105,6 +113,12 @@ const (
 	defaultBindAddr      = "0.0.0.0:7946"
 	defaultCheckInterval = 2 * time.Second
 	defaultCheckTimeout  = time.Second
+	defaultCheckRise     = 2
+	defaultCheckFall     = 3
+	defaultCheckStatusLo = 200
+	defaultCheckStatusHi = 399
+	// maxCheckStreak bounds Rise and Fall: a longer streak is a typo.
+	maxCheckStreak = 100
 )
 
 // tunables are the package's timings; tests shorten some of them.
@@ -247,6 +261,22 @@ func normalizeConfig(cfg Config) (Config, error) {
 		}
 		if cfg.Check.Timeout == 0 {
 			cfg.Check.Timeout = defaultCheckTimeout
+		}
+		c := &cfg.Check
+		if c.Rise < 0 || c.Rise > maxCheckStreak || c.Fall < 0 || c.Fall > maxCheckStreak {
+			return cfg, fmt.Errorf("health check rise %d and fall %d: want 1 to %d probes", c.Rise, c.Fall, maxCheckStreak)
+		}
+		if c.Rise == 0 {
+			c.Rise = defaultCheckRise
+		}
+		if c.Fall == 0 {
+			c.Fall = defaultCheckFall
+		}
+		if c.StatusMin == 0 && c.StatusMax == 0 {
+			c.StatusMin, c.StatusMax = defaultCheckStatusLo, defaultCheckStatusHi
+		}
+		if c.StatusMin < 100 || c.StatusMax > 599 || c.StatusMin > c.StatusMax {
+			return cfg, fmt.Errorf("health check statuses %d-%d: want a range within 100-599", c.StatusMin, c.StatusMax)
 		}
 	}
 	return cfg, nil

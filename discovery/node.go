@@ -43,7 +43,8 @@ type Node struct {
 	self gossipListener // set by Start, read-only after
 	enc  bool
 
-	table *memberTable // who is in the cluster, as this node sees it
+	table   *memberTable // who is in the cluster, as this node sees it
+	checker *healthCheck // nil without Config.Check; set before Start returns
 
 	// metaMu guards this node's own metadata and why it drains. NodeMeta
 	// takes it with memberlist's lock held: it is never held while calling
@@ -146,7 +147,8 @@ func start(cfg Config, tun tunables) (*Node, error) {
 		// Check once before joining so that a node whose instance is down
 		// starts drained instead of flapping into every ring.
 		checker = newHealthCheck(cfg.Check)
-		if err := checker.run(n.ctx); err != nil {
+		n.checker = checker
+		if err := checker.probe(n.ctx); !checker.first(err, time.Now()) {
 			n.log.Warn("health check failing at start; draining", "url", cfg.Check.URL, "err", err)
 			n.checkDrain = true
 			n.local.Draining = true

@@ -217,6 +217,9 @@ func TestStartRejectsBadInput(t *testing.T) {
 		{"bad instance", func(c *Config) { c.Services = map[string][]string{"web": {"10.0.0.1"}} }, `instance "10.0.0.1"`},
 		{"bad service name", func(c *Config) { c.Services = map[string][]string{"a b": {"h:1"}} }, "service name"},
 		{"check URL", func(c *Config) { c.Check.URL = "localhost:8080/health" }, "health check URL"},
+		{"check fall", func(c *Config) { c.Check = Check{URL: "http://127.0.0.1:1/", Fall: -1} }, "want 1 to 100 probes"},
+		{"check rise", func(c *Config) { c.Check = Check{URL: "http://127.0.0.1:1/", Rise: 101} }, "want 1 to 100 probes"},
+		{"check statuses", func(c *Config) { c.Check = Check{URL: "http://127.0.0.1:1/", StatusMin: 400, StatusMax: 300} }, "want a range within 100-599"},
 		{"long label", func(c *Config) { c.Label = strings.Repeat("x", 300) }, "label is 300 bytes"},
 	}
 	for _, tc := range cases {

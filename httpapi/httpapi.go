@@ -30,7 +30,10 @@ const MaxBody = 1 << 20
 
 // Cluster is the part of a discovery.Node the API uses.
 type Cluster interface {
+	Name() string
 	Members() []discovery.Member
+	// CheckState is the local health check's; false without one.
+	CheckState() (discovery.CheckState, bool)
 	Join(addrs []string) (int, error)
 	SetDraining(on bool) error
 	Draining() bool
@@ -130,7 +133,7 @@ func (a *api) routes() []route {
 		{"GET /entries.json", false, "every override: [{host, backend, updated_at, node, version}]", a.listEntries},
 		{"GET /entries/{file}", false, "the override of a host (URL-encoded), 404 when none", a.getEntry},
 		{"DELETE /entries/{file}", true, "remove the override of a host (URL-encoded), 404 when none", a.deleteEntry},
-		{"GET /v1/members", false, "cluster members: name, gossip address, status, services", a.members},
+		{"GET /v1/members", false, "cluster members: name, gossip address, status, services; the node asked also its health check (state, probes in a row, last error)", a.members},
 		{"GET /v1/lookup", false, "?key=K&service=S&n=N: the backend for K, and up to N candidates (N 1 to 8, default 1); 404 for an unknown service or no live instance", a.lookup},
 		{"GET /v1/route", false, "for nginx auth_request: key in header X-Ringman-Key (service in X-Ringman-Service, optional; ?n=N): 200 with X-Ringman-Backend: host:port, X-Ringman-Source and X-Ringman-Candidates, or 403 when there is no route", a.route},
 		{"GET /v1/rings", false, "per service: instances and their share of partitions", a.rings},

@@ -27,6 +27,23 @@ type Member struct {
 	Status   string              `json:"status"`
 	Services map[string][]string `json:"services"`
 	Version  string              `json:"version,omitempty"`
+	// Check is the node's health check: only on the member that answered
+	// (each node probes its own instance), absent without --check.
+	Check *MemberCheck `json:"check,omitempty"`
+}
+
+// MemberCheck is a node's health check of its local instance.
+type MemberCheck struct {
+	URL      string    `json:"url"`
+	State    string    `json:"state"`    // "passing", or "failing": the node drains
+	Passes   int       `json:"passes"`   // probes in a row that passed
+	Failures int       `json:"failures"` // probes in a row that failed
+	Since    time.Time `json:"since"`    // when the state last changed
+	Checked  time.Time `json:"checked"`  // when the last probe ended
+	// LastError is the last failed probe's error (an old one while the
+	// check passes), at LastErrorAt.
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
 }
 
 // Lookup is the answer to GET /v1/lookup.

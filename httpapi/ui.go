@@ -169,9 +169,30 @@ func (a *api) memberList() []Member {
 		if services == nil {
 			services = map[string][]string{}
 		}
-		out = append(out, Member{Name: m.Name, Addr: m.Addr, Status: string(m.Status), Services: services, Version: m.Version})
+		member := Member{Name: m.Name, Addr: m.Addr, Status: string(m.Status), Services: services, Version: m.Version}
+		if m.Name == a.Cluster.Name() {
+			member.Check = a.check()
+		}
+		out = append(out, member)
 	}
 	return out
+}
+
+// check is this node's health check as /v1/members shows it; nil without one.
+func (a *api) check() *MemberCheck {
+	st, ok := a.Cluster.CheckState()
+	if !ok {
+		return nil
+	}
+	c := &MemberCheck{URL: st.URL, State: "failing", Passes: st.Passes, Failures: st.Failures,
+		Since: st.Since, Checked: st.Checked, LastError: st.LastError}
+	if st.Passing {
+		c.State = "passing"
+	}
+	if !st.LastErrorAt.IsZero() {
+		c.LastErrorAt = &st.LastErrorAt
+	}
+	return c
 }
 
 // ringList is every service's ring as GET /v1/rings answers it, instances

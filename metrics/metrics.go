@@ -52,6 +52,9 @@ type Sources struct {
 	Members func() []discovery.Member
 	// Overrides is the override table.
 	Overrides *hostmap.Table
+	// Check is the local health check's state (discovery.Node.CheckState);
+	// false: the node has no check.
+	Check func() (discovery.CheckState, bool)
 }
 
 // Metrics records what must be recorded as it happens, and collects the
@@ -193,6 +196,12 @@ var (
 	descRefused = prometheus.NewDesc("ringman_override_versions_refused_total",
 		"Override changes from other nodes not applied because their version was more than --max-clock-offset ahead of this node's clock (a broken or skewed clock, or a hostile member). A change from a merely skewed node is applied by a later full-state exchange once this node's clock is within the bound.",
 		nil, nil)
+	descCheckPassing = prometheus.NewDesc("ringman_check_passing",
+		"1 while the local instance's health check (--check) passes, 0 while it fails and the node drains; absent without --check. Turns to 0 after --check-fall failed probes in a row and back after --check-rise passed ones.",
+		nil, nil)
+	descCheckFailures = prometheus.NewDesc("ringman_check_failures_in_a_row",
+		"Health-check probes in a row that failed (0 after a passing one); the node drains when it reaches --check-fall.",
+		nil, nil)
 	descPending = prometheus.NewDesc("ringman_override_pending_oldest_seconds",
 		"Age of the oldest override change received from another node and not applied here yet (queued, being merged, or lost to a full queue or a failed commit until a later full-state exchange); 0 when there is none.",
 		nil, nil)
@@ -209,7 +218,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuildInfo, descLookups, descLookupErrors, descRESPConns, descRESPMaxClients,
-		descRESPAccepted, descRESPLimits, descRESPAuthFailures, descInstances, descMembers, descOverrides, descRefused, descPending} {
+		descRESPAccepted, descRESPLimits, descRESPAuthFailures, descInstances, descMembers, descOverrides, descRefused, descPending, descCheckPassing, descCheckFailures} {
 		ch <- d
 	}
 }
@@ -264,6 +273,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, s := range memberStates {
 			gauge(descMembers, float64(count[s]), string(s))
+		}
+	}
+	if c.src.Check != nil {
+		if st, ok := c.src.Check(); ok {
+			passing := 0.0
+			if st.Passing {
+				passing = 1
+			}
+			gauge(descCheckPassing, passing)
+			gauge(descCheckFailures, float64(st.Failures))
 		}
 	}
 	if c.src.Overrides != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"ringman/discovery"
 	"ringman/ring"
 	"ringman/router"
 )
@@ -90,6 +91,27 @@ func TestRingsChanged(t *testing.T) {
 		if fams[name] != nil {
 			t.Errorf("%s exported without its source", name)
 		}
+	}
+}
+
+// The health check's gauges follow its state, and are absent without one.
+func TestCheckGauges(t *testing.T) {
+	st, has := discovery.CheckState{Passing: false, Failures: 4}, true
+	reg := prometheus.NewRegistry()
+	if err := New().Register(reg, Sources{Check: func() (discovery.CheckState, bool) { return st, has }}); err != nil {
+		t.Fatal(err)
+	}
+	fams := gather(t, reg)
+	if p, f := fams["ringman_check_passing"].GetMetric()[0].GetGauge().GetValue(), fams["ringman_check_failures_in_a_row"].GetMetric()[0].GetGauge().GetValue(); p != 0 || f != 4 {
+		t.Errorf("failing check: passing %v, failures %v; want 0 and 4", p, f)
+	}
+	st = discovery.CheckState{Passing: true, Passes: 2}
+	if p := gather(t, reg)["ringman_check_passing"].GetMetric()[0].GetGauge().GetValue(); p != 1 {
+		t.Errorf("passing check: ringman_check_passing %v, want 1", p)
+	}
+	has = false
+	if fams := gather(t, reg); fams["ringman_check_passing"] != nil {
+		t.Error("ringman_check_passing exported by a node without a check")
 	}
 }
 

@@ -93,7 +93,11 @@ func newMembersCmd() *cobra.Command {
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			for _, m := range kept {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cell(m.Name), cell(m.Addr), cell(m.Status), formatServices(m.Services))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s", cell(m.Name), cell(m.Addr), cell(m.Status), formatServices(m.Services))
+				if m.Check != nil {
+					fmt.Fprintf(tw, "\t%s", formatCheck(m.Check))
+				}
+				fmt.Fprintln(tw)
 			}
 			return tw.Flush()
 		},
@@ -102,6 +106,17 @@ func newMembersCmd() *cobra.Command {
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
 	cmd.Flags().StringVar(&status, "status", ".*", "only members whose status matches this regular expression")
 	return cmd
+}
+
+// formatCheck prints the answering node's health check: its state, the
+// probes in a row behind it, and the last error while it fails (or when the
+// last probe failed).
+func formatCheck(c *httpapi.MemberCheck) string {
+	s := fmt.Sprintf("check %s (%d passed in a row)", c.State, c.Passes)
+	if c.Failures > 0 {
+		s = fmt.Sprintf("check %s (%d failed in a row): %s", c.State, c.Failures, c.LastError)
+	}
+	return escapeText(s) // the last column: spaces are fine
 }
 
 // formatServices prints services like the --service flag takes them, each

@@ -40,7 +40,7 @@ func startNode(t *testing.T) (addr string, node *discovery.Node, rt *router.Rout
 
 // startTestNode is startNode with the override table, its data file in a
 // temporary dir, and the API token (none when "").
-func startTestNode(t *testing.T, token string) testNode {
+func startTestNode(t *testing.T, token string, edit ...func(*discovery.Config)) testNode {
 	t.Helper()
 	rt, err := router.New(ring.DefaultSettings(), "web")
 	if err != nil {
@@ -57,14 +57,18 @@ func startTestNode(t *testing.T, token string) testNode {
 	}
 	t.Cleanup(func() { table.Close() })
 	rt.SetOverrides(table)
-	node, err := discovery.Start(discovery.Config{
+	cfg := discovery.Config{
 		Name:        "cli-test",
 		BindAddr:    "127.0.0.1:0",
 		Profile:     "fast",
 		Services:    map[string][]string{"web": {"127.0.0.1:9001", "127.0.0.1:9002"}, "thumbs": {"127.0.0.1:9101"}},
 		Fingerprint: ring.DefaultSettings().Fingerprint(),
 		OnChange:    func(live map[string][]string) { rt.Update(live) },
-	})
+	}
+	for _, e := range edit {
+		e(&cfg)
+	}
+	node, err := discovery.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +76,7 @@ func startTestNode(t *testing.T, token string) testNode {
 	srv := httptest.NewServer(httpapi.New(httpapi.Config{Router: rt, Cluster: node, Overrides: table, Token: token}))
 	t.Cleanup(srv.Close)
 	deadline := time.Now().Add(5 * time.Second)
-	for rt.Ring("web").Len() != 2 {
+	for !node.Draining() && rt.Ring("web").Len() != 2 {
 		if time.Now().After(deadline) {
 			t.Fatalf("web ring has %d instances after 5s, want 2", rt.Ring("web").Len())
 		}
@@ -112,6 +116,31 @@ func TestMembers(t *testing.T) {
 	code, out, _ = runCLI("members", "--addr", addr, "--status", "ali.*")
 	if code != 0 || !strings.Contains(out, "cli-test") {
 		t.Errorf("members --status ali.*: exit %d, %q", code, out)
+	}
+}
+
+// TestMembersCheck: the node asked shows its health check, and why it
+// fails.
+func TestMembersCheck(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer backend.Close()
+	n := startTestNode(t, "", func(c *discovery.Config) {
+		c.Check = discovery.Check{URL: backend.URL + "/health", Interval: time.Hour}
+	})
+	code, out, errOut := runCLI("members", "--addr", n.addr)
+	want := "check failing (1 failed in a row): GET " + backend.URL + "/health: 503 Service Unavailable (want 200-399)"
+	if code != 0 || !strings.Contains(out, "draining") || !strings.HasSuffix(strings.TrimSpace(out), want) {
+		t.Errorf("members: exit %d, %q (stderr %q); want the drained node with %q", code, out, errOut, want)
+	}
+	code, out, _ = runCLI("members", "--addr", n.addr, "--format", "json")
+	var ms []httpapi.Member
+	if err := json.Unmarshal([]byte(out), &ms); code != 0 || err != nil || len(ms) != 1 || ms[0].Check == nil {
+		t.Fatalf("members --format json: exit %d, %q", code, out)
+	}
+	if c := ms[0].Check; c.State != "failing" || c.Failures != 1 || c.LastErrorAt == nil || c.URL != backend.URL+"/health" {
+		t.Errorf("check in JSON: %+v", c)
 	}
 }
 
@@ -250,7 +279,7 @@ func TestParseServices(t *testing.T) {
 	o := serveOptions{name: "n", bind: "127.0.0.1:0", redisAddr: "unix:/tmp/r.sock", httpAddr: ":0", profile: "lan",
 		defaultService: "web", services: []string{"10.0.0.1:80", "thumbs=10.0.0.2:81", "web=[::1]:82"},
 		dbs: []string{"1=thumbs"}, partitions: 7, load: 1.5, replication: 3, socketMode: "0660",
-		logLevel: "debug", logFormat: "json", checkInterval: time.Second, checkTimeout: time.Second, idleTimeout: time.Second, leaveTimeout: time.Second, tombstoneTTL: time.Hour, maxClockOffset: time.Minute}
+		logLevel: "debug", logFormat: "json", checkInterval: time.Second, checkTimeout: time.Second, checkRise: 2, checkFall: 3, checkStatus: "200-399", idleTimeout: time.Second, leaveTimeout: time.Second, tombstoneTTL: time.Hour, maxClockOffset: time.Minute}
 	c, err := o.config(io.Discard)
 	if err != nil {
 		t.Fatal(err)

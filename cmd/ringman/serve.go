@@ -34,6 +34,9 @@ type serveOptions struct {
 	check          string
 	checkInterval  time.Duration
 	checkTimeout   time.Duration
+	checkRise      int
+	checkFall      int
+	checkStatus    string
 	redisAddr      string
 	socketMode     string
 	idleTimeout    time.Duration
@@ -92,6 +95,9 @@ SIGINT/SIGTERM drain the node, leave the cluster gracefully (bounded by
 	f.StringVar(&o.check, "check", "", "health-check URL of the local instance; the node drains while it fails")
 	f.DurationVar(&o.checkInterval, "check-interval", def.CheckInterval, "time between health checks")
 	f.DurationVar(&o.checkTimeout, "check-timeout", def.CheckTimeout, "timeout of one health check")
+	f.IntVar(&o.checkRise, "check-rise", def.CheckRise, "health checks in a row that must pass to undrain the node")
+	f.IntVar(&o.checkFall, "check-fall", def.CheckFall, "health checks in a row that must fail to drain the node")
+	f.StringVar(&o.checkStatus, "check-status", def.CheckStatus, "HTTP statuses that pass the health check, LO-HI (redirects are not followed)")
 	f.StringVar(&o.redisAddr, "redis-addr", def.RedisAddr, "RESP address, host:port or unix:/path/ringman.sock")
 	f.StringVar(&o.socketMode, "socket-mode", fmt.Sprintf("%#o", def.SocketMode), "file mode of the RESP unix socket")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", def.IdleTimeout, "close RESP connections idle this long")
@@ -161,6 +167,9 @@ func (o serveOptions) config(stderr io.Writer) (daemon.Config, error) {
 		Check:          o.check,
 		CheckInterval:  o.checkInterval,
 		CheckTimeout:   o.checkTimeout,
+		CheckRise:      o.checkRise,
+		CheckFall:      o.checkFall,
+		CheckStatus:    o.checkStatus,
 		RedisAddr:      o.redisAddr,
 		IdleTimeout:    o.idleTimeout,
 		MaxClients:     o.maxClients,

@@ -54,6 +54,8 @@ func TestServeRejectsBadAddressesBeforeCreatingAnything(t *testing.T) {
 		{[]string{"--join", "127.0.0.1:7946,127.0.0.1:99999"}, "--join 127.0.0.1:99999"},
 		{[]string{"--check", "ftp://127.0.0.1/health"}, "--check"},
 		{[]string{"--check", "127.0.0.1:8080/health"}, "--check"},
+		{[]string{"--check-status", "200-700"}, "--check-status 200-700: want a status or a range of statuses within 100-599"},
+		{[]string{"--check-rise", "-1"}, "--check-rise must be 1 to 100"},
 		{[]string{"--profile", "quick"}, "--profile"},
 		{[]string{"--profile", ""}, "--profile"},
 		{[]string{"--encrypt", ""}, "--encrypt"},
