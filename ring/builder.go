@@ -31,12 +31,14 @@ import (
 type Builder struct {
 	settings Settings
 	hasher   Hasher
-	names    []string // the last set, sorted; shared with the last Ring
-	slots    []uint32 // slots[i] stands for names[i]
-	slotName []string // instance by slot, "" for a free slot
-	free     []uint32 // free slots
-	hashes   []uint64 // the virtual points, sorted (see comparePoints)
-	owners   []uint32 // the slot of each point, aligned with hashes
+	set      []Instance // the last set, sorted by key (ID or address)
+	slots    []uint32   // slots[i] stands for set[i]
+	slotName []string   // instance key by slot, "" for a free slot
+	slotAddr []string   // instance address by slot
+	slotPts  []int      // virtual points by slot
+	free     []uint32   // free slots
+	hashes   []uint64   // the virtual points, sorted (see comparePoints)
+	owners   []uint32   // the slot of each point, aligned with hashes
 }
 
 type xxHasher struct{}
@@ -59,56 +61,80 @@ func NewBuilder(s Settings) (*Builder, error) {
 var ErrInvalidInstance = errors.New("ring: empty instance name")
 
 // Build returns the Ring for exactly this set of instances (duplicates are
-// ignored). It is idempotent.
+// ignored), each its own ID with weight 1. It is idempotent.
 func (b *Builder) Build(instances []string) (*Ring, error) {
-	if slices.Contains(instances, "") {
-		return nil, ErrInvalidInstance
+	set := make([]Instance, len(instances))
+	for i, inst := range instances {
+		set[i] = Instance{Addr: inst}
 	}
-	set := slices.Clone(instances)
-	if !slices.IsSorted(set) {
-		slices.Sort(set)
+	return b.BuildInstances(set)
+}
+
+// BuildInstances returns the Ring for exactly this set of instances. Exact
+// duplicates are ignored; two instances with one ID or one address that
+// differ otherwise are refused (ErrDuplicateInstance). It is idempotent, and
+// a set of weight-1 instances without IDs places keys exactly as Build.
+func (b *Builder) BuildInstances(instances []Instance) (*Ring, error) {
+	set, err := normalizeInstances(instances)
+	if err != nil {
+		return nil, err
 	}
-	b.place(slices.Clip(slices.Compact(set)))
+	b.place(set)
 	return b.snapshot(), nil
 }
 
-// place brings the virtual points to set (sorted, no duplicates): the
-// leavers' points are dropped and the joiners' merged in.
-func (b *Builder) place(set []string) {
+// place brings the virtual points to set (sorted by key, no duplicates):
+// the leavers' points are dropped and the joiners' merged in. An instance
+// whose weight changed leaves and joins again (the points its old and new
+// weights share hash the same, so only the difference moves keys); one
+// whose address changed keeps its points and answers at the new address.
+func (b *Builder) place(set []Instance) {
 	slots := make([]uint32, len(set))
 	var gone []uint32
 	var joined []int // indexes into set
-	for i, j := 0, 0; i < len(b.names) || j < len(set); {
+	for i, j := 0, 0; i < len(b.set) || j < len(set); {
 		switch {
-		case j == len(set) || i < len(b.names) && b.names[i] < set[j]:
+		case j == len(set) || i < len(b.set) && b.set[i].key() < set[j].key():
 			gone = append(gone, b.slots[i])
 			i++
-		case i == len(b.names) || set[j] < b.names[i]:
+		case i == len(b.set) || set[j].key() < b.set[i].key():
 			joined = append(joined, j)
 			j++
+		case b.slotPts[b.slots[i]] != set[j].points(b.settings.ReplicationFactor):
+			gone = append(gone, b.slots[i])
+			joined = append(joined, j)
+			i, j = i+1, j+1
 		default:
 			slots[j] = b.slots[i]
+			b.slotAddr[slots[j]] = set[j].Addr
 			i, j = i+1, j+1
 		}
 	}
 	b.dropPoints(gone)
-	fresh := make([]point, 0, len(joined)*b.settings.ReplicationFactor)
+	n := 0
+	for _, j := range joined {
+		n += set[j].points(b.settings.ReplicationFactor)
+	}
+	fresh := make([]point, 0, n)
 	for _, j := range joined {
 		slots[j] = b.takeSlot(set[j])
-		fresh = b.appendPoints(fresh, set[j], slots[j])
+		fresh = b.appendPoints(fresh, set[j].key(), slots[j], b.slotPts[slots[j]])
 	}
 	b.mergePoints(fresh)
-	b.names, b.slots = set, slots
+	b.set, b.slots = set, slots
 }
 
-func (b *Builder) takeSlot(inst string) uint32 {
+func (b *Builder) takeSlot(inst Instance) uint32 {
+	pts := inst.points(b.settings.ReplicationFactor)
 	if n := len(b.free); n > 0 {
 		s := b.free[n-1]
 		b.free = b.free[:n-1]
-		b.slotName[s] = inst
+		b.slotName[s], b.slotAddr[s], b.slotPts[s] = inst.key(), inst.Addr, pts
 		return s
 	}
-	b.slotName = append(b.slotName, inst)
+	b.slotName = append(b.slotName, inst.key())
+	b.slotAddr = append(b.slotAddr, inst.Addr)
+	b.slotPts = append(b.slotPts, pts)
 	return uint32(len(b.slotName) - 1)
 }
 
@@ -121,7 +147,7 @@ func (b *Builder) dropPoints(gone []uint32) {
 	dead := make([]bool, len(b.slotName))
 	for _, s := range gone {
 		dead[s] = true
-		b.slotName[s] = ""
+		b.slotName[s], b.slotAddr[s], b.slotPts[s] = "", "", 0
 	}
 	b.free = append(b.free, gone...)
 	kept := 0
@@ -144,11 +170,12 @@ type point struct {
 	slot uint32
 }
 
-// appendPoints appends inst's virtual points: the same ones consistent
-// places (its replicaKey is "<i>:<name>").
-func (b *Builder) appendPoints(dst []point, inst string, slot uint32) []point {
+// appendPoints appends the n virtual points of the instance keyed inst:
+// the same ones consistent places (its replicaKey is "<i>:<name>"), so that
+// a heavier weight adds points to a lighter one's and moves no other key.
+func (b *Builder) appendPoints(dst []point, inst string, slot uint32, n int) []point {
 	key := make([]byte, 0, len(inst)+8)
-	for i := 0; i < b.settings.ReplicationFactor; i++ {
+	for i := 0; i < n; i++ {
 		key = append(strconv.AppendInt(key[:0], int64(i), 10), ':')
 		key = append(key, inst...)
 		dst = append(dst, point{b.hasher.Sum64(key), slot})
@@ -239,24 +266,31 @@ func (b *Builder) mergePoints(fresh []point) {
 // Ring.
 func (b *Builder) snapshot() *Ring {
 	r := &Ring{custom: b.settings.Hasher, partitions: uint64(b.settings.Partitions)}
-	if len(b.names) == 0 {
+	if len(b.set) == 0 {
 		return r
 	}
-	r.instances = b.names
+	order := r.describe(b.set)
 	start := b.partitionStarts()
 
 	// Bounded loads, as consistent distributes them: partitions in id order,
-	// each to the first instance clockwise from its start that is below the
-	// cap, ceil(Load × partitions / instances). The cap times the instance
-	// count is at least the partition count, so the walk always ends.
-	limit := int(math.Ceil(float64(b.settings.Partitions) / float64(len(r.instances)) * b.settings.Load))
+	// each to the first instance clockwise from its start that is below its
+	// cap, ceil(Load × partitions / instances) scaled by the instance's
+	// share of the points (its weight). The caps add up to at least the
+	// partition count, so the walk always ends. With equal weights the
+	// points divide into exactly the instance count, and the cap is
+	// consistent's to the last bit.
+	limit := make([]int, len(b.slotName)) // by slot
+	for _, s := range b.slots {
+		share := float64(len(b.owners)) / float64(b.slotPts[s])
+		limit[s] = int(math.Ceil(float64(b.settings.Partitions) / share * b.settings.Load))
+	}
 	owned := make([]int, len(b.slotName)) // by slot
 	r.width = min(MaxCandidates, len(r.instances))
 	r.table = make([]string, b.settings.Partitions*r.width)
 	points := len(b.owners)
 	var row [MaxCandidates]uint32
 	for p, i := range start {
-		for owned[b.owners[i]] >= limit {
+		for owned[b.owners[i]] >= limit[b.owners[i]] {
 			if i++; i == points {
 				i = 0
 			}
@@ -278,12 +312,12 @@ func (b *Builder) snapshot() *Ring {
 			}
 		}
 		for c, s := range row[:k] {
-			r.table[p*r.width+c] = b.slotName[s]
+			r.table[p*r.width+c] = b.slotAddr[s]
 		}
 	}
 	r.owned = make([]int, len(r.instances))
 	for i, s := range b.slots {
-		r.owned[i] = owned[s]
+		r.owned[order[i]] = owned[s]
 	}
 	return r
 }

@@ -13,7 +13,9 @@ package ring
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -171,8 +173,59 @@ type Ring struct {
 	partitions uint64
 	width      int      // candidates kept per partition
 	table      []string // partitions × width; table[p*width] is p's owner
-	instances  []string // sorted
+	instances  []string // addresses, sorted
 	owned      []int    // partitions owned, aligned with instances
+	// ids and weights are aligned with instances: nil when every instance
+	// is its own ID, and when every weight is 1.
+	ids     []string
+	weights []float64
+}
+
+// describe sets the ring's instances from set (sorted by key), sorted by
+// address, and returns where each of set's instances went.
+func (r *Ring) describe(set []Instance) (order []int) {
+	byAddr := make([]int, len(set))
+	for i := range byAddr {
+		byAddr[i] = i
+	}
+	slices.SortFunc(byAddr, func(x, y int) int { return strings.Compare(set[x].Addr, set[y].Addr) })
+	order = make([]int, len(set))
+	r.instances = make([]string, len(set))
+	for at, i := range byAddr {
+		order[i] = at
+		r.instances[at] = set[i].Addr
+		if set[i].ID != "" && set[i].ID != set[i].Addr && r.ids == nil {
+			r.ids = make([]string, len(set))
+		}
+		if set[i].Weight != 1 && r.weights == nil {
+			r.weights = make([]float64, len(set))
+		}
+	}
+	for at, i := range byAddr {
+		if r.ids != nil {
+			r.ids[at] = set[i].key()
+		}
+		if r.weights != nil {
+			r.weights[at] = set[i].Weight
+		}
+	}
+	return order
+}
+
+// Describe returns the ring's instances with their IDs and weights, in the
+// order of Instances(). It allocates a new slice on each call.
+func (r *Ring) Describe() []Instance {
+	out := make([]Instance, r.Len())
+	for i, addr := range r.Instances() {
+		out[i] = Instance{Addr: addr, ID: addr, Weight: 1}
+		if r.ids != nil {
+			out[i].ID = r.ids[i]
+		}
+		if r.weights != nil {
+			out[i].Weight = r.weights[i]
+		}
+	}
+	return out
 }
 
 // Owner returns the instance that owns key, and false when the ring is empty.
@@ -327,7 +380,19 @@ func (r *Ring) IndexTable() []uint32 {
 	return out
 }
 
-// Moved is the fraction of keys whose owner differs between rings a and b
+// idOf maps the ring's addresses to their instances' IDs.
+func (r *Ring) idOf() map[string]string {
+	out := make(map[string]string, len(r.instances))
+	for i, addr := range r.instances {
+		out[addr] = addr
+		if r.ids != nil {
+			out[addr] = r.ids[i]
+		}
+	}
+	return out
+}
+
+// Moved is the fraction of keys whose owner (its ID) differs between rings a and b
 // (keys spread evenly over partitions, so it is the fraction of partitions
 // whose owner changed): what an instance joining or leaving cost the
 // services' caches. A ring with no instance owns nothing, so going from or
@@ -341,8 +406,18 @@ func Moved(a, b *Ring) float64 {
 		return 1
 	}
 	moved := 0
+	if a.ids == nil && b.ids == nil {
+		for p := range a.partitions {
+			if a.table[p*uint64(wa)] != b.table[p*uint64(wb)] {
+				moved++
+			}
+		}
+		return float64(moved) / float64(a.partitions)
+	}
+	// Keys stay with an instance's ID when its address changes.
+	ida, idb := a.idOf(), b.idOf()
 	for p := range a.partitions {
-		if a.table[p*uint64(wa)] != b.table[p*uint64(wb)] {
+		if ida[a.table[p*uint64(wa)]] != idb[b.table[p*uint64(wb)]] {
 			moved++
 		}
 	}
