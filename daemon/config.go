@@ -181,7 +181,7 @@ func (c Config) validate(ctx context.Context) (gossipIP string, err error) {
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
 		for _, inst := range c.Services[name] {
-			if err := checkService(name, inst); err != nil {
+			if _, _, err := ParseService(name+"="+inst, c.DefaultService); err != nil {
 				return "", configErrorf("--service %q: %v", name+"="+inst, err)
 			}
 		}
@@ -226,26 +226,53 @@ func (c Config) validate(ctx context.Context) (gossipIP string, err error) {
 }
 
 // ParseService parses --service's NAME=HOST:PORT, or HOST:PORT for
-// defaultService (whose name Validate checks, as --default-service).
+// defaultService (whose name Validate checks, as --default-service), each
+// optionally followed by instance attributes: NAME=HOST:PORT,id=ID,weight=N
+// (discovery.Instance). The instance comes back in canonical form.
 func ParseService(s, defaultService string) (name, instance string, err error) {
-	name, instance, ok := strings.Cut(s, "=")
-	if !ok {
-		if err := discovery.ValidateInstance(s); err != nil {
+	name, instance = defaultService, s
+	if first, _, _ := strings.Cut(s, ","); strings.Contains(first, "=") {
+		// NAME=HOST:PORT[,attributes]; without NAME=, any "=" is after
+		// the first comma.
+		name, instance, _ = strings.Cut(s, "=")
+		if isInstanceAttr(name) {
+			return "", "", fmt.Errorf("%s= is an instance attribute: put it after an instance, as web=10.0.0.5:8080,%s=...", name, name)
+		}
+		if err := discovery.ValidateServiceName(name); err != nil {
 			return "", "", err
 		}
-		return defaultService, s, nil
 	}
-	if err := checkService(name, instance); err != nil {
+	in, err := discovery.ParseInstance(instance)
+	if err != nil {
+		if !strings.Contains(instance, ":") {
+			// Maybe an attribute ringman does not know, split off by the
+			// list flag: say which ones there are.
+			return "", "", fmt.Errorf("%w (the attributes after an instance are id= and weight=)", err)
+		}
 		return "", "", err
 	}
-	return name, instance, nil
+	return name, in.String(), nil
 }
 
-func checkService(name, instance string) error {
-	if err := discovery.ValidateServiceName(name); err != nil {
-		return err
+// isInstanceAttr reports whether key names an instance attribute rather
+// than a service.
+func isInstanceAttr(key string) bool { return key == "id" || key == "weight" }
+
+// JoinServiceAttrs undoes the comma split of a list flag (--service a,b
+// and RINGMAN_SERVICE=a,b give two items): an item that is an instance
+// attribute (id=..., weight=...) joins the item before it, so that
+// "web=10.0.0.5:8080,id=web-a,weight=2" is one instance.
+func JoinServiceAttrs(items []string) []string {
+	var out []string
+	for _, it := range items {
+		key, _, _ := strings.Cut(it, "=")
+		if isInstanceAttr(key) && len(out) > 0 {
+			out[len(out)-1] += "," + it
+			continue
+		}
+		out = append(out, it)
 	}
-	return discovery.ValidateInstance(instance)
+	return out
 }
 
 // dbForm is what --db wants.

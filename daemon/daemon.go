@@ -29,6 +29,7 @@ import (
 	"ringman/httpapi"
 	"ringman/metrics"
 	"ringman/redisapi"
+	"ringman/ring"
 	"ringman/router"
 	"ringman/store"
 	"ringman/tablefile"
@@ -166,7 +167,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	var published atomic.Bool
 	onChange := func(live map[string][]string) {
-		changes, err := rt.Update(live)
+		changes, err := rt.UpdateInstances(ringInstances(live))
 		if err != nil {
 			log.Error("ring rebuild failed; keeping the previous ring", "err", err)
 		}
@@ -174,8 +175,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		for _, ch := range changes {
 			// One line per ring change, next to discovery's line for the
 			// membership change that caused it.
-			log.Info("ring changed", "service", ch.Service, "added", ch.Added, "removed", ch.Removed,
-				"keys_moved", fmt.Sprintf("%.1f%%", 100*ch.Moved), "took", ch.Took.Round(time.Microsecond))
+			attrs := []any{"service", ch.Service, "added", ch.Added, "removed", ch.Removed}
+			if len(ch.Reweighted) > 0 {
+				attrs = append(attrs, "reweighted", ch.Reweighted)
+			}
+			log.Info("ring changed", append(attrs, "keys_moved", fmt.Sprintf("%.1f%%", 100*ch.Moved), "took", ch.Took.Round(time.Microsecond))...)
+			if len(ch.Conflicts) > 0 {
+				log.Warn("instances left out of the ring: another instance has their id or address (two nodes advertise one instance differently)",
+					"service", ch.Service, "left_out", ch.Conflicts)
+			}
 			if ch.Idle > 0 {
 				advice := fmt.Sprintf("more --partitions than %d", cfg.Ring.Partitions)
 				if err := cfg.Ring.CheckInstances(len(live[ch.Service])); err != nil {
@@ -477,4 +485,23 @@ func checkConfig(cfg Config) discovery.Check {
 		URL: cfg.Check, Interval: cfg.CheckInterval, Timeout: cfg.CheckTimeout,
 		Rise: cfg.CheckRise, Fall: cfg.CheckFall, StatusMin: lo, StatusMax: hi,
 	}
+}
+
+// ringInstances turns the live instances as discovery gives them (canonical
+// discovery.Instance strings) into the router's: weight-0 instances own
+// nothing and are left out (they stay listed in members).
+func ringInstances(live map[string][]string) map[string][]ring.Instance {
+	out := make(map[string][]ring.Instance, len(live))
+	for service, specs := range live {
+		set := make([]ring.Instance, 0, len(specs))
+		for _, spec := range specs {
+			in, err := discovery.ParseInstance(spec)
+			if err != nil || in.Weight == 0 {
+				continue // discovery checked every spec: only weight 0 is left out
+			}
+			set = append(set, ring.Instance{Addr: in.Addr, ID: in.ID, Weight: float64(in.Weight)})
+		}
+		out[service] = set
+	}
+	return out
 }

@@ -64,8 +64,15 @@ func (r *readiness) notJoined() string {
 // ringsMatch reports whether the published rings hold exactly the live
 // instances, and if not, which service differs.
 func ringsMatch(rings map[string]*ring.Ring, live map[string][]string) (bool, string) {
+	want := ringInstances(live)
 	for _, service := range slices.Sorted(maps.Keys(live)) {
-		if !slices.Equal(rings[service].Instances(), live[service]) {
+		set, _ := router.Resolve(want[service])
+		addrs := make([]string, len(set))
+		for i, in := range set {
+			addrs[i] = in.Addr
+		}
+		slices.Sort(addrs)
+		if !slices.Equal(rings[service].Instances(), addrs) {
 			return false, fmt.Sprintf("the ring of service %s is not rebuilt yet with its %d live instances", service, len(live[service]))
 		}
 	}

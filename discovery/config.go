@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,7 +39,8 @@ type Config struct {
 	// KeyStore, when set, saves the keyring after each change made with
 	// Node.Keys (keys.go).
 	KeyStore KeyStore
-	// Services are the instances this node fronts: service -> "host:port"s.
+	// Services are the instances this node fronts: service -> instances,
+	// "host:port" with optional attributes (Instance).
 	// They travel in memberlist's node metadata, which holds 512 bytes:
 	// Start fails with the size when they do not fit (about 30 instances
 	// like "10.0.0.1:8080" next to a 64-character fingerprint).
@@ -228,13 +228,15 @@ func normalizeConfig(cfg Config) (Config, error) {
 		if err := ValidateServiceName(name); err != nil {
 			return cfg, err
 		}
-		for _, inst := range insts {
-			if err := ValidateInstance(inst); err != nil {
+		canon := make([]string, len(insts))
+		for i, inst := range insts {
+			var err error
+			if canon[i], err = canonicalInstance(inst); err != nil {
 				return cfg, fmt.Errorf("service %s: %w", name, err)
 			}
 		}
-		if len(insts) > 0 {
-			services[name] = sortDedup(slices.Clone(insts))
+		if len(canon) > 0 {
+			services[name] = sortDedup(canon)
 		}
 	}
 	cfg.Services = services

@@ -184,8 +184,12 @@ func decodeMeta(b []byte) (meta, error) {
 			if err != nil {
 				return meta{}, fmt.Errorf("metadata service %q: %w", name, err)
 			}
-			if err := ValidateInstance(inst); err != nil {
+			canon, err := canonicalInstance(inst)
+			if err != nil {
 				return meta{}, fmt.Errorf("metadata service %q: %w", name, err)
+			}
+			if canon != inst {
+				return meta{}, fmt.Errorf("metadata service %q: instance %q is not in canonical form (%q)", name, inst, canon)
 			}
 			if m.Services == nil {
 				m.Services = make(map[string][]string)

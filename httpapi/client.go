@@ -92,6 +92,12 @@ func (c *Client) Leave(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/v1/leave", nil, &Status{})
 }
 
+// SetWeight changes the weight of one of the node's instances.
+func (c *Client) SetWeight(ctx context.Context, service, instance string, weight int) (WeightResult, error) {
+	var out WeightResult
+	return out, c.do(ctx, http.MethodPost, "/v1/weight", WeightRequest{Service: service, Instance: instance, Weight: &weight}, &out)
+}
+
 // Drain takes the node's instances out of every ring (on) or back in.
 func (c *Client) Drain(ctx context.Context, on bool) (bool, error) {
 	var out DrainResult

@@ -37,6 +37,7 @@ type Cluster interface {
 	Join(addrs []string) (int, error)
 	SetDraining(on bool) error
 	Draining() bool
+	SetWeight(service, addr string, weight int) (discovery.Instance, error)
 }
 
 // Config wires the API to a node.
@@ -140,6 +141,7 @@ func (a *api) routes() []route {
 		{"POST /v1/join", true, `{"addrs":["host:port",...]}: join a cluster through these nodes`, a.join},
 		{"POST /v1/leave", true, "leave the cluster gracefully and stop this node", a.leave},
 		{"POST /v1/drain", true, `{"drain":true|false}: take this node's instances out of (or back into) every ring`, a.drain},
+		{"POST /v1/weight", true, `{"service":"web","instance":"10.0.0.5:8080","weight":2}: change the weight of one of this node's instances (0 to 100; 0 keeps it listed with no keys), gossiped to every node; until the node restarts`, a.weight},
 		{"GET /v1/keys", true, "gossip keys of every node: each key (base64) and on how many nodes it is installed and primary", a.keys(discovery.KeyList)},
 		{"POST /v1/keys/install", true, `{"key":"<base64>"}: install a gossip key on every node; 502 lists the nodes that did not`, a.keys(discovery.KeyInstall)},
 		{"POST /v1/keys/use", true, `{"key":"<base64>"}: make an installed key the one that encrypts, on every node (409 unless every node has it)`, a.keys(discovery.KeyUse)},
@@ -312,6 +314,34 @@ func (a *api) drain(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, DrainResult{Draining: a.Cluster.Draining()})
+}
+
+func (a *api) weight(w http.ResponseWriter, r *http.Request) {
+	var req WeightRequest
+	if !decode(w, r, &req, false) {
+		return
+	}
+	if req.Weight == nil || req.Instance == "" {
+		writeError(w, http.StatusBadRequest, `instance and weight are required: {"service":"web","instance":"10.0.0.5:8080","weight":2}`)
+		return
+	}
+	service := req.Service
+	if service == "" {
+		service = a.Router.DefaultService()
+	}
+	in, err := a.Cluster.SetWeight(service, req.Instance, *req.Weight)
+	switch {
+	case errors.Is(err, discovery.ErrNotLocal):
+		writeError(w, http.StatusNotFound, "%v", err)
+		return
+	case errors.Is(err, discovery.ErrBadWeight):
+		writeError(w, http.StatusBadRequest, "%v", err)
+		return
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, "weight: %v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, WeightResult{Service: service, Instance: in.String(), Weight: in.Weight})
 }
 
 func (a *api) healthz(w http.ResponseWriter, r *http.Request) {

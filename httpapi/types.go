@@ -64,6 +64,8 @@ type Ring struct {
 // RingInstance is one instance and its share of the ring's partitions.
 type RingInstance struct {
 	Instance   string  `json:"instance"`
+	ID         string  `json:"id"`     // what placement hashes: the instance's id=, else its address
+	Weight     float64 `json:"weight"` // its weight= (1 by default)
 	Partitions int     `json:"partitions"`
 	Share      float64 `json:"share"`
 }
@@ -76,6 +78,21 @@ type JoinRequest struct {
 // JoinResult is the answer to POST /v1/join.
 type JoinResult struct {
 	Joined int `json:"joined"`
+}
+
+// WeightRequest is the body of POST /v1/weight.
+type WeightRequest struct {
+	Service  string `json:"service"` // default: the default service
+	Instance string `json:"instance"`
+	Weight   *int   `json:"weight"`
+}
+
+// WeightResult is the answer to POST /v1/weight: the instance as the node
+// now advertises it.
+type WeightResult struct {
+	Service  string `json:"service"`
+	Instance string `json:"instance"`
+	Weight   int    `json:"weight"`
 }
 
 // DrainRequest is the (optional) body of POST /v1/drain.

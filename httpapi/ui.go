@@ -202,12 +202,12 @@ func (a *api) ringList() map[string]Ring {
 	for service, rg := range a.Router.Rings() {
 		owned := rg.Owned()
 		ri := Ring{Partitions: rg.Partitions(), Instances: []RingInstance{}}
-		for _, inst := range rg.Instances() {
+		for _, in := range rg.Describe() {
 			share := 0.0
 			if rg.Partitions() > 0 {
-				share = float64(owned[inst]) / float64(rg.Partitions())
+				share = float64(owned[in.Addr]) / float64(rg.Partitions())
 			}
-			ri.Instances = append(ri.Instances, RingInstance{Instance: inst, Partitions: owned[inst], Share: share})
+			ri.Instances = append(ri.Instances, RingInstance{Instance: in.Addr, ID: in.ID, Weight: in.Weight, Partitions: owned[in.Addr], Share: share})
 		}
 		slices.SortFunc(ri.Instances, func(x, y RingInstance) int { return strings.Compare(x.Instance, y.Instance) })
 		out[service] = ri

@@ -7,11 +7,11 @@
 package router
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,7 +62,7 @@ type Router struct {
 
 	mu       sync.Mutex // serialises Update and Know
 	builders map[string]*ring.Builder
-	sets     map[string][]string // last set per service, sorted
+	sets     map[string][]ring.Instance // last set per service, sorted by key
 
 	exportMu sync.Mutex
 	exports  map[string]exported // by service; see Export
@@ -81,7 +81,7 @@ func New(settings ring.Settings, defaultService string) (*Router, error) {
 		settings:       settings,
 		defaultService: defaultService,
 		builders:       map[string]*ring.Builder{},
-		sets:           map[string][]string{},
+		sets:           map[string][]ring.Instance{},
 	}
 	empty := map[string]*ring.Ring{}
 	r.rings.Store(&empty)
@@ -148,7 +148,13 @@ func (r *Router) Settings() ring.Settings { return r.settings }
 // Change describes what Update did to one service's ring.
 type Change struct {
 	Service        string
-	Added, Removed []string // instances, sorted
+	Added, Removed []string // instances' addresses, sorted
+	// Reweighted are the addresses whose weight changed, sorted.
+	Reweighted []string
+	// Conflicts are the instances left out because another one has their
+	// ID or address (two nodes advertising one instance differently): the
+	// first in order of ID, address and weight is kept, on every node.
+	Conflicts []string
 	// Moved is the fraction of the service's keys whose owner changed
 	// (ring.Moved): 1 for a service that appeared or went away.
 	Moved float64
@@ -158,12 +164,27 @@ type Change struct {
 	Idle int
 }
 
-// Update makes the rings match instances (service -> live instances) and
-// publishes them in one swap. Services absent from instances get empty rings.
-// Only changed services are rebuilt. It reports what changed, by service.
-// On error for one service, that service keeps its previous ring and the
-// others are still published.
+// Update makes the rings match instances (service -> live instances' addresses)
+// and publishes them in one swap: UpdateInstances with each instance its own
+// ID, of weight 1.
 func (r *Router) Update(instances map[string][]string) (changes []Change, err error) {
+	sets := make(map[string][]ring.Instance, len(instances))
+	for service, list := range instances {
+		set := make([]ring.Instance, len(list))
+		for i, addr := range list {
+			set[i] = ring.Instance{Addr: addr}
+		}
+		sets[service] = set
+	}
+	return r.UpdateInstances(sets)
+}
+
+// UpdateInstances makes the rings match instances (service -> live
+// instances) and publishes them in one swap. Services absent from instances
+// get empty rings. Only changed services are rebuilt. It reports what
+// changed, by service. On error for one service, that service keeps its
+// previous ring and the others are still published.
+func (r *Router) UpdateInstances(instances map[string][]ring.Instance) (changes []Change, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 
@@ -174,9 +195,7 @@ func (r *Router) Update(instances map[string][]string) (changes []Change, err er
 	next := make(map[string]*ring.Ring, len(instances))
 	var errs []error
 	for service, list := range instances {
-		set := slices.Clone(list)
-		sort.Strings(set)
-		set = slices.Compact(set)
+		set, conflicts := Resolve(list)
 		prev, existed := old[service]
 		if existed && slices.Equal(r.sets[service], set) {
 			next[service] = prev
@@ -190,7 +209,7 @@ func (r *Router) Update(instances map[string][]string) (changes []Change, err er
 			r.builders[service] = b
 		}
 		start := time.Now()
-		rg, err := b.Build(set)
+		rg, err := b.BuildInstances(set)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("service %s: %w", service, err))
 			if existed {
@@ -200,13 +219,15 @@ func (r *Router) Update(instances map[string][]string) (changes []Change, err er
 		}
 		took := time.Since(start)
 		next[service] = rg
-		changes = append(changes, Change{Service: service, Added: minus(set, r.sets[service]),
-			Removed: minus(r.sets[service], set), Moved: ring.Moved(prev, rg), Took: took, Idle: rg.Idle()})
+		was, now := addrs(r.sets[service]), addrs(set)
+		changes = append(changes, Change{Service: service, Added: minus(now, was), Removed: minus(was, now),
+			Reweighted: reweighted(r.sets[service], set), Conflicts: conflicts,
+			Moved: ring.Moved(prev, rg), Took: took, Idle: rg.Idle()})
 		r.sets[service] = set
 	}
 	for service, prev := range old {
 		if _, ok := instances[service]; !ok {
-			changes = append(changes, Change{Service: service, Removed: r.sets[service], Moved: ring.Moved(prev, nil)})
+			changes = append(changes, Change{Service: service, Removed: addrs(r.sets[service]), Moved: ring.Moved(prev, nil)})
 			delete(r.builders, service)
 			delete(r.sets, service)
 		}
@@ -214,6 +235,68 @@ func (r *Router) Update(instances map[string][]string) (changes []Change, err er
 	slices.SortFunc(changes, func(a, b Change) int { return strings.Compare(a.Service, b.Service) })
 	r.rings.Store(&next)
 	return changes, errors.Join(errs...)
+}
+
+// Resolve returns the instances UpdateInstances places for list: sorted by
+// key (ID, else address), address and weight, exact duplicates dropped, and
+// the first instance of each ID and of each address kept, the others
+// returned as conflicts ("addr (id ID, weight W)"). A weight of 0 reads as
+// 1 (ring.Instance): callers leave weight-0 instances out before.
+func Resolve(list []ring.Instance) (set []ring.Instance, conflicts []string) {
+	key := func(in ring.Instance) string {
+		if in.ID != "" {
+			return in.ID
+		}
+		return in.Addr
+	}
+	weight := func(in ring.Instance) float64 { return cmp.Or(in.Weight, 1) }
+	sorted := slices.Clone(list)
+	slices.SortFunc(sorted, func(x, y ring.Instance) int {
+		return cmp.Or(strings.Compare(key(x), key(y)), strings.Compare(x.Addr, y.Addr), cmp.Compare(weight(x), weight(y)))
+	})
+	ids, taken := map[string]bool{}, map[string]bool{}
+	for _, in := range sorted {
+		in.Weight = weight(in)
+		if in.ID == in.Addr {
+			in.ID = ""
+		}
+		if n := len(set); n > 0 && set[n-1] == in {
+			continue
+		}
+		if ids[key(in)] || taken[in.Addr] {
+			conflicts = append(conflicts, fmt.Sprintf("%s (id %s, weight %g)", in.Addr, key(in), in.Weight))
+			continue
+		}
+		ids[key(in)], taken[in.Addr] = true, true
+		set = append(set, in)
+	}
+	return set, conflicts
+}
+
+// addrs returns the addresses of set, sorted.
+func addrs(set []ring.Instance) []string {
+	out := make([]string, len(set))
+	for i, in := range set {
+		out[i] = in.Addr
+	}
+	slices.Sort(out)
+	return out
+}
+
+// reweighted returns the addresses in both sets whose weight differs, sorted.
+func reweighted(was, now []ring.Instance) []string {
+	before := make(map[string]float64, len(was))
+	for _, in := range was {
+		before[in.Addr] = in.Weight
+	}
+	var out []string
+	for _, in := range now {
+		if w, ok := before[in.Addr]; ok && w != in.Weight {
+			out = append(out, in.Addr)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // minus returns the elements of sorted a that are not in sorted b.

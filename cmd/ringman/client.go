@@ -226,6 +226,41 @@ func newLeaveCmd() *cobra.Command {
 	return cmd
 }
 
+func newWeightCmd() *cobra.Command {
+	var cf clientFlags
+	var service string
+	cmd := &cobra.Command{
+		Use:   "weight INSTANCE WEIGHT",
+		Short: "Change the weight of one of the node's instances (0 to 100; 0: listed, no keys) until it restarts",
+		Long: `Change the weight of one of the instances the node advertises, as
+--service's weight= gives it: its share of the keys follows (weight 2 owns
+about twice what weight 1 does), and only the keys that share gains or
+loses move. Every node applies it within a gossip round. Ask the node that
+fronts the instance (ringman members shows which); a restart takes the
+weight from --service again.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			weight, err := strconv.Atoi(args[1])
+			if err != nil {
+				return usagef("WEIGHT %s: want a whole number from 0 to 100", cell(args[1]))
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.SetWeight(cmd.Context(), service, args[0], weight)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s=%s\n", cell(res.Service), cell(res.Instance))
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVarP(&service, "service", "s", "", "service of the instance (default: the node's default service)")
+	return cmd
+}
+
 func newDrainCmd() *cobra.Command {
 	var cf clientFlags
 	var undo bool

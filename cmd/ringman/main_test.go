@@ -144,6 +144,41 @@ func TestMembersCheck(t *testing.T) {
 	}
 }
 
+// TestWeight: `ringman weight` changes one of the node's instances, as
+// members then shows; another node's instance and a bad weight are refused.
+func TestWeight(t *testing.T) {
+	n := startTestNode(t, "")
+	code, out, errOut := runCLI("weight", "127.0.0.1:9001", "3", "--addr", n.addr)
+	if code != 0 || out != "web=127.0.0.1:9001,weight=3\n" {
+		t.Errorf("weight: exit %d, %q (stderr %q)", code, out, errOut)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, out, _ = runCLI("members", "--addr", n.addr)
+		if strings.Contains(out, "web=127.0.0.1:9001,weight=3") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members after 10s: %q", out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, tc := range []struct {
+		args         []string
+		out, wantErr string
+	}{
+		{[]string{"weight", "127.0.0.1:9101", "2", "-s", "thumbs"}, "thumbs=127.0.0.1:9101,weight=2\n", ""},
+		{[]string{"weight", "10.9.9.9:80", "2"}, "", "not an instance of this node: web=10.9.9.9:80 (it advertises thumbs=127.0.0.1:9101,weight=2 web=127.0.0.1:9001,weight=3 web=127.0.0.1:9002)"},
+		{[]string{"weight", "127.0.0.1:9001", "101"}, "", "want 0 to 100"},
+		{[]string{"weight", "127.0.0.1:9001", "heavy"}, "", "WEIGHT heavy: want a whole number"},
+	} {
+		code, out, errOut := runCLI(append(tc.args, "--addr", n.addr)...)
+		if (code == 0) != (tc.wantErr == "") || out != tc.out || !strings.Contains(errOut, tc.wantErr) {
+			t.Errorf("%v: exit %d, %q, stderr %q; want %q, error %q", tc.args, code, out, errOut, tc.out, tc.wantErr)
+		}
+	}
+}
+
 func TestLookup(t *testing.T) {
 	addr, _, rt := startNode(t)
 	want, _ := rt.Lookup("web", []byte("/img/1.jpg"))
@@ -277,7 +312,7 @@ func TestServeFlagsFromEnvironment(t *testing.T) {
 
 func TestParseServices(t *testing.T) {
 	o := serveOptions{name: "n", bind: "127.0.0.1:0", redisAddr: "unix:/tmp/r.sock", httpAddr: ":0", profile: "lan",
-		defaultService: "web", services: []string{"10.0.0.1:80", "thumbs=10.0.0.2:81", "web=[::1]:82"},
+		defaultService: "web", services: []string{"10.0.0.1:80", "thumbs=10.0.0.2:81", "web=[::1]:82", "thumbs=10.0.0.3:83", "weight=2", "id=t3", "10.0.0.4:84", "id=w4"},
 		dbs: []string{"1=thumbs"}, partitions: 7, load: 1.5, replication: 3, socketMode: "0660",
 		logLevel: "debug", logFormat: "json", checkInterval: time.Second, checkTimeout: time.Second, checkRise: 2, checkFall: 3, checkStatus: "200-399", idleTimeout: time.Second, leaveTimeout: time.Second, tombstoneTTL: time.Hour, maxClockOffset: time.Minute}
 	c, err := o.config(io.Discard)
@@ -288,7 +323,7 @@ func TestParseServices(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := fmt.Sprint(c.Services, c.DBs, c.Ring.Partitions, c.SocketMode)
-	want := "map[thumbs:[10.0.0.2:81] web:[10.0.0.1:80 [::1]:82]] map[1:thumbs] 7 -rw-rw----"
+	want := "map[thumbs:[10.0.0.2:81 10.0.0.3:83,id=t3,weight=2] web:[10.0.0.1:80 [::1]:82 10.0.0.4:84,id=w4]] map[1:thumbs] 7 -rw-rw----"
 	if got != want {
 		t.Errorf("parsed %s, want %s", got, want)
 	}

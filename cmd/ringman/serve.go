@@ -89,7 +89,7 @@ SIGINT/SIGTERM drain the node, leave the cluster gracefully (bounded by
 	f.StringVar(&o.bind, "bind", def.Bind, "gossip address (TCP and UDP)")
 	f.StringVar(&o.advertise, "advertise", "", "gossip address other nodes reach this one at (default: from --bind)")
 	f.StringSliceVar(&o.join, "join", nil, "gossip address of a node to join; repeatable; retried in the background")
-	f.StringSliceVar(&o.services, "service", nil, "instance this node fronts, NAME=HOST:PORT (or HOST:PORT for the default service); repeatable")
+	f.StringSliceVar(&o.services, "service", nil, "instance this node fronts, NAME=HOST:PORT (or HOST:PORT for the default service), optionally ,id=STABLE-ID,weight=N; repeatable")
 	f.StringVar(&o.defaultService, "default-service", def.DefaultService, "service for lookups that name none (RESP db 0)")
 	f.StringSliceVar(&o.dbs, "db", nil, "RESP database to service mapping, N=NAME (SELECT N); repeatable")
 	f.StringVar(&o.check, "check", "", "health-check URL of the local instance; the node drains while it fails")
@@ -187,7 +187,7 @@ func (o serveOptions) config(stderr io.Writer) (daemon.Config, error) {
 		Version:        version,
 		Commit:         commit,
 	}
-	for _, s := range o.services {
+	for _, s := range daemon.JoinServiceAttrs(o.services) {
 		name, inst, err := daemon.ParseService(s, o.defaultService)
 		if err != nil {
 			return c, usagef("--service %q: %v", s, err)

@@ -249,14 +249,15 @@ func (n *Node) pickPorts() error {
 	return nil
 }
 
-// Instances returns the host:port of each instance the node advertises.
+// Instances returns the host:port of each instance the node advertises
+// (without attributes).
 func (n *Node) Instances() []string {
 	var out []string
 	for _, s := range n.Services {
-		_, inst, ok := strings.Cut(s, "=")
-		if !ok {
-			inst = s
+		if first, _, _ := strings.Cut(s, ","); strings.Contains(first, "=") {
+			_, s, _ = strings.Cut(s, "=")
 		}
+		inst, _, _ := strings.Cut(s, ",") // attributes: id=, weight=
 		out = append(out, inst)
 	}
 	return out

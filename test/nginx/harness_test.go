@@ -233,6 +233,7 @@ type fixture struct {
 	nodes    []*cluster.Node
 	backends []*backend
 	byAddr   map[string]*backend
+	weights  map[string]float64 // by backend name
 	nginx    *nginxrun.Nginx
 	client   *http.Client
 }
@@ -260,13 +261,20 @@ func newFixtureArgs(t *testing.T, ctx context.Context, conf string, nodes int, n
 			t.Logf("ringman logs:\n%s", c.Logs())
 		}
 	})
-	f := &fixture{t: t, ctx: ctx, byAddr: map[string]*backend{}}
+	f := &fixture{t: t, ctx: ctx, byAddr: map[string]*backend{}, weights: map[string]float64{}}
 	var instances []string
 	for i := 1; i <= nodes; i++ {
 		b := startBackend(t, fmt.Sprintf("b%d", i))
 		f.backends = append(f.backends, b)
 		f.byAddr[b.Addr] = b
 		cfg := cluster.NodeConfig{Name: fmt.Sprintf("n%d", i), Services: []string{"web=" + b.Addr}}
+		f.weights[b.Name] = 1
+		if i == 2 {
+			// One heavier instance with a stable id: nginx follows weights
+			// and ids from the same table as the rest.
+			cfg.Services[0] += ",id=backend-two,weight=2"
+			f.weights[b.Name] = 2
+		}
 		if nodeArgs != nil {
 			cfg.Args = nodeArgs(i - 1)
 		}

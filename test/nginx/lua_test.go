@@ -77,23 +77,28 @@ func checkRouting(t *testing.T, f *fixture) {
 			}
 			perBackend[got[i]]++
 		}
-		// The ring caps each instance at 1.25x the average share of
-		// partitions; 3,000 keys sample those shares, so allow 4 standard
-		// deviations of a binomial count at the largest allowed share
-		// (p = 1.25/3: sd = 27 keys): a false failure is a < 1/10,000 event.
-		avg := float64(count) / 3
-		p := 1.25 / 3
-		bound := 1.25*avg + 4*math.Sqrt(count*p*(1-p))
+		// The ring caps each instance at 1.25x its share of partitions
+		// (its weight over the total); 3,000 keys sample those shares, so
+		// allow 4 standard deviations of a binomial count at the largest
+		// allowed share (p = 1.25 x share): a false failure is a < 1/10,000
+		// event.
+		total := 0.0
 		for _, b := range f.backends {
+			total += f.weights[b.Name]
+		}
+		for _, b := range f.backends {
+			share := f.weights[b.Name] / total
+			p := 1.25 * share
+			bound := 1.25*count*share + 4*math.Sqrt(count*p*(1-p))
 			n := perBackend[b.Name]
 			if n == 0 {
 				t.Errorf("%s got no request of %d: %v", b.Name, count, perBackend)
 			}
 			if float64(n) > bound {
-				t.Errorf("%s got %d requests, above the bound %.0f (1.25x %.0f + 4 sd): %v", b.Name, n, bound, avg, perBackend)
+				t.Errorf("%s (weight %g) got %d requests, above the bound %.0f (1.25x %.0f + 4 sd): %v", b.Name, f.weights[b.Name], n, bound, count*share, perBackend)
 			}
 		}
-		t.Logf("requests per backend: %v (bound %.0f)", perBackend, bound)
+		t.Logf("requests per backend: %v (weights %v)", perBackend, f.weights)
 	})
 }
 
