@@ -74,6 +74,9 @@ type Config struct {
 	CheckRise     int
 	CheckFall     int
 	CheckStatus   string
+	// SlowStart, when set, ramps this node's instances to their full
+	// weight over this long (10 steps) at start and after each undrain.
+	SlowStart time.Duration
 	// RedisAddr is the RESP listener: host:port (port 0: the system picks)
 	// or unix:/path, created with SocketMode.
 	RedisAddr  string
@@ -221,6 +224,9 @@ func (c Config) validate(ctx context.Context) (gossipIP string, err error) {
 		if d.d <= 0 {
 			return "", configErrorf("%s must be positive, got %v", d.flag, d.d)
 		}
+	}
+	if c.SlowStart < 0 || c.SlowStart > time.Hour {
+		return "", configErrorf("--slow-start must be 0 (off) to 1h, got %v", c.SlowStart)
 	}
 	return gossipIP, nil
 }

@@ -215,6 +215,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Seeds:         cfg.Join,
 		Peers:         n.store,
 		Check:         checkConfig(cfg),
+		SlowStart:     cfg.SlowStart,
 		SharedState:   n.overrides,
 		Logger:        log,
 		OnChange:      onChange,
@@ -499,7 +500,7 @@ func ringInstances(live map[string][]string) map[string][]ring.Instance {
 			if err != nil || in.Weight == 0 {
 				continue // discovery checked every spec: only weight 0 is left out
 			}
-			set = append(set, ring.Instance{Addr: in.Addr, ID: in.ID, Weight: float64(in.Weight)})
+			set = append(set, ring.Instance{Addr: in.Addr, ID: in.ID, Weight: in.Effective()})
 		}
 		out[service] = set
 	}

@@ -61,6 +61,11 @@ type Config struct {
 	// Check, when its URL is set, polls the local instance and drains the
 	// node while the check fails.
 	Check Check
+	// SlowStart, when set, ramps this node's instances up to their full
+	// weight over this long, in 10 steps, when the node starts and each
+	// time it is undrained, so that a cold instance takes its keys
+	// gradually. At most an hour.
+	SlowStart time.Duration
 	// Logger receives this package's and memberlist's log lines (the
 	// latter at the level memberlist tagged them with). Nil: slog.Default().
 	Logger *slog.Logger
@@ -117,6 +122,8 @@ const (
 	defaultCheckFall     = 3
 	defaultCheckStatusLo = 200
 	defaultCheckStatusHi = 399
+	// maxSlowStart bounds Config.SlowStart.
+	maxSlowStart = time.Hour
 	// maxCheckStreak bounds Rise and Fall: a longer streak is a typo.
 	maxCheckStreak = 100
 )
@@ -202,6 +209,9 @@ func normalize(cfg Config) (settings, error) {
 		return settings{}, err
 	}
 	s.local = meta{Fingerprint: cfg.Fingerprint, Version: cfg.Version, Services: cfg.Services}
+	if cfg.SlowStart > 0 {
+		s.local.Services = withRamp(cfg.Services, 1)
+	}
 	if s.localBytes, err = s.local.encodeChecked(); err != nil {
 		return settings{}, err
 	}
@@ -240,6 +250,9 @@ func normalizeConfig(cfg Config) (Config, error) {
 		}
 	}
 	cfg.Services = services
+	if cfg.SlowStart < 0 || cfg.SlowStart > maxSlowStart {
+		return cfg, fmt.Errorf("slow start %v: want 0 (off) to %v", cfg.SlowStart, maxSlowStart)
+	}
 	var seeds []string
 	for _, s := range cfg.Seeds {
 		if s = strings.TrimSpace(s); s != "" {

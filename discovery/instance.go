@@ -15,16 +15,32 @@ import (
 // id is a stable name that placement hashes instead of the address, so that
 // an instance restarted at a new address keeps its keys; weight (default 1,
 // 0 to MaxInstanceWeight) scales its share of the keys, 0 keeping it listed
-// with none. Instances travel in this form, canonical (String): attributes
-// in this order, left out at their defaults.
+// with none. ramp=K/N is set by the node itself during a slow start
+// (Config.SlowStart): the instance counts K/N of its weight. Instances
+// travel in this form, canonical (String): attributes in this order, left
+// out at their defaults.
 type Instance struct {
 	Addr   string
 	ID     string // "" is Addr
 	Weight int
+	// Step of Steps is the slow start's progress; Steps 0: none (full weight).
+	Step, Steps int
+}
+
+// Effective is the weight placement uses: Weight, scaled by the slow
+// start's progress.
+func (in Instance) Effective() float64 {
+	if in.Steps == 0 {
+		return float64(in.Weight)
+	}
+	return float64(in.Weight) * float64(in.Step) / float64(in.Steps)
 }
 
 // MaxInstanceWeight bounds the weight= attribute (ring.MaxWeight).
 const MaxInstanceWeight = 100
+
+// maxRampSteps bounds the steps of ramp=K/N.
+const maxRampSteps = 100
 
 // maxInstanceIDLen bounds the id= attribute.
 const maxInstanceIDLen = 128
@@ -57,6 +73,14 @@ func ParseInstance(s string) (Instance, error) {
 				return Instance{}, fmt.Errorf("instance %q: weight %q: want 0 to %d", s, v, MaxInstanceWeight)
 			}
 			in.Weight = w
+		case "ramp":
+			a, b, _ := strings.Cut(v, "/")
+			step, err1 := strconv.Atoi(a)
+			steps, err2 := strconv.Atoi(b)
+			if err1 != nil || err2 != nil || step < 1 || step >= steps || steps > maxRampSteps {
+				return Instance{}, fmt.Errorf("instance %q: ramp %q: want K/N with 1 <= K < N <= %d", s, v, maxRampSteps)
+			}
+			in.Step, in.Steps = step, steps
 		default:
 			return Instance{}, fmt.Errorf("instance %q: unknown attribute %q (want id= or weight=)", s, k)
 		}
@@ -75,6 +99,9 @@ func (in Instance) String() string {
 	}
 	if in.Weight != 1 {
 		s += ",weight=" + strconv.Itoa(in.Weight)
+	}
+	if in.Steps > 0 {
+		s += ",ramp=" + strconv.Itoa(in.Step) + "/" + strconv.Itoa(in.Steps)
 	}
 	return s
 }

@@ -21,6 +21,7 @@ func TestParseInstance(t *testing.T) {
 		{"10.0.0.5:8080,weight=0", "10.0.0.5:8080,weight=0", Instance{Addr: "10.0.0.5:8080", Weight: 0}},
 		{"10.0.0.5:8080,id=10.0.0.5:8080", "10.0.0.5:8080", Instance{Addr: "10.0.0.5:8080", Weight: 1}},
 		{"[::1]:80,id=v6", "[::1]:80,id=v6", Instance{Addr: "[::1]:80", ID: "v6", Weight: 1}},
+		{"10.0.0.5:8080,ramp=3/10,weight=2", "10.0.0.5:8080,weight=2,ramp=3/10", Instance{Addr: "10.0.0.5:8080", Weight: 2, Step: 3, Steps: 10}},
 	} {
 		got, err := ParseInstance(tc.in)
 		if err != nil || got != tc.want || got.String() != tc.canon {
@@ -39,6 +40,9 @@ func TestParseInstance(t *testing.T) {
 		{"10.0.0.5:8080,weight=-1", "want 0 to 100"},
 		{"10.0.0.5:8080,weight=1.5", "want 0 to 100"},
 		{"10.0.0.5:8080,zone=a", `unknown attribute "zone"`},
+		{"10.0.0.5:8080,ramp=0/10", "want K/N with 1 <= K < N <= 100"},
+		{"10.0.0.5:8080,ramp=10/10", "want K/N"},
+		{"10.0.0.5:8080,ramp=3", "want K/N"},
 	} {
 		if got, err := ParseInstance(tc.in); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ParseInstance(%q) = %+v, %v; want an error with %q", tc.in, got, err, tc.want)

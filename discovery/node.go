@@ -45,6 +45,8 @@ type Node struct {
 
 	table   *memberTable // who is in the cluster, as this node sees it
 	checker *healthCheck // nil without Config.Check; set before Start returns
+	// rampRestart tells rampLoop an undrain began the slow start again.
+	rampRestart chan struct{}
 
 	// metaMu guards this node's own metadata and why it drains. NodeMeta
 	// takes it with memberlist's lock held: it is never held while calling
@@ -111,16 +113,17 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	bindIP, bindPort, advIP, advPort := s.bindIP, s.bindPort, s.advIP, s.advPort
 
 	n := &Node{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		tun:        tun,
-		enc:        keyring != nil,
-		dirty:      make(chan struct{}, 1),
-		joinedSome: make(chan struct{}, 1),
-		reclaims:   make(chan string, reclaimQueue),
-		done:       make(chan struct{}),
-		local:      s.local,
-		localBytes: s.localBytes,
+		cfg:         cfg,
+		log:         cfg.Logger,
+		tun:         tun,
+		enc:         keyring != nil,
+		dirty:       make(chan struct{}, 1),
+		rampRestart: make(chan struct{}, 1),
+		joinedSome:  make(chan struct{}, 1),
+		reclaims:    make(chan string, reclaimQueue),
+		done:        make(chan struct{}),
+		local:       s.local,
+		localBytes:  s.localBytes,
 	}
 	if p, err := LookupProfile(cfg.Profile); err == nil {
 		n.maxNodes = p.MaxNodes
@@ -264,6 +267,10 @@ func start(cfg Config, tun tunables) (*Node, error) {
 		n.wg.Add(1)
 		go n.checkLoop(checker)
 	}
+	if cfg.SlowStart > 0 {
+		n.wg.Add(1)
+		go n.rampLoop(cfg.SlowStart / slowStartSteps)
+	}
 	ok = true
 	return n, nil
 }
@@ -369,13 +376,25 @@ func (n *Node) setDrain(set func()) error {
 		return ErrShutdown
 	}
 	n.metaMu.Lock()
+	was := n.manualDrain || n.checkDrain
 	set()
 	draining := n.manualDrain || n.checkDrain
 	n.metaMu.Unlock()
 	if n.left {
 		return errLeft
 	}
-	return n.updateMetaLocked(n.tun.metaTimeout, func(m *meta) { m.Draining = draining })
+	// An undrained node starts slow again, in the same update.
+	ramp := was && !draining && n.cfg.SlowStart > 0
+	err := n.updateMetaLocked(n.tun.metaTimeout, func(m *meta) {
+		m.Draining = draining
+		if ramp {
+			m.Services = withRamp(m.Services, 1)
+		}
+	})
+	if err == nil && ramp {
+		n.restartRamp()
+	}
+	return err
 }
 
 // updateMetaLocked applies edit to this node's metadata and, if the bytes

@@ -188,6 +188,12 @@ var (
 		nil, nil)
 	descInstances = prometheus.NewDesc("ringman_ring_instances",
 		"Live instances on the service's published ring.", []string{"service"}, nil)
+	descInstanceWeight = prometheus.NewDesc("ringman_ring_instance_weight",
+		"Weight each instance is placed with on the service's published ring: its weight= (1 by default), scaled during a slow start (--slow-start); an instance of weight 0 is not on the ring.",
+		[]string{"service", "instance"}, nil)
+	descInstancePartitions = prometheus.NewDesc("ringman_ring_instance_partitions",
+		"Partitions each instance owns on the service's published ring (its share of the keys is this over the ring's partition count).",
+		[]string{"service", "instance"}, nil)
 	descMembers = prometheus.NewDesc("ringman_members",
 		"Gossip members as this node sees them (itself included), by state; left and failed members stay listed for an hour.",
 		[]string{"state"}, nil)
@@ -218,7 +224,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuildInfo, descLookups, descLookupErrors, descRESPConns, descRESPMaxClients,
-		descRESPAccepted, descRESPLimits, descRESPAuthFailures, descInstances, descMembers, descOverrides, descRefused, descPending, descCheckPassing, descCheckFailures} {
+		descRESPAccepted, descRESPLimits, descRESPAuthFailures, descInstances, descInstanceWeight, descInstancePartitions, descMembers, descOverrides, descRefused, descPending, descCheckPassing, descCheckFailures} {
 		ch <- d
 	}
 }
@@ -264,6 +270,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if c.src.Rings != nil {
 		for service, n := range c.instances() {
 			gauge(descInstances, float64(n), service)
+		}
+		for service, rg := range c.src.Rings() {
+			owned := rg.Owned()
+			for _, in := range rg.Describe() {
+				gauge(descInstanceWeight, in.Weight, service, in.Addr)
+				gauge(descInstancePartitions, float64(owned[in.Addr]), service, in.Addr)
+			}
 		}
 	}
 	if c.src.Members != nil {

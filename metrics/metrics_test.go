@@ -51,7 +51,7 @@ func TestRingsChanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	web, err := b.Build([]string{"10.0.0.1:80", "10.0.0.2:80"})
+	web, err := b.BuildInstances([]ring.Instance{{Addr: "10.0.0.1:80"}, {Addr: "10.0.0.2:80", Weight: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +84,19 @@ func TestRingsChanged(t *testing.T) {
 	} {
 		if got := sample(fams, tc.name, "service", tc.service); got != tc.want {
 			t.Errorf("%s{service=%q} = %v, want %v", tc.name, tc.service, got, tc.want)
+		}
+	}
+	// Per instance: the weight placed with, and the partitions owned.
+	owned := web.Owned()
+	for _, in := range []struct {
+		addr   string
+		weight float64
+	}{{"10.0.0.1:80", 1}, {"10.0.0.2:80", 3}} {
+		if got := sample(fams, "ringman_ring_instance_weight", "instance", in.addr); got != in.weight {
+			t.Errorf("ringman_ring_instance_weight{instance=%q} = %v, want %v", in.addr, got, in.weight)
+		}
+		if got := sample(fams, "ringman_ring_instance_partitions", "instance", in.addr); got != float64(owned[in.addr]) {
+			t.Errorf("ringman_ring_instance_partitions{instance=%q} = %v, want %d", in.addr, got, owned[in.addr])
 		}
 	}
 	// Sources left nil export nothing.

@@ -118,6 +118,41 @@ func BenchmarkRebuild(b *testing.B) {
 	}
 }
 
+// BenchmarkRebuildWeighted is BenchmarkRebuild with weights 1 to 4 (an
+// average of 2.5: 640 points per instance) and an id on every instance, as
+// a fleet of mixed machines runs it; test/bench holds it to the same goals.
+func BenchmarkRebuildWeighted(b *testing.B) {
+	for _, n := range []int{1000} {
+		b.Run(fmt.Sprint("instances=", n), func(b *testing.B) {
+			names := instanceNames(n + 1)
+			all := make([]Instance, len(names))
+			for i, name := range names {
+				all[i] = Instance{Addr: name, ID: fmt.Sprint("id-", i), Weight: float64(1 + i%4)}
+			}
+			without, with := all[:n], all
+			builder, err := NewBuilder(DefaultSettings())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := builder.BuildInstances(without); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				set := with
+				if i%2 == 1 {
+					set = without
+				}
+				if _, err := builder.BuildInstances(set); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
+
 // BenchmarkNew builds a 1,000-instance ring from scratch (a cold start), for
 // reference.
 func BenchmarkNew(b *testing.B) {

@@ -202,3 +202,48 @@ func TestBuildInstancesRefusesConflicts(t *testing.T) {
 		t.Errorf("exact duplicates: %v, %v", r.Instances(), err)
 	}
 }
+
+// A slow start ramps a joiner's weight up in steps: each step only hands
+// keys to it (none goes back, none moves between the others), and after
+// the last it owns what a plain join gives.
+func TestRampMovesKeysOneWay(t *testing.T) {
+	for _, n := range []int{3, 10, 50} {
+		old := instancesN(n)
+		b, err := NewBuilder(DefaultSettings())
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev, err := b.BuildInstances(old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const steps = 10
+		joiner := Instance{Addr: "10.9.9.9:8080"}
+		for step := 1; step <= steps; step++ {
+			joiner.Weight = float64(step) / steps
+			next, err := b.BuildInstances(append(slices.Clone(old), joiner))
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, between := 0, 0
+			for p := range int(next.partitions) {
+				was, now := prev.table[p*prev.width], next.table[p*next.width]
+				switch {
+				case was == now:
+				case was == joiner.Addr:
+					back++
+				case now != joiner.Addr:
+					between++
+				}
+			}
+			if back+between > 0 {
+				t.Errorf("%d instances, step %d: %d partitions left the joiner, %d moved between the others", n, step, back, between)
+			}
+			prev = next
+		}
+		plain := buildInstances(t, append(slices.Clone(old), Instance{Addr: joiner.Addr}))
+		if !slices.Equal(plain.table, prev.table) {
+			t.Errorf("%d instances: the last step differs from a plain join", n)
+		}
+	}
+}

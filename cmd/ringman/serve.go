@@ -37,6 +37,7 @@ type serveOptions struct {
 	checkRise      int
 	checkFall      int
 	checkStatus    string
+	slowStart      time.Duration
 	redisAddr      string
 	socketMode     string
 	idleTimeout    time.Duration
@@ -98,6 +99,7 @@ SIGINT/SIGTERM drain the node, leave the cluster gracefully (bounded by
 	f.IntVar(&o.checkRise, "check-rise", def.CheckRise, "health checks in a row that must pass to undrain the node")
 	f.IntVar(&o.checkFall, "check-fall", def.CheckFall, "health checks in a row that must fail to drain the node")
 	f.StringVar(&o.checkStatus, "check-status", def.CheckStatus, "HTTP statuses that pass the health check, LO-HI (redirects are not followed)")
+	f.DurationVar(&o.slowStart, "slow-start", 0, "ramp this node's instances to their full weight over this long (10 steps) at start and after each undrain; 0: off")
 	f.StringVar(&o.redisAddr, "redis-addr", def.RedisAddr, "RESP address, host:port or unix:/path/ringman.sock")
 	f.StringVar(&o.socketMode, "socket-mode", fmt.Sprintf("%#o", def.SocketMode), "file mode of the RESP unix socket")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", def.IdleTimeout, "close RESP connections idle this long")
@@ -170,6 +172,7 @@ func (o serveOptions) config(stderr io.Writer) (daemon.Config, error) {
 		CheckRise:      o.checkRise,
 		CheckFall:      o.checkFall,
 		CheckStatus:    o.checkStatus,
+		SlowStart:      o.slowStart,
 		RedisAddr:      o.redisAddr,
 		IdleTimeout:    o.idleTimeout,
 		MaxClients:     o.maxClients,
