@@ -37,6 +37,7 @@ const uiCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-
 
 var uiTemplate = template.Must(template.New("index.html").Funcs(template.FuncMap{
 	"percent":  percent,
+	"weight":   formatWeight,
 	"services": servicesText,
 	"utc":      func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 }).ParseFS(uiFiles, "ui/index.html"))
@@ -272,6 +273,10 @@ func (a *api) overrideList() []Override {
 	}
 	return out
 }
+
+// formatWeight writes a weight as the page's script does (JavaScript's
+// String): "2", "0.3".
+func formatWeight(w float64) string { return strconv.FormatFloat(w, 'g', -1, 64) }
 
 // percent writes a share (0..1) as the page shows it: "33.3 %".
 func percent(share float64) string {

@@ -58,7 +58,7 @@ func TestUIShowsTheClusterWithoutJavaScript(t *testing.T) {
 		}
 		var want [][]string
 		for _, in := range rings[service].Instances {
-			want = append(want, []string{in.Instance, strconv.Itoa(in.Partitions), strconv.FormatFloat(in.Share*100, 'f', 1, 64) + " %"})
+			want = append(want, []string{in.Instance, strconv.FormatFloat(in.Weight, 'g', -1, 64), strconv.Itoa(in.Partitions), strconv.FormatFloat(in.Share*100, 'f', 1, 64) + " %"})
 		}
 		if got := fig.rows(); !equalRows(got, want) {
 			t.Errorf("%s ring table %q, /v1/rings says %q", service, got, want)

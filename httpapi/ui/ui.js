@@ -74,10 +74,10 @@
       const key = el("span", { class: "key", "aria-hidden": "true" });
       key.style.background = COLORS[i % COLORS.length];
       return el("tr", { "data-instance": inst.instance },
-        el("td", {}, key, inst.instance), el("td", {}, String(inst.partitions)), el("td", {}, percent(inst.share)));
+        el("td", {}, key, inst.instance), el("td", {}, String(inst.weight)), el("td", {}, String(inst.partitions)), el("td", {}, percent(inst.share)));
     });
     const legend = el("table", { class: "legend" },
-      el("thead", {}, el("tr", {}, ...["Instance", "Partitions", "Share"].map((h) => el("th", { scope: "col" }, h)))),
+      el("thead", {}, el("tr", {}, ...["Instance", "Weight", "Partitions", "Share"].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, ...rows));
     return el("figure", { class: "ring", "data-service": service },
       el("figcaption", {}, el("h3", {}, service), ` ${ring.instances.length} instance${ring.instances.length === 1 ? "" : "s"}, ${ring.partitions} partitions`),

@@ -424,7 +424,7 @@ func matchRing(got ringView, service string, want httpapi.Ring, drawn bool) stri
 	}
 	var legend [][]string
 	for _, in := range want.Instances {
-		legend = append(legend, []string{in.Instance, strconv.Itoa(in.Partitions), strconv.FormatFloat(in.Share*100, 'f', 1, 64) + " %"})
+		legend = append(legend, []string{in.Instance, strconv.FormatFloat(in.Weight, 'g', -1, 64), strconv.Itoa(in.Partitions), strconv.FormatFloat(in.Share*100, 'f', 1, 64) + " %"})
 	}
 	if !equalRows(got.Legend, legend) {
 		return fmt.Sprintf("%s legend: page %v, API %v", service, got.Legend, legend)
