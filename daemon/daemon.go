@@ -258,6 +258,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Services:   services,
 		Members:    node.Members,
 		Check:      node.CheckState,
+		Live:       node.Live,
 		Overrides:  n.overrides,
 	}); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)

@@ -52,6 +52,9 @@ type Sources struct {
 	Members func() []discovery.Member
 	// Overrides is the override table.
 	Overrides *hostmap.Table
+	// Live is the live instances per service as gossip gives them
+	// (discovery.Node.Live): their configured weights are exported.
+	Live func() map[string][]string
 	// Check is the local health check's state (discovery.Node.CheckState);
 	// false: the node has no check.
 	Check func() (discovery.CheckState, bool)
@@ -191,6 +194,9 @@ var (
 	descInstanceWeight = prometheus.NewDesc("ringman_ring_instance_weight",
 		"Weight each instance is placed with on the service's published ring: its weight= (1 by default), scaled during a slow start (--slow-start); an instance of weight 0 is not on the ring.",
 		[]string{"service", "instance"}, nil)
+	descInstanceConfigured = prometheus.NewDesc("ringman_instance_weight",
+		"Weight each live instance is configured with (its weight=, 1 by default; changed at run time by ringman weight), before a slow start scales it.",
+		[]string{"service", "instance"}, nil)
 	descInstancePartitions = prometheus.NewDesc("ringman_ring_instance_partitions",
 		"Partitions each instance owns on the service's published ring (its share of the keys is this over the ring's partition count).",
 		[]string{"service", "instance"}, nil)
@@ -224,7 +230,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuildInfo, descLookups, descLookupErrors, descRESPConns, descRESPMaxClients,
-		descRESPAccepted, descRESPLimits, descRESPAuthFailures, descInstances, descInstanceWeight, descInstancePartitions, descMembers, descOverrides, descRefused, descPending, descCheckPassing, descCheckFailures} {
+		descRESPAccepted, descRESPLimits, descRESPAuthFailures, descInstances, descInstanceWeight, descInstanceConfigured, descInstancePartitions, descMembers, descOverrides, descRefused, descPending, descCheckPassing, descCheckFailures} {
 		ch <- d
 	}
 }
@@ -286,6 +292,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, s := range memberStates {
 			gauge(descMembers, float64(count[s]), string(s))
+		}
+	}
+	if c.src.Live != nil {
+		for service, specs := range c.src.Live() {
+			for _, spec := range specs {
+				if in, err := discovery.ParseInstance(spec); err == nil {
+					gauge(descInstanceConfigured, float64(in.Weight), service, in.Addr)
+				}
+			}
 		}
 	}
 	if c.src.Check != nil {

@@ -107,14 +107,21 @@ func TestRingsChanged(t *testing.T) {
 	}
 }
 
-// The health check's gauges follow its state, and are absent without one.
+// The health check's gauges follow its state, and are absent without one;
+// configured weights come from the live instances.
 func TestCheckGauges(t *testing.T) {
 	st, has := discovery.CheckState{Passing: false, Failures: 4}, true
 	reg := prometheus.NewRegistry()
-	if err := New().Register(reg, Sources{Check: func() (discovery.CheckState, bool) { return st, has }}); err != nil {
+	live := func() map[string][]string {
+		return map[string][]string{"web": {"10.0.0.1:80,id=a,weight=3,ramp=1/10", "10.0.0.2:80"}}
+	}
+	if err := New().Register(reg, Sources{Check: func() (discovery.CheckState, bool) { return st, has }, Live: live}); err != nil {
 		t.Fatal(err)
 	}
 	fams := gather(t, reg)
+	if w1, w2 := sample(fams, "ringman_instance_weight", "instance", "10.0.0.1:80"), sample(fams, "ringman_instance_weight", "instance", "10.0.0.2:80"); w1 != 3 || w2 != 1 {
+		t.Errorf("ringman_instance_weight: %v and %v, want 3 and 1", w1, w2)
+	}
 	if p, f := fams["ringman_check_passing"].GetMetric()[0].GetGauge().GetValue(), fams["ringman_check_failures_in_a_row"].GetMetric()[0].GetGauge().GetValue(); p != 0 || f != 4 {
 		t.Errorf("failing check: passing %v, failures %v; want 0 and 4", p, f)
 	}
