@@ -41,9 +41,11 @@ type Config struct {
 	// Node.Keys (keys.go).
 	KeyStore KeyStore
 	// Services are the instances this node fronts: service -> "host:port"s.
-	// They travel in memberlist's node metadata, which holds 512 bytes:
-	// Start fails with the size when they do not fit (about 30 instances
-	// like "10.0.0.1:8080" next to a 64-character fingerprint).
+	// Those that fit travel in memberlist's node metadata (512 bytes, about
+	// 30 instances like "10.0.0.1:8080" next to a 64-character
+	// fingerprint); more are fetched from this node by the others (see
+	// meta). Start fails, naming the limit, past 1,024 services, 4,096
+	// instances or 64 KiB encoded.
 	Services map[string][]string
 	// Fingerprint describes the ring settings; peers whose differ are refused.
 	Fingerprint string
@@ -157,9 +159,11 @@ type settings struct {
 	advPort  int
 	keyring  *memberlist.Keyring // nil: gossip is not encrypted
 	// local is what this node advertises; localBytes, its encoding, fits
-	// in memberlist's metadata.
-	local      meta
-	localBytes []byte
+	// in memberlist's metadata; localServices is the services' encoding
+	// when they do not fit in it (nil when they do).
+	local         meta
+	localBytes    []byte
+	localServices []byte
 }
 
 // normalize validates cfg, fills in its defaults, resolves its addresses
@@ -188,10 +192,30 @@ func normalize(cfg Config) (settings, error) {
 		return settings{}, err
 	}
 	s.local = meta{Fingerprint: cfg.Fingerprint, Version: cfg.Version, Services: cfg.Services}
-	if s.localBytes, err = s.local.encodeChecked(); err != nil {
+	if s.local, s.localBytes, s.localServices, err = advertise(s.local); err != nil {
 		return settings{}, err
 	}
 	return s, nil
+}
+
+// normalizeServices validates services and returns a copy of them, each
+// list sorted and deduplicated, without the services that have none.
+func normalizeServices(services map[string][]string) (map[string][]string, error) {
+	out := make(map[string][]string, len(services))
+	for name, insts := range services {
+		if err := ValidateServiceName(name); err != nil {
+			return nil, err
+		}
+		for _, inst := range insts {
+			if err := ValidateInstance(inst); err != nil {
+				return nil, fmt.Errorf("service %s: %w", name, err)
+			}
+		}
+		if len(insts) > 0 {
+			out[name] = sortDedup(slices.Clone(insts))
+		}
+	}
+	return out, nil
 }
 
 // normalizeConfig validates the fields of cfg that need no lookup and fills
@@ -209,19 +233,9 @@ func normalizeConfig(cfg Config) (Config, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	services := make(map[string][]string, len(cfg.Services))
-	for name, insts := range cfg.Services {
-		if err := ValidateServiceName(name); err != nil {
-			return cfg, err
-		}
-		for _, inst := range insts {
-			if err := ValidateInstance(inst); err != nil {
-				return cfg, fmt.Errorf("service %s: %w", name, err)
-			}
-		}
-		if len(insts) > 0 {
-			services[name] = sortDedup(slices.Clone(insts))
-		}
+	services, err := normalizeServices(cfg.Services)
+	if err != nil {
+		return cfg, err
 	}
 	cfg.Services = services
 	var seeds []string

@@ -158,6 +158,12 @@ func (n *Node) observe(node *memberlist.Node, gone bool) {
 	var m *meta
 	if decoded, err := decodeMeta(node.Meta); err == nil {
 		m = &decoded
+		if m.Digest != (servicesDigest{}) {
+			// Services outside the metadata: this node's own, or held
+			// already (record), or to fetch.
+			m.Services = n.servicesFor(m.Digest)
+			defer n.wakeServices()
+		}
 		// Before the table has it, so that whoever sees another member
 		// alive sees this node joined. (Unreadable metadata changes
 		// nothing here: the member was admitted, and joined, before.)

@@ -26,8 +26,8 @@ func TestMetaRoundTrip(t *testing.T) {
 			Services: map[string][]string{"web": {"a:1", "b:2"}, "thumbs": {"[::1]:8080"}}},
 	}
 	for _, m := range cases {
-		b, err := m.encodeChecked()
-		if err != nil {
+		_, b, services, err := advertise(m)
+		if err != nil || services != nil {
 			t.Fatalf("encode %+v: %v", m, err)
 		}
 		got, err := decodeMeta(b)
