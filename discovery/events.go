@@ -27,12 +27,13 @@ var (
 )
 
 // NodeMeta returns this node's metadata. Its size was checked against
-// memberlist.MetaMaxSize when it was set, as memberlist panics past it.
+// memberlist.MetaMaxSize when it was set (advertise), as memberlist panics
+// past it.
 func (d delegates) NodeMeta(limit int) []byte {
 	d.n.metaMu.Lock()
 	defer d.n.metaMu.Unlock()
 	if len(d.n.localBytes) > limit {
-		return nil // unreachable: encodeChecked refuses it
+		return nil // unreachable: advertise refuses it
 	}
 	return d.n.localBytes
 }

@@ -161,7 +161,9 @@ var errMetaTruncated = errors.New("truncated")
 // what it receives: a peer that crafts its messages could advertise
 // thousands of instances, take most keys and slow every node's rebuilds.
 // Within 512 bytes every count is bounded too: each item takes a byte at
-// least, and count checks it against the bytes left.
+// least, and count checks it against the bytes left. Services fetched
+// from a node are bounded by maxServicesBytes, maxServices and
+// maxInstances.
 var errMetaTooLarge = errors.New("metadata over the limit")
 
 // metaReader reads the wire format; every read is bounds-checked against

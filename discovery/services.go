@@ -46,7 +46,6 @@ type servicesFetch struct {
 	wake        chan struct{}
 	answers     chan servicesAnswer
 	sends       chan struct{} // semaphore: maxServicesSends
-	sent        atomic.Int64  // requests sent (tests)
 	refusedLogs atomic.Int64  // when a refusal was last logged
 }
 
@@ -209,7 +208,6 @@ func (n *Node) servicesLoop() {
 				try = servicesTry{digest: w.digest, next: now, wait: servicesRetryMin}
 			}
 			if !now.Before(try.next) && n.sendServices(w.node, servicesRequest(n.cfg.Name, w.digest)) {
-				n.svc.sent.Add(1)
 				try.next = now.Add(try.wait)
 				try.wait = min(2*try.wait, servicesRetryMax)
 			}

@@ -258,6 +258,15 @@ func TestAdvertise(t *testing.T) {
 		if err != nil || got.Services != nil || got.Digest != m.Digest {
 			t.Fatalf("%d services: decoded %+v, %v", n, got, err)
 		}
+		// A node of an older release ignores flag 4 and the bytes after
+		// the services, as this one does with flag 4 cleared: it reads
+		// the node as serving none.
+		older := slices.Clone(b)
+		older[2] &^= flagServicesDigest
+		old, err := decodeMeta(older)
+		if err != nil || old.Services != nil || old.Digest != (servicesDigest{}) || old.Fingerprint != m.Fingerprint {
+			t.Fatalf("%d services: as an older node reads it: %+v, %v", n, old, err)
+		}
 		back, err := decodeServices(services, got.Digest)
 		if err != nil || !equalServices(back, s) {
 			t.Fatalf("%d services: services decode to %d, %v", n, len(back), err)
