@@ -522,10 +522,23 @@ func (n *Node) markDirty() {
 	}
 }
 
-// formatServices renders services for a log line: "thumbs=h:1 web=h:2,h:3".
+// maxLoggedServices bounds formatServices: a node may advertise 64 KiB of
+// services, too much for a line on every node at each of its changes.
+const maxLoggedServices = 512
+
+// formatServices renders services for a log line: "thumbs=h:1 web=h:2,h:3",
+// cut short past maxLoggedServices bytes with how many there are in all.
 func formatServices(s map[string][]string) string {
 	var b strings.Builder
 	for i, name := range sortedKeys(s) {
+		if b.Len() > maxLoggedServices {
+			total := 0
+			for _, insts := range s {
+				total += len(insts)
+			}
+			fmt.Fprintf(&b, " ... (%d services, %d instances in all)", len(s), total)
+			break
+		}
 		if i > 0 {
 			b.WriteByte(' ')
 		}

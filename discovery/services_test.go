@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,11 +53,39 @@ func countEqual(live, want map[string][]string) int {
 	return n
 }
 
+// lastChange keeps the live set a node last handed to OnChange, as the
+// router takes it.
+type lastChange struct {
+	mu   sync.Mutex
+	live map[string][]string
+}
+
+func (l *lastChange) set(live map[string][]string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.live = live
+}
+
+// has reports whether the last OnChange had exactly want's instances for
+// each service in want.
+func (l *lastChange) has(want map[string][]string) func() (bool, string) {
+	return func() (bool, string) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if n := countEqual(l.live, want); n != len(want) {
+			return false, fmt.Sprintf("OnChange had %d of %d services right", n, len(want))
+		}
+		return true, ""
+	}
+}
+
 // bigCluster starts a, b and c, then a node "big" advertising services,
-// joined through a, and waits until all four see each other alive.
-func bigCluster(t *testing.T, services map[string][]string) (all []*testNode, big *testNode) {
+// joined through a, and waits until all four see each other alive. aChanges
+// has what a last handed to OnChange.
+func bigCluster(t *testing.T, services map[string][]string) (all []*testNode, big *testNode, aChanges *lastChange) {
 	t.Helper()
-	a := startNode(t, "a", nil)
+	aChanges = &lastChange{}
+	a := startNode(t, "a", func(cfg *Config) { cfg.OnChange = aChanges.set })
 	b := startNode(t, "b", seeds(a))
 	c := startNode(t, "c", seeds(a))
 	waitFor(t, 10*time.Second, webIs([]*testNode{a, b, c}, "a", "b", "c"))
@@ -68,7 +97,7 @@ func bigCluster(t *testing.T, services map[string][]string) (all []*testNode, bi
 	for _, n := range all {
 		waitFor(t, 10*time.Second, statusIs(all, n.Name(), StatusAlive))
 	}
-	return all, big
+	return all, big, aChanges
 }
 
 // TestManyServicesJoin: a node with more services than fit in memberlist's
@@ -80,11 +109,12 @@ func TestManyServicesJoin(t *testing.T) {
 		t.Run(fmt.Sprintf("%dx%d", tc.services, tc.perService), func(t *testing.T) {
 			t.Parallel()
 			services := manyServices(tc.services, tc.perService, 1)
-			all, big := bigCluster(t, services)
+			all, big, aChanges := bigCluster(t, services)
 			if big.localServices == nil || len(big.localBytes) > memberlist.MetaMaxSize {
 				t.Fatalf("services went inline (%d bytes of metadata)", len(big.localBytes))
 			}
 			waitFor(t, 15*time.Second, liveHas(all, services))
+			waitFor(t, 5*time.Second, aChanges.has(services))
 			waitFor(t, 5*time.Second, webIs(all, "a", "b", "c"))
 			for _, n := range all {
 				for _, m := range n.Members() {
@@ -103,7 +133,7 @@ func TestManyServicesJoin(t *testing.T) {
 func TestManyServicesChange(t *testing.T) {
 	t.Parallel()
 	services := manyServices(100, 2, 1)
-	all, big := bigCluster(t, services)
+	all, big, aChanges := bigCluster(t, services)
 	waitFor(t, 15*time.Second, liveHas(all, services))
 
 	changed := maps.Clone(services)
@@ -112,6 +142,7 @@ func TestManyServicesChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 15*time.Second, liveHas(all, changed))
+	waitFor(t, 5*time.Second, aChanges.has(changed))
 
 	if err := big.SetDraining(true); err != nil {
 		t.Fatal(err)
@@ -148,13 +179,41 @@ func TestManyServicesChange(t *testing.T) {
 	})
 }
 
+// TestManyServicesFetchRetried: a node that cannot reach the big node when
+// it learns of it (the two are cut off from each other; the rest of the
+// cluster vouches for both) sees it alive without services, and fetches
+// them once the network heals, by its retries alone.
+func TestManyServicesFetchRetried(t *testing.T) {
+	t.Parallel()
+	cut := newNetCut()
+	tun := cut.tunables()
+	a := startNodeTun(t, "a", tun, nil)
+	b := startNodeTun(t, "b", tun, seeds(a))
+	c := startNodeTun(t, "c", tun, seeds(a))
+	waitFor(t, 10*time.Second, webIs([]*testNode{a, b, c}, "a", "b", "c"))
+	services := manyServices(100, 2, 1)
+	big := startNodeTun(t, "big", tun, func(cfg *Config) { cfg.Services = services })
+	cut.split([]*testNode{c}, []*testNode{big})
+	if _, err := big.Join([]string{a.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	all := []*testNode{a, b, c, big}
+	waitFor(t, 15*time.Second, liveHas([]*testNode{a, b, big}, services))
+	waitFor(t, 10*time.Second, statusIs([]*testNode{c}, "big", StatusAlive))
+	if live := c.Live(); live["svc-000"] != nil || !slices.Equal(live["web"], []string{instanceOf("a"), instanceOf("b"), instanceOf("c")}) {
+		t.Fatalf("c, cut off from big, has live %v; want a, b and c's web only", formatServices(live))
+	}
+	cut.heal()
+	waitFor(t, 15*time.Second, liveHas(all, services))
+}
+
 // TestForgedServicesRefused: answers that do not hash to the digest in the
 // node's metadata, or cannot be read, are refused with one log line and
 // change nothing.
 func TestForgedServicesRefused(t *testing.T) {
 	t.Parallel()
 	services := manyServices(100, 2, 1)
-	all, big := bigCluster(t, services)
+	all, big, _ := bigCluster(t, services)
 	waitFor(t, 15*time.Second, liveHas(all, services))
 	a := all[0]
 
