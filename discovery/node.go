@@ -31,8 +31,8 @@ var errLeft = errors.New("discovery: node has left the cluster")
 // Node keeps this node's own metadata and drain reasons (under metaMu), the
 // operations that change its memberlist state (under opMu), and the
 // goroutines, which Shutdown stops and waits for: the event loop (run),
-// joinLoop, reconnectLoop, reclaimLoop, keyLoop, checkLoop and the
-// broadcaster's run. The rest is in types of its own, each with its own
+// joinLoop, reconnectLoop, reclaimLoop, keyLoop, checkLoop, servicesLoop
+// and the broadcaster's run. The rest is in types of its own, each with its own
 // lock: the member table, the broadcaster and the keyring's query.
 type Node struct {
 	cfg  Config // normalized

@@ -176,6 +176,7 @@ type servicesTry struct {
 	digest servicesDigest
 	next   time.Time // when to ask again
 	wait   time.Duration
+	warned bool // that the services are still missing, once per digest
 }
 
 // servicesLoop asks members for the services they advertise by digest and
@@ -210,6 +211,12 @@ func (n *Node) servicesLoop() {
 			if !now.Before(try.next) && n.sendServices(w.node, servicesRequest(n.cfg.Name, w.digest)) {
 				try.next = now.Add(try.wait)
 				try.wait = min(2*try.wait, servicesRetryMax)
+				if try.wait == servicesRetryMax && !try.warned {
+					// Six requests over 6 s unanswered: none is coming soon.
+					try.warned = true
+					n.log.Warn("services of a node not fetched yet: keeping the ones it had, if any; is its gossip port reachable over TCP?",
+						"node", name, "addr", nodeAddr(w.node), "digest", w.digest)
+				}
 			}
 			tries[name] = try
 			if try.next.Before(next) {
@@ -259,6 +266,9 @@ func (n *Node) sendServices(to *memberlist.Node, msg []byte) bool {
 	}
 	go func() {
 		defer func() { <-n.svc.sends }()
+		if n.isClosed() {
+			return
+		}
 		if err := n.ml.SendReliable(to, msg); err != nil {
 			n.log.Debug("services message not sent", "to", to.Name, "err", err)
 		}
