@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,7 +11,6 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -23,7 +23,7 @@ import (
 //	flags                       byte: 1 draining, 2 leaving, 4 services digest
 //	str fingerprint, str version
 //	services
-//	[uvarint size, 8-byte big-endian xxhash64]   only with flag 4
+//	[uvarint size, 16-byte hash]  only with flag 4
 //
 // where services is uvarint n, then per service: str name, uvarint n,
 // n × str instance; and str is a uvarint length followed by that many bytes.
@@ -33,8 +33,10 @@ import (
 // Services that fit go inline, as above, byte for byte as before flag 4
 // existed. Those that do not (up to maxServices services, maxInstances
 // instances, maxServicesBytes encoded) go elsewhere: the metadata lists no
-// services (n = 0) and carries flag 4 and the digest (size and xxhash64) of
-// their canonical encoding, the services field as it would be inline. Each
+// services (n = 0) and carries flag 4 and the digest of their canonical
+// encoding (the services field as it would be inline): its size and the
+// first 16 bytes of its SHA-256, which no other node can forge content for
+// (a non-cryptographic hash would let one member replace another's services). Each
 // other node fetches that encoding from the node itself (services.go) and
 // uses it only once it hashes to the digest. A node of an older release
 // ignores flag 4 and the digest: it sees such a node with no services.
@@ -53,14 +55,17 @@ type meta struct {
 // means none: the services are inline.
 type servicesDigest struct {
 	size int
-	hash uint64
+	hash [digestHashLen]byte
 }
+
+const digestHashLen = 16
 
 func digestOf(encoded []byte) servicesDigest {
-	return servicesDigest{size: len(encoded), hash: xxhash.Sum64(encoded)}
+	sum := sha256.Sum256(encoded)
+	return servicesDigest{size: len(encoded), hash: [digestHashLen]byte(sum[:digestHashLen])}
 }
 
-func (d servicesDigest) String() string { return fmt.Sprintf("%016x/%d", d.hash, d.size) }
+func (d servicesDigest) String() string { return fmt.Sprintf("%x/%d", d.hash, d.size) }
 
 const (
 	metaMagic   = 'R'

@@ -64,7 +64,7 @@ func newServicesFetch() servicesFetch {
 
 func appendDigest(b []byte, d servicesDigest) []byte {
 	b = binary.AppendUvarint(b, uint64(d.size))
-	return binary.BigEndian.AppendUint64(b, d.hash)
+	return append(b, d.hash[:]...)
 }
 
 // readDigest reads what appendDigest wrote.
@@ -76,11 +76,11 @@ func (r *metaReader) digest() (servicesDigest, error) {
 	if size == 0 || size > maxServicesBytes {
 		return servicesDigest{}, fmt.Errorf("%w: services digest of %d bytes, over %d", errMetaTooLarge, size, maxServicesBytes)
 	}
-	if len(r.b) < 8 {
+	if len(r.b) < digestHashLen {
 		return servicesDigest{}, errMetaTruncated
 	}
-	d := servicesDigest{size: int(size), hash: binary.BigEndian.Uint64(r.b)}
-	r.b = r.b[8:]
+	d := servicesDigest{size: int(size), hash: [digestHashLen]byte(r.b[:digestHashLen])}
+	r.b = r.b[digestHashLen:]
 	return d, nil
 }
 

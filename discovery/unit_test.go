@@ -67,11 +67,12 @@ func TestDecodeMetaRejects(t *testing.T) {
 		"empty service":   meta{Services: map[string][]string{"": {"h:1"}}}.encode(),
 		"overflow varint": {metaMagic, metaFormat1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
 		// A services digest (flag 4) comes instead of the services.
-		"services and digest": append(setFlag(valid, flagServicesDigest), appendDigest(nil, servicesDigest{size: 9, hash: 1})...),
+		"services and digest": append(setFlag(valid, flagServicesDigest), appendDigest(nil, servicesDigest{size: 9, hash: [digestHashLen]byte{1}})...),
 		"digest missing":      {metaMagic, metaFormat1, flagServicesDigest, 0, 0, 0},
 		"digest truncated":    {metaMagic, metaFormat1, flagServicesDigest, 0, 0, 0, 9, 1, 2, 3},
+		"digest short":        append([]byte{metaMagic, metaFormat1, flagServicesDigest, 0, 0, 0, 9}, make([]byte, digestHashLen-1)...),
 		"digest size zero":    {metaMagic, metaFormat1, flagServicesDigest, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8},
-		"digest too large":    append([]byte{metaMagic, metaFormat1, flagServicesDigest, 0, 0, 0}, appendDigest(nil, servicesDigest{size: maxServicesBytes + 1, hash: 1})...),
+		"digest too large":    append([]byte{metaMagic, metaFormat1, flagServicesDigest, 0, 0, 0}, appendDigest(nil, servicesDigest{size: maxServicesBytes + 1, hash: [digestHashLen]byte{1}})...),
 	}
 	for name, b := range cases {
 		if m, err := decodeMeta(b); err == nil {
@@ -94,7 +95,7 @@ func setFlag(b []byte, flag byte) []byte {
 func FuzzDecodeMeta(f *testing.F) {
 	// More seeds live in testdata/fuzz/FuzzDecodeMeta.
 	f.Add(meta{Fingerprint: "fp", Version: "v", Services: map[string][]string{"web": {"h:1", "i:2"}}}.encode())
-	f.Add(meta{Fingerprint: "fp", Version: "v", Digest: servicesDigest{size: 4000, hash: 0x0123456789abcdef}}.encode())
+	f.Add(meta{Fingerprint: "fp", Version: "v", Digest: servicesDigest{size: 4000, hash: [digestHashLen]byte{0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef}}}.encode())
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMeta(b)
