@@ -35,11 +35,11 @@ import (
 // instances, maxServicesBytes encoded) go elsewhere: the metadata lists no
 // services (n = 0) and carries flag 4 and the digest of their canonical
 // encoding (the services field as it would be inline): its size and the
-// first 16 bytes of its SHA-256, which no other node can forge content for
-// (a non-cryptographic hash would let one member replace another's services). Each
-// other node fetches that encoding from the node itself (services.go) and
-// uses it only once it hashes to the digest. A node of an older release
-// ignores flag 4 and the digest: it sees such a node with no services.
+// first 16 bytes of its SHA-256. Each other node fetches that encoding from
+// the node itself (services.go) and uses it only once it hashes to the
+// digest; a cryptographic hash, so that no member can make up services
+// that pass for another's. A node of an older release ignores flag 4 and
+// the digest: it sees such a node with no services.
 type meta struct {
 	Draining    bool
 	Leaving     bool
