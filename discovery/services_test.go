@@ -207,33 +207,49 @@ func TestManyServicesFetchRetried(t *testing.T) {
 	waitFor(t, 15*time.Second, liveHas(all, services))
 }
 
-// TestForgedServicesRefused: answers that do not hash to the digest in the
-// node's metadata, or cannot be read, are refused with one log line and
-// change nothing.
+// TestForgedServicesRefused: while a node waits for another's new services
+// (the two are cut off from each other), answers that do not hash to the
+// digest in that node's metadata, or cannot be read, are refused with one
+// log line and change nothing: the services verified before stay. Once the
+// network heals, the genuine ones arrive.
 func TestForgedServicesRefused(t *testing.T) {
 	t.Parallel()
+	cut := newNetCut()
+	tun := cut.tunables()
+	a := startNodeTun(t, "a", tun, nil)
+	b := startNodeTun(t, "b", tun, seeds(a))
+	c := startNodeTun(t, "c", tun, seeds(a))
 	services := manyServices(100, 2, 1)
-	all, big, _ := bigCluster(t, services)
+	big := startNodeTun(t, "big", tun, func(cfg *Config) {
+		cfg.Seeds = []string{a.Addr()}
+		cfg.Services = services
+	})
+	all := []*testNode{a, b, c, big}
 	waitFor(t, 15*time.Second, liveHas(all, services))
-	a := all[0]
 
-	forged := manyServices(100, 2, 7)
+	cut.split([]*testNode{a}, []*testNode{big})
+	changed := manyServices(100, 2, 7)
+	if err := big.SetServices(changed); err != nil {
+		t.Fatal(err)
+	}
+	body := appendServices(nil, changed)
+	d := digestOf(body)
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		return a.table.wants("big", d), "a does not know big's new digest"
+	})
 	answer := func(from string, d servicesDigest, body []byte) []byte {
 		return append(appendDigest(appendString([]byte{msgServicesResponse}, from), d), body...)
 	}
-	// a wants nothing now: to make it want, forge metadata as if big had
-	// changed its services (memberlist would report it so).
-	next := meta{Fingerprint: "fp-1", Version: "test", Digest: digestOf(appendServices(nil, forged))}
-	a.table.record("big", big.Addr(), &next, false, time.Now())
-	body := appendServices(nil, forged)
-	msgs := map[string][]byte{
-		"hash mismatch": answer("big", next.Digest, append(slices.Clone(body[:len(body)-1]), 'x')),
-		"truncated":     answer("big", next.Digest, body[:len(body)/2]),
-		"oversized":     answer("big", next.Digest, bytes.Repeat([]byte{1}, maxServicesBytes+1)),
+	forged := map[string][]byte{
+		"hash mismatch": answer("big", d, append(slices.Clone(body[:len(body)-1]), 'x')),
+		"other content": answer("big", d, appendServices(nil, manyServices(100, 2, 8))),
+		"truncated":     answer("big", d, body[:len(body)/2]),
+		"oversized":     answer("big", d, bytes.Repeat([]byte{1}, maxServicesBytes+1)),
 		"no digest":     {msgServicesResponse, 3, 'b', 'i', 'g', 0xff},
 		"empty":         {msgServicesResponse},
+		"not wanted":    answer("b", d, body), // b's services are inline
 	}
-	for name, msg := range msgs {
+	for name, msg := range forged {
 		a.receive(msg)
 		if ok, why := liveHas([]*testNode{a}, services)(); !ok {
 			t.Errorf("%s: changed a's view: %s", name, why)
@@ -242,11 +258,12 @@ func TestForgedServicesRefused(t *testing.T) {
 	if lines := a.logs.lines("refused services answer"); len(lines) != 1 {
 		t.Errorf("%d refusal lines, want 1 (rate-limited): %q", len(lines), lines)
 	}
-	// The genuine answer is taken.
-	a.receive(answer("big", next.Digest, body))
-	if ok, why := liveHas([]*testNode{a}, forged)(); !ok {
-		t.Error(why)
+	waitFor(t, 15*time.Second, liveHas([]*testNode{b, c, big}, changed))
+	if ok, why := liveHas([]*testNode{a}, services)(); !ok {
+		t.Errorf("a, cut off from big: %s", why)
 	}
+	cut.heal()
+	waitFor(t, 15*time.Second, liveHas(all, changed))
 }
 
 // TestMemberTableKeepsVerifiedServices: a member that advertises new
