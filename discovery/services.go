@@ -21,7 +21,12 @@ import (
 // last (none at first), so a change is seen whole or not at all.
 //
 // Membership is untouched: joins, failures, drains and leaves travel in
-// the metadata as before, and a fetch only fills in services.
+// the metadata as before, and a fetch only fills in services. A change of
+// services costs each other node one request and one answer of the
+// services' size (4 kB for 100 services of two instances); a drain, a
+// leave or a restart with the same services costs none, as the digest is
+// held already. Push/pull does not carry services: the fetch is the one
+// way they travel, retried until it succeeds.
 const (
 	msgServicesRequest  byte = 4 // then str from, digest
 	msgServicesResponse byte = 5 // then str from, digest, the services' encoding
