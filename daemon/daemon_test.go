@@ -341,3 +341,40 @@ func TestStartFailureLeavesNothingOpen(t *testing.T) {
 	n = startNode(t, c)
 	waitReady(t, n, "n")
 }
+
+// TestManyServicesEndToEnd: a node advertising 200 services of two
+// instances each (far past memberlist's 512 bytes of metadata) joins a
+// router node, whose rings then hold every instance of every service.
+func TestManyServicesEndToEnd(t *testing.T) {
+	logs := map[string]*logBuffer{"router": {}, "big": {}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for name, l := range logs {
+				t.Logf("log of %s:\n%s", name, l)
+			}
+		}
+	})
+	router := startNode(t, testConfig(t, "router", logs["router"]))
+	cb := testConfig(t, "big", logs["big"])
+	cb.Services = map[string][]string{}
+	for i := range 200 {
+		name := fmt.Sprintf("svc-%03d", i)
+		cb.Services[name] = []string{fmt.Sprintf("10.1.%d.1:8080", i), fmt.Sprintf("10.1.%d.2:8080", i)}
+	}
+	cb.Join = []string{router.GossipAddr()}
+	big := startNode(t, cb)
+	waitReady(t, router, "router")
+	waitReady(t, big, "big")
+
+	ctx := context.Background()
+	resp := respClient(t, router)
+	poll(t, "router has a ring of each of big's 200 services", func() (bool, string) {
+		for name, want := range cb.Services {
+			got, err := resp.Do(ctx, "RING.MEMBERS", name).StringSlice()
+			if err != nil || !slices.Equal(got, want) {
+				return false, fmt.Sprintf("RING.MEMBERS %s = %q, %v; want %q", name, got, err, want)
+			}
+		}
+		return true, ""
+	})
+}

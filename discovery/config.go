@@ -40,10 +40,11 @@ type Config struct {
 	// Node.Keys (keys.go).
 	KeyStore KeyStore
 	// Services are the instances this node fronts: service -> instances,
-	// "host:port" with optional attributes (Instance).
-	// They travel in memberlist's node metadata, which holds 512 bytes:
-	// Start fails with the size when they do not fit (about 30 instances
-	// like "10.0.0.1:8080" next to a 64-character fingerprint).
+	// "host:port" with optional attributes (Instance). Those that fit
+	// travel in memberlist's node metadata (512 bytes, about 30 instances
+	// like "10.0.0.1:8080" next to a 64-character fingerprint); more are
+	// fetched from this node by the others (see meta). Start fails, naming
+	// the limit, past 1,024 services, 4,096 instances or 64 KiB encoded.
 	Services map[string][]string
 	// Fingerprint describes the ring settings; peers whose differ are refused.
 	Fingerprint string
@@ -178,9 +179,11 @@ type settings struct {
 	advPort  int
 	keyring  *memberlist.Keyring // nil: gossip is not encrypted
 	// local is what this node advertises; localBytes, its encoding, fits
-	// in memberlist's metadata.
-	local      meta
-	localBytes []byte
+	// in memberlist's metadata; localServices is the services' encoding
+	// when they do not fit in it (nil when they do).
+	local         meta
+	localBytes    []byte
+	localServices []byte
 }
 
 // normalize validates cfg, fills in its defaults, resolves its addresses
@@ -212,10 +215,32 @@ func normalize(cfg Config) (settings, error) {
 	if cfg.SlowStart > 0 {
 		s.local.Services = withRamp(cfg.Services, 1)
 	}
-	if s.localBytes, err = s.local.encodeChecked(); err != nil {
+	if s.local, s.localBytes, s.localServices, err = advertise(s.local); err != nil {
 		return settings{}, err
 	}
 	return s, nil
+}
+
+// normalizeServices validates services and returns a copy of them, each
+// list sorted and deduplicated, without the services that have none.
+func normalizeServices(services map[string][]string) (map[string][]string, error) {
+	out := make(map[string][]string, len(services))
+	for name, insts := range services {
+		if err := ValidateServiceName(name); err != nil {
+			return nil, err
+		}
+		canon := make([]string, len(insts))
+		for i, inst := range insts {
+			var err error
+			if canon[i], err = canonicalInstance(inst); err != nil {
+				return nil, fmt.Errorf("service %s: %w", name, err)
+			}
+		}
+		if len(canon) > 0 {
+			out[name] = sortDedup(canon)
+		}
+	}
+	return out, nil
 }
 
 // normalizeConfig validates the fields of cfg that need no lookup and fills
@@ -233,21 +258,9 @@ func normalizeConfig(cfg Config) (Config, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	services := make(map[string][]string, len(cfg.Services))
-	for name, insts := range cfg.Services {
-		if err := ValidateServiceName(name); err != nil {
-			return cfg, err
-		}
-		canon := make([]string, len(insts))
-		for i, inst := range insts {
-			var err error
-			if canon[i], err = canonicalInstance(inst); err != nil {
-				return cfg, fmt.Errorf("service %s: %w", name, err)
-			}
-		}
-		if len(canon) > 0 {
-			services[name] = sortDedup(canon)
-		}
+	services, err := normalizeServices(cfg.Services)
+	if err != nil {
+		return cfg, err
 	}
 	cfg.Services = services
 	if cfg.SlowStart < 0 || cfg.SlowStart > maxSlowStart {

@@ -2,7 +2,8 @@
 //
 // It wraps hashicorp/memberlist (SWIM gossip): each node advertises the
 // instances it fronts, a draining flag, its ring-settings fingerprint and its
-// version in memberlist's node metadata. Membership events are handed off
+// version in memberlist's node metadata; instances past its 512 bytes go as
+// a digest, and the others fetch them from the node (services.go). Membership events are handed off
 // (memberlist holds its own lock while calling delegates) to one goroutine
 // that coalesces bursts and reports the live instances per service through
 // Config.OnChange. The package knows nothing of rings: it reports sets.
@@ -31,6 +32,7 @@
 //   - query.go: memberQuery, asking every member and collecting answers.
 //   - keys.go: the gossip keyring, changed on every member by a query.
 //   - meta.go: the metadata wire format and name checks.
+//   - services.go: fetching the services that do not fit in the metadata.
 //   - check.go, profile.go, logging.go: the health check, gossip timings,
 //     memberlist's log lines into slog.
 //

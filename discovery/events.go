@@ -27,12 +27,13 @@ var (
 )
 
 // NodeMeta returns this node's metadata. Its size was checked against
-// memberlist.MetaMaxSize when it was set, as memberlist panics past it.
+// memberlist.MetaMaxSize when it was set (advertise), as memberlist panics
+// past it.
 func (d delegates) NodeMeta(limit int) []byte {
 	d.n.metaMu.Lock()
 	defer d.n.metaMu.Unlock()
 	if len(d.n.localBytes) > limit {
-		return nil // unreachable: encodeChecked refuses it
+		return nil // unreachable: advertise refuses it
 	}
 	return d.n.localBytes
 }
@@ -158,6 +159,12 @@ func (n *Node) observe(node *memberlist.Node, gone bool) {
 	var m *meta
 	if decoded, err := decodeMeta(node.Meta); err == nil {
 		m = &decoded
+		if m.Digest != (servicesDigest{}) {
+			// Services outside the metadata: this node's own, or held
+			// already (record), or to fetch.
+			m.Services = n.servicesFor(m.Digest)
+			defer n.wakeServices()
+		}
 		// Before the table has it, so that whoever sees another member
 		// alive sees this node joined. (Unreadable metadata changes
 		// nothing here: the member was admitted, and joined, before.)

@@ -48,8 +48,14 @@ type member struct {
 	name   string
 	addr   string
 	status Status
-	meta   meta
-	since  time.Time // last status change
+	// meta is the member's metadata, with the services it is known to
+	// serve: held is the digest of those services when they came from
+	// outside the metadata. While held differs from meta.Digest the member
+	// has changed its services and this node has not fetched the new ones
+	// yet (services.go): it keeps the last ones verified, or none.
+	meta  meta
+	held  servicesDigest
+	since time.Time // last status change
 }
 
 // recovered is a member seen failed, then alive again.
@@ -91,16 +97,28 @@ func newMemberTable(self string, forgetAfter, resyncAfter time.Duration) *member
 // record notes a join, update or leave (gone) of the node called name at
 // addr. m is its metadata, or nil when it cannot be read: then a known
 // member keeps what it had, and an unknown one (never admitted) is ignored.
-// It reports whether anything changed.
+// When m has a services digest and no services, the services are those
+// of any member that holds that digest, else the member's previous ones
+// until fillServices brings them. It reports whether anything changed.
 func (t *memberTable) record(name, addr string, m *meta, gone bool, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	prev := t.members[name]
-	if m == nil {
-		if prev == nil {
-			return false
+	var held servicesDigest
+	switch {
+	case m == nil && prev == nil:
+		return false
+	case m == nil:
+		m, held = &prev.meta, prev.held
+	case m.Digest == servicesDigest{}:
+	case m.Services != nil:
+		held = m.Digest
+	default:
+		if services, ok := t.heldLocked(m.Digest); ok {
+			m.Services, held = services, m.Digest
+		} else if prev != nil {
+			m.Services, held = prev.meta.Services, prev.held
 		}
-		m = &prev.meta
 	}
 	var status Status
 	switch {
@@ -118,11 +136,11 @@ func (t *memberTable) record(name, addr string, m *meta, gone bool, now time.Tim
 	default:
 		status = StatusAlive
 	}
-	cur := &member{name: name, addr: addr, status: status, meta: *m, since: now}
+	cur := &member{name: name, addr: addr, status: status, meta: *m, held: held, since: now}
 	var from Status
 	if prev != nil {
 		from = prev.status
-		if prev.status == status && prev.addr == addr && equalMeta(prev.meta, *m) {
+		if prev.status == status && prev.addr == addr && prev.held == held && equalMeta(prev.meta, *m) {
 			return false
 		}
 		if prev.status == status {
@@ -143,6 +161,70 @@ func (t *memberTable) record(name, addr string, m *meta, gone bool, now time.Tim
 	}
 	if len(t.pending) < maxPendingChanges {
 		t.pending = append(t.pending, change{name: name, addr: addr, from: from, to: status, services: m.Services})
+	} else {
+		t.dropped++
+	}
+	return true
+}
+
+// heldLocked returns the services of a member that holds digest d.
+// Caller holds mu.
+func (t *memberTable) heldLocked(d servicesDigest) (map[string][]string, bool) {
+	for _, m := range t.members {
+		if m.held == d {
+			return m.meta.Services, true
+		}
+	}
+	return nil, false
+}
+
+// servicesWanted is a member whose services this node is to fetch.
+type servicesWanted struct {
+	node   *memberlist.Node
+	digest servicesDigest
+}
+
+// wantedServices returns the other members whose metadata names services
+// this node does not hold, among those that can answer (not left or failed).
+func (t *memberTable) wantedServices() []servicesWanted {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []servicesWanted
+	for _, m := range t.members {
+		if m.name == t.self || m.held == m.meta.Digest || m.status == StatusLeft || m.status == StatusFailed {
+			continue
+		}
+		if node := memberNode(m); node != nil {
+			out = append(out, servicesWanted{node: node, digest: m.meta.Digest})
+		}
+	}
+	return out
+}
+
+// wants reports whether the member called name has services with digest d
+// that this node does not hold yet.
+func (t *memberTable) wants(name string, d servicesDigest) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := t.members[name]
+	return m != nil && m.meta.Digest == d && m.held != d
+}
+
+// fillServices gives the member called name the services it advertises by
+// digest d, fetched and verified. It reports whether anything changed:
+// nothing does when the member's metadata names other services by now.
+func (t *memberTable) fillServices(name string, d servicesDigest, services map[string][]string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := t.members[name]
+	if m == nil || m.meta.Digest != d || m.held == d {
+		return false
+	}
+	cur := *m
+	cur.meta.Services, cur.held = services, d
+	t.members[name] = &cur
+	if len(t.pending) < maxPendingChanges {
+		t.pending = append(t.pending, change{name: name, addr: cur.addr, from: cur.status, to: cur.status, services: services})
 	} else {
 		t.dropped++
 	}
@@ -362,7 +444,7 @@ func inCluster(s Status) bool { return s == StatusAlive || s == StatusDraining }
 
 func equalMeta(a, b meta) bool {
 	return a.Draining == b.Draining && a.Leaving == b.Leaving &&
-		a.Fingerprint == b.Fingerprint && a.Version == b.Version &&
+		a.Fingerprint == b.Fingerprint && a.Version == b.Version && a.Digest == b.Digest &&
 		equalServices(a.Services, b.Services)
 }
 

@@ -31,8 +31,8 @@ var errLeft = errors.New("discovery: node has left the cluster")
 // Node keeps this node's own metadata and drain reasons (under metaMu), the
 // operations that change its memberlist state (under opMu), and the
 // goroutines, which Shutdown stops and waits for: the event loop (run),
-// joinLoop, reconnectLoop, reclaimLoop, keyLoop, checkLoop and the
-// broadcaster's run. The rest is in types of its own, each with its own
+// joinLoop, reconnectLoop, reclaimLoop, keyLoop, checkLoop, servicesLoop
+// and the broadcaster's run. The rest is in types of its own, each with its own
 // lock: the member table, the broadcaster and the keyring's query.
 type Node struct {
 	cfg  Config // normalized
@@ -51,11 +51,14 @@ type Node struct {
 	// metaMu guards this node's own metadata and why it drains. NodeMeta
 	// takes it with memberlist's lock held: it is never held while calling
 	// memberlist.
-	metaMu      sync.Mutex
-	local       meta   // what this node advertises
-	localBytes  []byte // local, encoded; returned by NodeMeta
-	manualDrain bool
-	checkDrain  bool
+	metaMu     sync.Mutex
+	local      meta   // what this node advertises
+	localBytes []byte // local, encoded; returned by NodeMeta
+	// localServices is local.Services encoded, when they go outside the
+	// metadata (local.Digest is set); nil when they are inline.
+	localServices []byte
+	manualDrain   bool
+	checkDrain    bool
 
 	// opMu orders the operations that change this node's memberlist state
 	// (metadata updates, Leave, Shutdown), so that none runs after Shutdown.
@@ -67,7 +70,8 @@ type Node struct {
 	// refusedAlive counts the alive messages and merges refused by admit.
 	refusedAlive atomic.Int64
 
-	gossip *broadcaster // Broadcast's queues (broadcast.go)
+	gossip *broadcaster  // Broadcast's queues (broadcast.go)
+	svc    servicesFetch // services outside the metadata (services.go)
 	// Shared state's full exchanges (shared.go).
 	stateTooBigLogged atomic.Int64
 	stateLargeLogged  atomic.Int64
@@ -113,17 +117,19 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	bindIP, bindPort, advIP, advPort := s.bindIP, s.bindPort, s.advIP, s.advPort
 
 	n := &Node{
-		cfg:         cfg,
-		log:         cfg.Logger,
-		tun:         tun,
-		enc:         keyring != nil,
-		dirty:       make(chan struct{}, 1),
-		rampRestart: make(chan struct{}, 1),
-		joinedSome:  make(chan struct{}, 1),
-		reclaims:    make(chan string, reclaimQueue),
-		done:        make(chan struct{}),
-		local:       s.local,
-		localBytes:  s.localBytes,
+		cfg:           cfg,
+		log:           cfg.Logger,
+		tun:           tun,
+		enc:           keyring != nil,
+		dirty:         make(chan struct{}, 1),
+		rampRestart:   make(chan struct{}, 1),
+		joinedSome:    make(chan struct{}, 1),
+		reclaims:      make(chan string, reclaimQueue),
+		done:          make(chan struct{}),
+		local:         s.local,
+		localBytes:    s.localBytes,
+		localServices: s.localServices,
+		svc:           newServicesFetch(),
 	}
 	if p, err := LookupProfile(cfg.Profile); err == nil {
 		n.maxNodes = p.MaxNodes
@@ -249,8 +255,9 @@ func start(cfg Config, tun tunables) (*Node, error) {
 	// old address is dead everywhere and the new one is taken.
 	n.reclaimWait = mlc.DeadNodeReclaimTime + 10*mlc.ProbeInterval*time.Duration(mlc.SuspicionMult) + 5*time.Second
 
-	n.wg.Add(6)
+	n.wg.Add(7)
 	go n.run()
+	go n.servicesLoop()
 	go n.reconnectLoop()
 	go n.reclaimLoop()
 	go n.settleLoop()
@@ -360,6 +367,25 @@ func (n *Node) SetDraining(on bool) error {
 	return n.setDrain(func() { n.manualDrain = on })
 }
 
+// SetServices replaces the instances this node advertises (service ->
+// "host:port"s) and gossips the change; see Config.Services for the
+// limits, past which it changes nothing and says which was reached.
+func (n *Node) SetServices(services map[string][]string) error {
+	services, err := normalizeServices(services)
+	if err != nil {
+		return err
+	}
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	if n.closed {
+		return ErrShutdown
+	}
+	if n.left {
+		return errLeft
+	}
+	return n.updateMetaLocked(n.tun.metaTimeout, func(m *meta) { m.Services = services })
+}
+
 // Draining reports whether this node is draining (by hand or by its check).
 func (n *Node) Draining() bool {
 	n.metaMu.Lock()
@@ -403,7 +429,7 @@ func (n *Node) updateMetaLocked(timeout time.Duration, edit func(*meta)) error {
 	n.metaMu.Lock()
 	next := n.local
 	edit(&next)
-	b, err := next.encodeChecked()
+	next, b, services, err := advertise(next)
 	if err != nil {
 		n.metaMu.Unlock()
 		return err
@@ -412,7 +438,7 @@ func (n *Node) updateMetaLocked(timeout time.Duration, edit func(*meta)) error {
 		n.metaMu.Unlock()
 		return nil
 	}
-	n.local, n.localBytes = next, b
+	n.local, n.localBytes, n.localServices = next, b, services
 	n.metaMu.Unlock()
 	// UpdateNode reports the change to our own event delegate at once, then
 	// waits until the broadcast has gone out. A timeout only means it is
@@ -517,10 +543,23 @@ func (n *Node) markDirty() {
 	}
 }
 
-// formatServices renders services for a log line: "thumbs=h:1 web=h:2,h:3".
+// maxLoggedServices bounds formatServices: a node may advertise 64 KiB of
+// services, too much for a line on every node at each of its changes.
+const maxLoggedServices = 512
+
+// formatServices renders services for a log line: "thumbs=h:1 web=h:2,h:3",
+// cut short past maxLoggedServices bytes with how many there are in all.
 func formatServices(s map[string][]string) string {
 	var b strings.Builder
 	for i, name := range sortedKeys(s) {
+		if b.Len() > maxLoggedServices {
+			total := 0
+			for _, insts := range s {
+				total += len(insts)
+			}
+			fmt.Fprintf(&b, " ... (%d services, %d instances in all)", len(s), total)
+			break
+		}
 		if i > 0 {
 			b.WriteByte(' ')
 		}

@@ -11,7 +11,7 @@ import (
 // debug line) the kinds and formats it does not know, as a node of an older
 // release does in a mixed cluster.
 const (
-	msgShared    byte = 1 // then the payload for SharedState.MergeMessage; 2 and 3: keys.go
+	msgShared    byte = 1 // then the payload for SharedState.MergeMessage; 2 and 3: keys.go; 4 and 5: services.go
 	stateFormat1 byte = 1 // then SharedState.LocalState
 )
 
@@ -109,6 +109,10 @@ func (n *Node) receive(buf []byte) {
 		n.receiveKeyRequest(buf[1:])
 	case msgKeyResponse:
 		n.receiveKeyResponse(buf[1:])
+	case msgServicesRequest:
+		n.receiveServicesRequest(buf[1:])
+	case msgServicesResponse:
+		n.receiveServicesResponse(buf[1:])
 	default:
 		n.log.Debug("ignored gossip message of unknown kind", "kind", buf[0], "bytes", len(buf))
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -26,8 +27,8 @@ func TestMetaRoundTrip(t *testing.T) {
 			Services: map[string][]string{"web": {"a:1", "b:2"}, "thumbs": {"[::1]:8080"}}},
 	}
 	for _, m := range cases {
-		b, err := m.encodeChecked()
-		if err != nil {
+		_, b, services, err := advertise(m)
+		if err != nil || services != nil {
 			t.Fatalf("encode %+v: %v", m, err)
 		}
 		got, err := decodeMeta(b)
@@ -65,6 +66,13 @@ func TestDecodeMetaRejects(t *testing.T) {
 		"port zero":       meta{Services: map[string][]string{"web": {"h:0"}}}.encode(),
 		"empty service":   meta{Services: map[string][]string{"": {"h:1"}}}.encode(),
 		"overflow varint": {metaMagic, metaFormat1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+		// A services digest (flag 4) comes instead of the services.
+		"services and digest": append(setFlag(valid, flagServicesDigest), appendDigest(nil, servicesDigest{size: 9, hash: [digestHashLen]byte{1}})...),
+		"digest missing":      {metaMagic, metaFormat1, flagServicesDigest, 0, 0, 0},
+		"digest truncated":    {metaMagic, metaFormat1, flagServicesDigest, 0, 0, 0, 9, 1, 2, 3},
+		"digest short":        append([]byte{metaMagic, metaFormat1, flagServicesDigest, 0, 0, 0, 9}, make([]byte, digestHashLen-1)...),
+		"digest size zero":    {metaMagic, metaFormat1, flagServicesDigest, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8},
+		"digest too large":    append([]byte{metaMagic, metaFormat1, flagServicesDigest, 0, 0, 0}, appendDigest(nil, servicesDigest{size: maxServicesBytes + 1, hash: [digestHashLen]byte{1}})...),
 	}
 	for name, b := range cases {
 		if m, err := decodeMeta(b); err == nil {
@@ -77,9 +85,17 @@ func TestDecodeMetaRejects(t *testing.T) {
 	}
 }
 
+// setFlag returns a copy of the encoded meta b with flag set.
+func setFlag(b []byte, flag byte) []byte {
+	b = slices.Clone(b)
+	b[2] |= flag
+	return b
+}
+
 func FuzzDecodeMeta(f *testing.F) {
 	// More seeds live in testdata/fuzz/FuzzDecodeMeta.
 	f.Add(meta{Fingerprint: "fp", Version: "v", Services: map[string][]string{"web": {"h:1", "i:2"}}}.encode())
+	f.Add(meta{Fingerprint: "fp", Version: "v", Digest: servicesDigest{size: 4000, hash: [digestHashLen]byte{0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef}}}.encode())
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMeta(b)
@@ -93,6 +109,9 @@ func FuzzDecodeMeta(f *testing.F) {
 		}
 		if !equalMeta(m, again) {
 			t.Fatalf("round trip changed meta: %+v -> %+v", m, again)
+		}
+		if m.Digest != (servicesDigest{}) && m.Services != nil {
+			t.Fatalf("decoded both services and a digest: %+v", m)
 		}
 		for name, insts := range m.Services {
 			if ValidateServiceName(name) != nil {

@@ -53,13 +53,13 @@ func (n *Node) SetWeight(service, addr string, weight int) (Instance, error) {
 	}
 	if found == nil {
 		return Instance{}, fmt.Errorf("%w: %s=%s (it advertises %s); ask the node that fronts it, as ringman members shows",
-			ErrNotLocal, service, addr, n.localServices())
+			ErrNotLocal, service, addr, n.servicesList())
 	}
 	return *found, nil
 }
 
-// localServices lists this node's instances as --service takes them.
-func (n *Node) localServices() string {
+// servicesList lists this node's instances as --service takes them.
+func (n *Node) servicesList() string {
 	n.metaMu.Lock()
 	defer n.metaMu.Unlock()
 	var parts []string
