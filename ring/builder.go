@@ -37,6 +37,7 @@ type Builder struct {
 	free     []uint32 // free slots
 	hashes   []uint64 // the virtual points, sorted (see comparePoints)
 	owners   []uint32 // the slot of each point, aligned with hashes
+	lists    candidateLists
 }
 
 type xxHasher struct{}
@@ -252,9 +253,8 @@ func (b *Builder) snapshot() *Ring {
 	limit := int(math.Ceil(float64(b.settings.Partitions) / float64(len(r.instances)) * b.settings.Load))
 	owned := make([]int, len(b.slotName)) // by slot
 	r.width = min(MaxCandidates, len(r.instances))
-	r.table = make([]string, b.settings.Partitions*r.width)
 	points := len(b.owners)
-	var row [MaxCandidates]uint32
+	b.lists.reset(points, b.settings.Partitions, r.width)
 	for p, i := range start {
 		for owned[b.owners[i]] >= limit {
 			if i++; i == points {
@@ -263,29 +263,134 @@ func (b *Builder) snapshot() *Ring {
 		}
 		owner := b.owners[i]
 		owned[owner]++
-
-		// The candidates after the owner: the distinct instances met walking
-		// clockwise from the partition's start.
-		row[0], i = owner, start[p]
-		k := 1
-		for step := 0; k < r.width && step < points; step++ {
-			if s := b.owners[i]; !slices.Contains(row[:k], s) {
-				row[k] = s
-				k++
-			}
-			if i++; i == points {
-				i = 0
-			}
-		}
-		for c, s := range row[:k] {
-			r.table[p*r.width+c] = b.slotName[s]
-		}
+		b.lists.of[p] = b.list(start[p], owner, r.width)
 	}
+	b.lists.publish(r, b.slotName)
 	r.owned = make([]int, len(r.instances))
 	for i, s := range b.slots {
 		r.owned[i] = owned[s]
 	}
 	return r
+}
+
+// candidateLists is what the Builder uses to share candidate lists among
+// partitions. Only atPoint is kept from one rebuild to the next (zeroed):
+// the rest would cost each service's Builder about a Ring again.
+type candidateLists struct {
+	atPoint  []uint32          // by point, 1 + the number of a list found there, 0 for none
+	slots    []uint32          // the distinct lists, width slots each
+	key      []uint32          // the point each list was found at (see list)
+	overflow map[uint64]uint32 // (point, owner) → number, for a second owner at one point
+	of       []uint32          // by partition, its list's number
+}
+
+func (c *candidateLists) reset(points, partitions, width int) {
+	if len(c.atPoint) < points || len(c.atPoint) > 2*points+1024 {
+		c.atPoint = make([]uint32, points)
+	}
+	c.slots = make([]uint32, 0, min(points, partitions)*width)
+	c.key = make([]uint32, 0, min(points, partitions))
+	c.of = make([]uint32, partitions)
+}
+
+// list returns the number of the candidate list of a partition that starts
+// at point from and is owned by slot owner, adding the list if it is new.
+//
+// The list is the owner, then the other instances in the order they are
+// first met walking clockwise from the start. That walk does not change
+// when it starts one point on past a point of the owner (skipped anyway) or
+// of the same instance as the next point (met there first either way), so
+// the list is looked up at the first point on from the start where neither
+// holds: partitions whose starts differ only by such points share it.
+func (b *Builder) list(from int, owner uint32, width int) uint32 {
+	c := &b.lists
+	points := len(b.owners)
+	at := from
+	if width == 1 {
+		at = 0 // a single instance: one list
+	} else {
+		// Ends: some point belongs to another instance, and the last of its run
+		// is followed by a different one.
+		for {
+			next := at + 1
+			if next == points {
+				next = 0
+			}
+			if s := b.owners[at]; s != owner && s != b.owners[next] {
+				break
+			}
+			at = next
+		}
+	}
+	n := c.atPoint[at]
+	if n != 0 && c.slots[int(n-1)*width] == owner {
+		return n - 1
+	}
+	key := uint64(at)<<32 | uint64(owner)
+	if n != 0 {
+		// The load bound moved another owner's partition here: rare.
+		if m, ok := c.overflow[key]; ok {
+			return m
+		}
+	}
+	num := uint32(len(c.key))
+	c.key = append(c.key, uint32(at))
+	if n == 0 {
+		c.atPoint[at] = num + 1
+	} else {
+		if c.overflow == nil {
+			c.overflow = map[uint64]uint32{}
+		}
+		c.overflow[key] = num
+	}
+	row := len(c.slots)
+	c.slots = append(c.slots, owner)
+	for i, step := at, 0; len(c.slots)-row < width && step < points; step++ {
+		if s := b.owners[i]; !slices.Contains(c.slots[row:], s) {
+			c.slots = append(c.slots, s)
+		}
+		if i++; i == points {
+			i = 0
+		}
+	}
+	return num
+}
+
+// publish copies the lists into r as names and leaves c empty. Where each
+// partition's list starts goes into the smallest integer that holds it;
+// when sharing lists would save little, every partition gets a copy of its
+// own instead (see Ring.listAt).
+func (c *candidateLists) publish(r *Ring, slotName []string) {
+	width := uint32(r.width)
+	switch {
+	case 2*len(c.key) > len(c.of):
+		r.lists = make([]string, 0, len(c.of)*r.width)
+		for _, n := range c.of {
+			for _, s := range c.slots[n*width : (n+1)*width] {
+				r.lists = append(r.lists, slotName[s])
+			}
+		}
+	case len(c.slots) <= 1<<16:
+		r.at16 = make([]uint16, len(c.of))
+		for p, n := range c.of {
+			r.at16[p] = uint16(n * width)
+		}
+	default:
+		for p, n := range c.of {
+			c.of[p] = n * width
+		}
+		r.at32 = c.of
+	}
+	if r.lists == nil {
+		r.lists = make([]string, len(c.slots))
+		for i, s := range c.slots {
+			r.lists[i] = slotName[s]
+		}
+	}
+	for _, at := range c.key {
+		c.atPoint[at] = 0
+	}
+	*c = candidateLists{atPoint: c.atPoint}
 }
 
 // partitionStarts returns, by partition id, the index of the first point at
