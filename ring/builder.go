@@ -254,7 +254,17 @@ func (b *Builder) snapshot() *Ring {
 	owned := make([]int, len(b.slotName)) // by slot
 	r.width = min(MaxCandidates, len(r.instances))
 	points := len(b.owners)
-	b.lists.reset(points, b.settings.Partitions, r.width)
+	// With fewer points than partitions, partitions share start points, and
+	// so candidate lists (see list). Otherwise nearly every partition has a
+	// list of its own, written straight into the Ring.
+	shared := points < b.settings.Partitions
+	if shared {
+		b.lists.reset(points, b.settings.Partitions, r.width)
+	} else {
+		b.lists.atPoint = nil
+		r.lists = make([]string, b.settings.Partitions*r.width)
+	}
+	var row [MaxCandidates]uint32
 	for p, i := range start {
 		for owned[b.owners[i]] >= limit {
 			if i++; i == points {
@@ -263,9 +273,17 @@ func (b *Builder) snapshot() *Ring {
 		}
 		owner := b.owners[i]
 		owned[owner]++
-		b.lists.of[p] = b.list(start[p], owner, r.width)
+		if shared {
+			b.lists.of[p] = b.list(start[p], owner, r.width)
+			continue
+		}
+		for c, s := range b.appendCandidates(row[:0], start[p], owner, r.width) {
+			r.lists[p*r.width+c] = b.slotName[s]
+		}
 	}
-	b.lists.publish(r, b.slotName)
+	if shared {
+		b.lists.publish(r, b.slotName)
+	}
 	r.owned = make([]int, len(r.instances))
 	for i, s := range b.slots {
 		r.owned[i] = owned[s]
@@ -288,8 +306,8 @@ func (c *candidateLists) reset(points, partitions, width int) {
 	if len(c.atPoint) < points || len(c.atPoint) > 2*points+1024 {
 		c.atPoint = make([]uint32, points)
 	}
-	c.slots = make([]uint32, 0, min(points, partitions)*width)
-	c.key = make([]uint32, 0, min(points, partitions))
+	c.slots = make([]uint32, 0, points*width)
+	c.key = make([]uint32, 0, points)
 	c.of = make([]uint32, partitions)
 }
 
@@ -304,13 +322,56 @@ func (c *candidateLists) reset(points, partitions, width int) {
 // holds: partitions whose starts differ only by such points share it.
 func (b *Builder) list(from int, owner uint32, width int) uint32 {
 	c := &b.lists
+	at, n := b.canonicalStart(from, owner, width)
+	num := uint32(len(c.key))
+	switch {
+	case n == 0:
+		c.atPoint[at] = num + 1
+	case c.slots[int(n-1)*width] == owner:
+		return n - 1
+	default:
+		// The load bound moved another owner's partition here: rare.
+		key := uint64(at)<<32 | uint64(owner)
+		if m, ok := c.overflow[key]; ok {
+			return m
+		}
+		if c.overflow == nil {
+			c.overflow = map[uint64]uint32{}
+		}
+		c.overflow[key] = num
+	}
+	c.key = append(c.key, uint32(at))
+	c.slots = b.appendCandidates(c.slots, at, owner, width)
+	return num
+}
+
+// appendCandidates appends the candidate list of a partition that starts at
+// point from and is owned by slot owner: the owner, then the distinct
+// instances met walking clockwise from the start, width slots in all.
+func (b *Builder) appendCandidates(dst []uint32, from int, owner uint32, width int) []uint32 {
+	row := len(dst)
+	dst = append(dst, owner)
 	points := len(b.owners)
-	at := from
+	for i, step := from, 0; len(dst)-row < width && step < points; step++ {
+		if s := b.owners[i]; !slices.Contains(dst[row:], s) {
+			dst = append(dst, s)
+		}
+		if i++; i == points {
+			i = 0
+		}
+	}
+	return dst
+}
+
+// canonicalStart returns the point that the list of a partition starting at
+// from and owned by owner is looked up at (see list), and the mark there.
+func (b *Builder) canonicalStart(from int, owner uint32, width int) (int, uint32) {
+	at, points := from, len(b.owners)
 	if width == 1 {
 		at = 0 // a single instance: one list
 	} else {
-		// Ends: some point belongs to another instance, and the last of its run
-		// is followed by a different one.
+		// Ends: some point belongs to another instance, and the last of its
+		// run is followed by a different one.
 		for {
 			next := at + 1
 			if next == points {
@@ -322,38 +383,7 @@ func (b *Builder) list(from int, owner uint32, width int) uint32 {
 			at = next
 		}
 	}
-	n := c.atPoint[at]
-	if n != 0 && c.slots[int(n-1)*width] == owner {
-		return n - 1
-	}
-	key := uint64(at)<<32 | uint64(owner)
-	if n != 0 {
-		// The load bound moved another owner's partition here: rare.
-		if m, ok := c.overflow[key]; ok {
-			return m
-		}
-	}
-	num := uint32(len(c.key))
-	c.key = append(c.key, uint32(at))
-	if n == 0 {
-		c.atPoint[at] = num + 1
-	} else {
-		if c.overflow == nil {
-			c.overflow = map[uint64]uint32{}
-		}
-		c.overflow[key] = num
-	}
-	row := len(c.slots)
-	c.slots = append(c.slots, owner)
-	for i, step := at, 0; len(c.slots)-row < width && step < points; step++ {
-		if s := b.owners[i]; !slices.Contains(c.slots[row:], s) {
-			c.slots = append(c.slots, s)
-		}
-		if i++; i == points {
-			i = 0
-		}
-	}
-	return num
+	return at, b.lists.atPoint[at]
 }
 
 // publish copies the lists into r as names and leaves c empty. Where each

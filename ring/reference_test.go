@@ -222,3 +222,63 @@ func TestTiedHashes(t *testing.T) {
 		t.Fatalf("built a few at a time: table differs from the reference at entry %d", i)
 	}
 }
+
+// TestListLayouts: each way a Ring keeps its candidate lists (shared with
+// 2-byte or 4-byte offsets, or one per partition) places exactly as the
+// reference does, Moved compares rings of different layouts, and
+// IndexTable writes out every partition's row.
+func TestListLayouts(t *testing.T) {
+	for _, tc := range []struct {
+		partitions, instances int
+		layout                string
+	}{
+		{DefaultPartitions, 1, "at16"},
+		{DefaultPartitions, 2, "at16"},
+		{DefaultPartitions, 8, "at16"},
+		{DefaultPartitions, 100, "own"},
+		{PartitionsFor(10000), 40, "at32"},
+		{97, 3, "own"}, // more points than partitions
+	} {
+		t.Run(fmt.Sprintf("p%d/n%d", tc.partitions, tc.instances), func(t *testing.T) {
+			s := Settings{Partitions: tc.partitions, Load: DefaultLoad, ReplicationFactor: DefaultReplicationFactor}
+			names := instanceNames(tc.instances)
+			r, err := New(s, names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			layout := "own"
+			switch {
+			case r.at16 != nil:
+				layout = "at16"
+			case r.at32 != nil:
+				layout = "at32"
+			}
+			if layout != tc.layout {
+				t.Errorf("layout %s, want %s (%d names in lists)", layout, tc.layout, len(r.lists))
+			}
+			want := referenceTable(s, names)
+			if i := firstDiff(table(r), want); i >= 0 {
+				t.Fatalf("table differs from the reference at entry %d (partition %d)", i, i/r.width)
+			}
+			index := r.IndexTable()
+			for i, inst := range want {
+				if r.Instances()[index[i]] != inst {
+					t.Fatalf("IndexTable entry %d names %s, want %s", i, r.Instances()[index[i]], inst)
+				}
+			}
+			more, err := New(s, instanceNames(tc.instances+100)) // most likely another layout
+			if err != nil {
+				t.Fatal(err)
+			}
+			moved := 0
+			for p := range tc.partitions {
+				if ownerAt(r, p) != ownerAt(more, p) {
+					moved++
+				}
+			}
+			if got, want := Moved(r, more), float64(moved)/float64(tc.partitions); got != want || Moved(r, r) != 0 {
+				t.Errorf("Moved to 100 more instances %g, want %g; Moved(r, r) %g, want 0", got, want, Moved(r, r))
+			}
+		})
+	}
+}

@@ -161,16 +161,19 @@ func (s Settings) Fingerprint() string {
 // methods never lock or allocate, and are safe for any number of goroutines.
 // The zero Ring and a nil *Ring have no instances and answer nothing.
 //
-// Partitions share candidate lists: a list follows from the partition's
-// start point and its owner, and partitions outnumber points in small rings
-// (16,381 partitions, 2,048 points for 8 instances). So a Ring keeps each
-// distinct list once, min(MaxCandidates, instances) names of 16 bytes (the
-// names themselves shared), and a 2-byte list number per partition (4
-// bytes beyond 65,536 lists): at the default partition count about 0.3 MiB
-// for 8 instances, 1.5 MiB for 100, 2.1 MiB from 1,000 up, where nearly
-// every partition has a list of its own (BenchmarkMemory; before the lists
-// were shared, 2 MiB from 8 instances up). Its Builder keeps 12 bytes per
-// virtual point besides, 3 MiB at 1,000 instances.
+// A partition's candidate list follows from its start point and its owner,
+// so in a ring with fewer virtual points than partitions (up to 63
+// instances at the default settings) partitions share lists: the Ring keeps
+// each distinct list once, min(MaxCandidates, instances) names of 16 bytes
+// (the names themselves shared), and 2 bytes per partition saying where its
+// list starts (4 beyond 65,536 names). Larger rings keep a list per
+// partition, Partitions × min(MaxCandidates, instances) names (see listAt).
+// At the default partition count that is 0.23 MiB for 8 instances (1,597
+// lists), 1 MiB for 63 (8,060) and 2 MiB from 64 up (BenchmarkMemory;
+// 1,000 services of 8 instances hold 266 MiB with their Builders,
+// router.BenchmarkServicesMemory, 2 GiB when every ring kept a list per
+// partition). Its Builder keeps 12 bytes per virtual point besides (16 with
+// shared lists), 3 MiB at 1,000 instances.
 type Ring struct {
 	custom     Hasher // nil: xxhash
 	partitions uint64
@@ -184,12 +187,12 @@ type Ring struct {
 
 // listAt is the index in lists of partition p's candidate list. With
 // neither at16 nor at32, lists holds every partition's list in partition
-// order: a ring with more than half as many distinct lists as partitions
-// (from about 50 instances at the default settings) would save little
-// memory by sharing them, and the extra load would slow every lookup (by
-// 10% at 100 instances, whose lists do not fit a core's cache either way).
-// An offset, not a list number, is stored so that no multiplication
-// delays the lookup.
+// order: a ring with as many points as partitions (64 instances at the
+// default settings) or more than half as many distinct lists would save
+// little memory by sharing them, and the extra load would slow every
+// lookup (by 10% at 100 instances, whose lists do not fit a core's cache
+// either way). An offset, not a list number, is stored so that no
+// multiplication delays the lookup.
 func (r *Ring) listAt(p uint64) uint64 {
 	if r.at16 != nil {
 		return uint64(r.at16[p])
