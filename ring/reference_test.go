@@ -282,3 +282,40 @@ func TestListLayouts(t *testing.T) {
 		})
 	}
 }
+
+// TestKeptStartsMatchSearch: the partition starts a large ring's Builder
+// shifts through joins and leaves of a few instances stay what a search
+// from scratch finds.
+func TestKeptStartsMatchSearch(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	pool := randomNames(rng, 400)
+	s := Settings{Partitions: 1021, Load: DefaultLoad, ReplicationFactor: 20}
+	for _, hasher := range []Hasher{nil, coarseHash{}} { // coarseHash: points tie all the time
+		s.Hasher = hasher
+		b, err := NewBuilder(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := map[string]bool{}
+		shifted := 0
+		for step := range 80 {
+			set := toggleRandom(rng, pool, in, []int{1, 1, 2, 3, 200})
+			kept := b.starts != nil
+			if _, err := b.Build(set); err != nil {
+				t.Fatal(err)
+			}
+			if b.starts == nil {
+				continue
+			}
+			if kept {
+				shifted++
+			}
+			if want := b.searchStarts(); !slices.Equal(b.starts, want) {
+				t.Fatalf("%T step %d, %d instances: kept starts differ from a search", hasher, step, len(set))
+			}
+		}
+		if shifted < 20 {
+			t.Errorf("%T: only %d of 80 changes shifted kept starts", hasher, shifted)
+		}
+	}
+}
