@@ -225,8 +225,9 @@ func BenchmarkConsistentLocateKeyParallel(b *testing.B) {
 // BenchmarkMemory reports what a service's ring costs to keep: the heap a
 // published Ring holds (B/ring) and what its Builder holds besides
 // (B/builder), both measured after a GC with the Ring still referenced.
+// router.BenchmarkServicesMemory is the total for 1,000 small services.
 func BenchmarkMemory(b *testing.B) {
-	for _, n := range []int{8, 100, 1000} {
+	for _, n := range []int{8, 100, 1000, 10000} {
 		b.Run(fmt.Sprint("instances=", n), func(b *testing.B) {
 			names := instanceNames(n)
 			var ringBytes, builderBytes int64

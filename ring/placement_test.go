@@ -324,12 +324,12 @@ func TestCandidatesPredictNewOwner(t *testing.T) {
 	for x, r := range f.leaves {
 		total, second, anyCand := 0, 0, 0
 		for p := range DefaultPartitions {
-			row := f.base.table[p*w : (p+1)*w]
+			row := f.base.row(uint64(p), f.base.width)
 			if row[0] != x {
 				continue
 			}
 			total++
-			now := r.table[p*r.width]
+			now := ownerAt(r, p)
 			if now == row[1] {
 				second++
 			}
@@ -405,7 +405,7 @@ func TestSmallRingsMoveOnlyTheLeaversKeys(t *testing.T) {
 				t.Fatal(err)
 			}
 			for p := range DefaultPartitions {
-				before, after := all.table[p*all.width], rest.table[p*rest.width]
+				before, after := ownerAt(all, p), ownerAt(rest, p)
 				if before != gone && before != after {
 					t.Fatalf("ring %d of %d instances %q, %s left: partition %d moved from %s to %s",
 						trial, n, names, gone, p, before, after)
@@ -429,8 +429,8 @@ func TestMoreInstancesThanPartitions(t *testing.T) {
 	}
 	owners, inRows := map[string]bool{}, map[string]bool{}
 	for p := range s.Partitions {
-		owners[r.table[p*r.width]] = true
-		for _, c := range r.table[p*r.width : (p+1)*r.width] {
+		owners[ownerAt(r, p)] = true
+		for _, c := range r.row(uint64(p), r.width) {
 			inRows[c] = true
 		}
 	}

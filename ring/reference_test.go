@@ -19,7 +19,7 @@ import (
 // computed it before it was made fast: every point a (hash, name) pair
 // sorted from scratch, a binary search per partition, and the same bounded
 // walk and candidate walk. It returns the partitions × width table of
-// instance names (owner first), the ring's Ring.table.
+// instance names (owner first), what table(ring) writes out.
 func referenceTable(s Settings, instances []string) []string {
 	set := slices.Clone(instances)
 	slices.Sort(set)
@@ -135,13 +135,13 @@ func TestRandomRingsMatchConsistent(t *testing.T) {
 			})
 			budget += time.Since(began)
 			for p := range s.Partitions {
-				if got, want := r.table[p*r.width], c.GetPartitionOwner(p).String(); got != want {
+				if got, want := ownerAt(r, p), c.GetPartitionOwner(p).String(); got != want {
 					t.Fatalf("partition %d: owner %q, consistent %q", p, got, want)
 				}
 			}
-			if i := firstDiff(r.table, referenceTable(s, names)); i >= 0 {
+			if i := firstDiff(table(r), referenceTable(s, names)); i >= 0 {
 				p := i / r.width
-				t.Fatalf("partition %d: candidates %q, the reference's differ at entry %d", p, r.table[p*r.width:(p+1)*r.width], i%r.width)
+				t.Fatalf("partition %d: candidates %q, the reference's differ at entry %d", p, r.row(uint64(p), r.width), i%r.width)
 			}
 		})
 	}
@@ -177,7 +177,7 @@ func TestRandomChangesMatchReference(t *testing.T) {
 					t.Fatal(err)
 				}
 				want := referenceTable(s, set)
-				if i := firstDiff(r.table, want); i >= 0 {
+				if i := firstDiff(table(r), want); i >= 0 {
 					t.Fatalf("step %d, %d instances: table differs from the reference at entry %d (partition %d)",
 						step, len(set), i, i/max(1, r.width))
 				}
@@ -202,7 +202,7 @@ func TestTiedHashes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if i := firstDiff(all.table, want); i >= 0 {
+	if i := firstDiff(table(all), want); i >= 0 {
 		t.Fatalf("built at once: table differs from the reference at entry %d", i)
 	}
 	b, err := NewBuilder(s)
@@ -218,7 +218,104 @@ func TestTiedHashes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if i := firstDiff(r.table, want); i >= 0 {
+	if i := firstDiff(table(r), want); i >= 0 {
 		t.Fatalf("built a few at a time: table differs from the reference at entry %d", i)
+	}
+}
+
+// TestListLayouts: each way a Ring keeps its candidate lists (shared with
+// 2-byte or 4-byte offsets, or one per partition) places exactly as the
+// reference does, Moved compares rings of different layouts, and
+// IndexTable writes out every partition's row.
+func TestListLayouts(t *testing.T) {
+	for _, tc := range []struct {
+		partitions, instances int
+		layout                string
+	}{
+		{DefaultPartitions, 1, "at16"},
+		{DefaultPartitions, 2, "at16"},
+		{DefaultPartitions, 8, "at16"},
+		{DefaultPartitions, 100, "own"},
+		{PartitionsFor(10000), 40, "at32"},
+		{97, 3, "own"}, // more points than partitions
+	} {
+		t.Run(fmt.Sprintf("p%d/n%d", tc.partitions, tc.instances), func(t *testing.T) {
+			s := Settings{Partitions: tc.partitions, Load: DefaultLoad, ReplicationFactor: DefaultReplicationFactor}
+			names := instanceNames(tc.instances)
+			r, err := New(s, names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			layout := "own"
+			switch {
+			case r.at16 != nil:
+				layout = "at16"
+			case r.at32 != nil:
+				layout = "at32"
+			}
+			if layout != tc.layout {
+				t.Errorf("layout %s, want %s (%d names in lists)", layout, tc.layout, len(r.lists))
+			}
+			want := referenceTable(s, names)
+			if i := firstDiff(table(r), want); i >= 0 {
+				t.Fatalf("table differs from the reference at entry %d (partition %d)", i, i/r.width)
+			}
+			index := r.IndexTable()
+			for i, inst := range want {
+				if r.Instances()[index[i]] != inst {
+					t.Fatalf("IndexTable entry %d names %s, want %s", i, r.Instances()[index[i]], inst)
+				}
+			}
+			more, err := New(s, instanceNames(tc.instances+100)) // most likely another layout
+			if err != nil {
+				t.Fatal(err)
+			}
+			moved := 0
+			for p := range tc.partitions {
+				if ownerAt(r, p) != ownerAt(more, p) {
+					moved++
+				}
+			}
+			if got, want := Moved(r, more), float64(moved)/float64(tc.partitions); got != want || Moved(r, r) != 0 {
+				t.Errorf("Moved to 100 more instances %g, want %g; Moved(r, r) %g, want 0", got, want, Moved(r, r))
+			}
+		})
+	}
+}
+
+// TestKeptStartsMatchSearch: the partition starts a large ring's Builder
+// shifts through joins and leaves of a few instances stay what a search
+// from scratch finds.
+func TestKeptStartsMatchSearch(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	pool := randomNames(rng, 400)
+	s := Settings{Partitions: 1021, Load: DefaultLoad, ReplicationFactor: 20}
+	for _, hasher := range []Hasher{nil, coarseHash{}} { // coarseHash: points tie all the time
+		s.Hasher = hasher
+		b, err := NewBuilder(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := map[string]bool{}
+		shifted := 0
+		for step := range 80 {
+			set := toggleRandom(rng, pool, in, []int{1, 1, 2, 3, 200})
+			kept := b.starts != nil
+			if _, err := b.Build(set); err != nil {
+				t.Fatal(err)
+			}
+			if b.starts == nil {
+				continue
+			}
+			if kept {
+				shifted++
+			}
+			if want := b.searchStarts(); !slices.Equal(b.starts, want) {
+				t.Fatalf("%T step %d, %d instances: kept starts differ from a search", hasher, step, len(set))
+			}
+		}
+		if shifted < 20 {
+			t.Errorf("%T: only %d of 80 changes shifted kept starts", hasher, shifted)
+		}
 	}
 }

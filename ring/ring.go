@@ -163,16 +163,26 @@ func (s Settings) Fingerprint() string {
 // methods never lock or allocate, and are safe for any number of goroutines.
 // The zero Ring and a nil *Ring have no instances and answer nothing.
 //
-// A Ring holds Partitions × min(MaxCandidates, instances) names (16 bytes
-// each, the names themselves shared): at the default partition count 2 MiB
-// from 8 instances up, whatever the ring's size (BenchmarkMemory). Its
-// Builder keeps 12 bytes per virtual point besides, 3 MiB at 1,000
-// instances.
+// A partition's candidate list follows from its start point and its owner,
+// so in a ring with fewer virtual points than partitions (up to 63
+// instances at the default settings) partitions share lists: the Ring keeps
+// each distinct list once, min(MaxCandidates, instances) names of 16 bytes
+// (the names themselves shared), and 2 bytes per partition saying where its
+// list starts (4 beyond 65,536 names). Larger rings keep a list per
+// partition, Partitions × min(MaxCandidates, instances) names (see listAt).
+// At the default partition count that is 0.23 MiB for 8 instances (1,597
+// lists), 1 MiB for 63 (8,060) and 2 MiB from 64 up (BenchmarkMemory;
+// 1,000 services of 8 instances hold 266 MiB with their Builders,
+// router.BenchmarkServicesMemory, 2 GiB when every ring kept a list per
+// partition). Its Builder keeps 12 bytes per virtual point besides (16 with
+// shared lists), 3 MiB at 1,000 instances.
 type Ring struct {
 	custom     Hasher // nil: xxhash
 	partitions uint64
 	width      int      // candidates kept per partition
-	table      []string // partitions × width; table[p*width] is p's owner
+	lists      []string // candidate lists (addresses), width each, owner first
+	at16       []uint16 // by partition, where its list starts in lists, when len(lists) <= 1<<16
+	at32       []uint32 // by partition, when lists is longer
 	instances  []string // addresses, sorted
 	owned      []int    // partitions owned, aligned with instances
 	// ids and weights are aligned with instances: nil when every instance
@@ -228,12 +238,30 @@ func (r *Ring) Describe() []Instance {
 	return out
 }
 
+// listAt is the index in lists of partition p's candidate list. With
+// neither at16 nor at32, lists holds every partition's list in partition
+// order: a ring with as many points as partitions (64 instances at the
+// default settings) or more than half as many distinct lists would save
+// little memory by sharing them, and the extra load would slow every
+// lookup (by 10% at 100 instances, whose lists do not fit a core's cache
+// either way). An offset, not a list number, is stored so that no
+// multiplication delays the lookup.
+func (r *Ring) listAt(p uint64) uint64 {
+	if r.at16 != nil {
+		return uint64(r.at16[p])
+	}
+	if r.at32 != nil {
+		return uint64(r.at32[p])
+	}
+	return p * uint64(r.width)
+}
+
 // Owner returns the instance that owns key, and false when the ring is empty.
 func (r *Ring) Owner(key string) (string, bool) {
 	if r == nil || r.width == 0 {
 		return "", false
 	}
-	return r.table[r.partitionOfString(key)*uint64(r.width)], true
+	return r.lists[r.listAt(r.partitionOfString(key))], true
 }
 
 // OwnerBytes is Owner for a key that arrives as bytes (no conversion copy).
@@ -241,7 +269,7 @@ func (r *Ring) OwnerBytes(key []byte) (string, bool) {
 	if r == nil || r.width == 0 {
 		return "", false
 	}
-	return r.table[r.partitionOf(key)*uint64(r.width)], true
+	return r.lists[r.listAt(r.partitionOf(key))], true
 }
 
 // Candidates returns up to n distinct instances for key in preference order:
@@ -265,8 +293,8 @@ func (r *Ring) CandidatesBytes(key []byte, n int) []string {
 
 func (r *Ring) row(p uint64, n int) []string {
 	n = min(n, r.width)
-	start := p * uint64(r.width)
-	return r.table[start : start+uint64(n) : start+uint64(n)]
+	start := r.listAt(p)
+	return r.lists[start : start+uint64(n) : start+uint64(n)]
 }
 
 func (r *Ring) partitionOf(key []byte) uint64 {
@@ -373,9 +401,14 @@ func (r *Ring) IndexTable() []uint32 {
 	for i, inst := range r.instances {
 		index[inst] = uint32(i)
 	}
-	out := make([]uint32, len(r.table))
-	for i, inst := range r.table {
-		out[i] = index[inst]
+	lists := make([]uint32, len(r.lists))
+	for i, inst := range r.lists {
+		lists[i] = index[inst]
+	}
+	out := make([]uint32, 0, r.partitions*uint64(r.width))
+	for p := range r.partitions {
+		at := r.listAt(p)
+		out = append(out, lists[at:at+uint64(r.width)]...)
 	}
 	return out
 }
@@ -408,7 +441,7 @@ func Moved(a, b *Ring) float64 {
 	moved := 0
 	if a.ids == nil && b.ids == nil {
 		for p := range a.partitions {
-			if a.table[p*uint64(wa)] != b.table[p*uint64(wb)] {
+			if a.lists[a.listAt(p)] != b.lists[b.listAt(p)] {
 				moved++
 			}
 		}
@@ -417,7 +450,7 @@ func Moved(a, b *Ring) float64 {
 	// Keys stay with an instance's ID when its address changes.
 	ida, idb := a.idOf(), b.idOf()
 	for p := range a.partitions {
-		if ida[a.table[p*uint64(wa)]] != idb[b.table[p*uint64(wb)]] {
+		if ida[a.lists[a.listAt(p)]] != idb[b.lists[b.listAt(p)]] {
 			moved++
 		}
 	}

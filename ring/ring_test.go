@@ -271,7 +271,7 @@ func TestOwnerMatchesConsistent(t *testing.T) {
 				Hasher: xxHasher{}, PartitionCount: s.Partitions, ReplicationFactor: s.ReplicationFactor, Load: s.Load,
 			})
 			for p := range s.Partitions {
-				if got, want := r.table[p*r.width], c.GetPartitionOwner(p).String(); got != want {
+				if got, want := ownerAt(r, p), c.GetPartitionOwner(p).String(); got != want {
 					t.Fatalf("partition %d: table owner %s, consistent %s", p, got, want)
 				}
 			}
@@ -500,11 +500,11 @@ func TestBuild(t *testing.T) {
 		t.Errorf("Len %d, Instances %q; want %d sorted", r3.Len(), r3.Instances(), len(names))
 	}
 	// An earlier Ring is immutable: later builds leave it alone.
-	before := slices.Clone(r1.table)
+	before := slices.Clone(table(r1))
 	if _, err := b.Build(names[:2]); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(before, r1.table) || r1.Len() != len(names) {
+	if !slices.Equal(before, table(r1)) || r1.Len() != len(names) {
 		t.Error("a later Build changed an earlier Ring")
 	}
 }
@@ -550,12 +550,26 @@ func sameRing(t *testing.T, a, b *Ring) {
 		t.Fatalf("rings differ: %d/%d partitions, width %d/%d, %d/%d instances",
 			a.partitions, b.partitions, a.width, b.width, len(a.instances), len(b.instances))
 	}
-	if i := firstDiff(a.table, b.table); i >= 0 {
+	if i := firstDiff(table(a), table(b)); i >= 0 {
 		p := i / a.width
 		t.Fatalf("rings differ at partition %d: %q vs %q", p,
-			a.table[p*a.width:(p+1)*a.width], b.table[p*b.width:(p+1)*b.width])
+			a.row(uint64(p), a.width), b.row(uint64(p), b.width))
 	}
 }
+
+// table writes r's placement out in full: partitions × width names, each
+// partition's candidates owner first (what the Ring kept before it shared
+// candidate lists between partitions).
+func table(r *Ring) []string {
+	var out []string
+	for p := range r.Partitions() {
+		out = append(out, r.row(uint64(p), r.width)...)
+	}
+	return out
+}
+
+// ownerAt is the owner of partition p.
+func ownerAt(r *Ring, p int) string { return r.row(uint64(p), 1)[0] }
 
 func firstDiff(a, b []string) int {
 	for i := range min(len(a), len(b)) {

@@ -49,7 +49,7 @@ func TestEqualWeightsArePlacementUnchanged(t *testing.T) {
 			}
 		}
 		weighted := buildInstances(t, insts)
-		if !slices.Equal(plain.table, weighted.table) || !slices.Equal(plain.owned, weighted.owned) {
+		if !slices.Equal(table(plain), table(weighted)) || !slices.Equal(plain.owned, weighted.owned) {
 			t.Errorf("%d instances: weight 1 placed keys differently", n)
 		}
 		if weighted.ids != nil || weighted.weights != nil {
@@ -120,7 +120,7 @@ func TestWeightChangeMovesLittle(t *testing.T) {
 				t.Errorf("%d instances, weight %g -> %g: %.4f of the keys moved, ideal %.4f (limit 1.3x)", n, change.from, change.to, moved, ideal)
 			}
 			fresh := buildInstances(t, insts)
-			if !slices.Equal(fresh.table, after.table) {
+			if !slices.Equal(table(fresh), table(after)) {
 				t.Errorf("%d instances, weight %g -> %g: the rebuilt ring differs from a fresh one", n, change.from, change.to)
 			}
 		}
@@ -150,16 +150,17 @@ func TestIDKeepsKeysAcrossAddresses(t *testing.T) {
 	if m := Moved(before, after); m != 0 {
 		t.Errorf("a new address with the same ID moved %.4f of the keys", m)
 	}
-	for p := range before.table {
-		want := before.table[p]
+	beforeRows, afterRows := table(before), table(after)
+	for p := range beforeRows {
+		want := beforeRows[p]
 		if want == old {
 			want = insts[3].Addr
 		}
-		if after.table[p] != want {
-			t.Fatalf("entry %d: %s, want %s", p, after.table[p], want)
+		if afterRows[p] != want {
+			t.Fatalf("entry %d: %s, want %s", p, afterRows[p], want)
 		}
 	}
-	if fresh := buildInstances(t, insts); !slices.Equal(fresh.table, after.table) {
+	if fresh := buildInstances(t, insts); !slices.Equal(table(fresh), table(after)) {
 		t.Error("the rebuilt ring differs from a fresh one")
 	}
 	if slices.Contains(after.Instances(), old) || after.Owned()[insts[3].Addr] != before.Owned()[old] {
@@ -226,8 +227,9 @@ func TestRampMovesKeysOneWay(t *testing.T) {
 				t.Fatal(err)
 			}
 			back, between := 0, 0
+			prevRows, nextRows := table(prev), table(next)
 			for p := range int(next.partitions) {
-				was, now := prev.table[p*prev.width], next.table[p*next.width]
+				was, now := prevRows[p*prev.width], nextRows[p*next.width]
 				switch {
 				case was == now:
 				case was == joiner.Addr:
@@ -242,7 +244,7 @@ func TestRampMovesKeysOneWay(t *testing.T) {
 			prev = next
 		}
 		plain := buildInstances(t, append(slices.Clone(old), Instance{Addr: joiner.Addr}))
-		if !slices.Equal(plain.table, prev.table) {
+		if !slices.Equal(table(plain), table(prev)) {
 			t.Errorf("%d instances: the last step differs from a plain join", n)
 		}
 	}

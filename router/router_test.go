@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -468,4 +469,41 @@ func TestUpdateCountsIdleInstances(t *testing.T) {
 	if c := changes[0]; c.Idle != 0 {
 		t.Errorf("3 instances on 7 partitions: Idle = %d, want 0", c.Idle)
 	}
+}
+
+// BenchmarkServicesMemory is the heap a Router holds for many small
+// services (1,000 of 8 instances each): their Rings and Builders, measured
+// after a GC with the Router still referenced. It reports MiB/router and
+// KiB/service.
+func BenchmarkServicesMemory(b *testing.B) {
+	const services, instances = 1000, 8
+	live := make(map[string][]string, services)
+	for i := range services {
+		svc := fmt.Sprintf("svc%d", i)
+		live[svc] = names(svc, instances)
+	}
+	var total int64
+	for b.Loop() {
+		base := heapInUse()
+		r, err := router.New(ring.DefaultSettings(), "svc0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := r.Update(live); err != nil {
+			b.Fatal(err)
+		}
+		total += heapInUse() - base
+		runtime.KeepAlive(r)
+	}
+	perRouter := float64(total) / float64(b.N)
+	b.ReportMetric(perRouter/(1<<20), "MiB/router")
+	b.ReportMetric(perRouter/services/(1<<10), "KiB/service")
+}
+
+// heapInUse is the live heap after a full collection.
+func heapInUse() int64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
 }
