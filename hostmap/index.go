@@ -12,12 +12,10 @@ import (
 // the hash of the host so that a write copies only the shards it touches:
 // O(n/numShards) per changed host instead of O(n), whatever the table's size.
 type index struct {
-	shards [numShards]*shard // never nil
-	// wild filters the wildcards apart from the exact hosts: there are
-	// usually few, so it stays in the first-level cache and a lookup
-	// whose host has none pays one cached bit test per suffix depth.
-	wild  [wildPages]wildPage
-	count int // live overrides
+	// shards are held by value: a lookup reads a shard's filter from this
+	// array and follows no pointer before the filter word.
+	shards [numShards]shard
+	count  int // live overrides
 	// wildDepths has bit d set when some wildcard "*.x" has d labels after
 	// the "*.": suffixes of other depths are never hashed.
 	wildDepths uint64
@@ -25,47 +23,54 @@ type index struct {
 	gen uint64
 }
 
-// shard holds the live overrides whose host hashes to it, and a filter with
-// one bit set for each exact host: most lookups are for hosts without an
-// override, and one bit test answers them without probing the map.
+// shard holds the live overrides whose host hashes to it, exact hosts and
+// wildcards, and a filter of them: most lookups are for hosts without an
+// override, and one filter word answers each probe without the map. The
+// filter is sized for the shard's entries, so that a small table's filters
+// fit in the first-level cache and a large one's stay near 2 bytes an
+// override; it is rebuilt with its shard.
 type shard struct {
-	filter   [shardFilterWords]uint64
+	filter   []uint64            // a power of two words, never empty
 	backends map[string][]string // host -> one-element slice of its backend
 }
-
-// wildPage is one page of the wildcard filter; a wildcard write rebuilds
-// only its page.
-type wildPage [wildPageWords]uint64
 
 const (
 	shardBits = 10
 	numShards = 1 << shardBits
-	// shardFilterWords: 2,048 bits a shard keep false positives (which
-	// cost one map probe) near 5% at 100 hosts a shard, 100,000 in all.
-	shardFilterWords = 32
-	// The wildcard filter: 65,536 bits, 8 KiB, in pages of 4,096.
-	wildPageBits  = 4
-	wildPages     = 1 << wildPageBits
-	wildPageWords = 64
+	// filterEntriesPerWord: with 2 to 4 entries a word and 3 bits an
+	// entry, a probe for a host not in the shard passes (and costs a map
+	// probe) about 1% of the time.
+	filterEntriesPerWord = 4
 )
 
-var emptyShard = &shard{}
+// emptyFilter is the filter of every empty shard; it is never written.
+var emptyFilter = []uint64{0}
 
-// Filter bits. A shard is picked by the hash's top bits; the bit within
-// its filter and the wildcard filter's page and bit come from the others.
+// Filter bits. A shard is picked by the hash's top bits, the word of its
+// filter by the middle ones and the 3 bits in that word by the low 18: a
+// probe reads one word.
 func shardOf(h uint64) uint64 { return h >> (64 - shardBits) }
 
+func filterBits(h uint64) uint64 { return 1<<(h&63) | 1<<(h>>6&63) | 1<<(h>>12&63) }
+
 func (sh *shard) mayHave(h uint64) bool {
-	return sh.filter[(h>>6)%shardFilterWords]&(1<<(h&63)) != 0
+	f := sh.filter
+	m := filterBits(h)
+	return f[h>>24&uint64(len(f)-1)]&m == m
 }
 
-func wildPageOf(h uint64) uint64 { return (h >> 40) % wildPages }
-
-func (p *wildPage) mayHave(h uint64) bool {
-	return p[(h>>6)%wildPageWords]&(1<<(h&63)) != 0
+// newFilter returns the filter of the hosts of backends.
+func newFilter(backends map[string][]string) []uint64 {
+	if len(backends) == 0 {
+		return emptyFilter
+	}
+	f := make([]uint64, 1<<bits.Len(uint((len(backends)-1)/filterEntriesPerWord)))
+	for h := range backends {
+		fh := hostHash(h)
+		f[fh>>24&uint64(len(f)-1)] |= filterBits(fh)
+	}
+	return f
 }
-
-func (p *wildPage) add(h uint64) { p[(h>>6)%wildPageWords] |= 1 << (h & 63) }
 
 // Hash seeds: a wildcard "*.x" is filed under the hash of x with its own
 // seed, so that a lookup hashes the suffixes of its host in place, without
@@ -209,7 +214,7 @@ func (t *Table) Match(key []byte) []string {
 	}
 	host := key[:n]
 	h := hashLower(exactSeed, host)
-	if sh := idx.shards[shardOf(h)]; sh.mayHave(h) {
+	if sh := &idx.shards[shardOf(h)]; sh.mayHave(h) {
 		if b := sh.find(host, 0); b != nil {
 			return b
 		}
@@ -217,71 +222,66 @@ func (t *Table) Match(key []byte) []string {
 	if idx.wildDepths == 0 {
 		return nil
 	}
-	if idx.wildDepths&(1<<63) != 0 {
-		return idx.matchWildAnyDepth(host)
+	if n > 64 {
+		return idx.matchWildLong(host)
 	}
-	// The suffix of d labels starts after the d-th dot from the right: find
-	// the dots from the right, as far as the deepest wildcard reaches, and
-	// try the deepest (nearest) suffix first. A dot at 0 starts no suffix:
-	// a wildcard stands for at least one byte.
-	deepest := 63 - bits.LeadingZeros64(idx.wildDepths)
-	var after [64]uint8 // after[d]: where the suffix of d labels starts
-	found := 0
-	i := n
-	for ; i >= 8 && found < deepest; i -= 8 {
-		for m := bytesOf(binary.LittleEndian.Uint64(host[i-8:]), '.'); m != 0 && found < deepest; {
-			top := 63 - bits.LeadingZeros64(m)
-			m &^= 1 << top
-			if p := i - 8 + top/8; p > 0 {
-				found++
-				after[found] = uint8(p + 1)
+	// The suffix after a dot has as many labels as there are dots from it
+	// to the end: walk the dots from the left, nearest (deepest) wildcard
+	// first, and hash only the suffixes of a depth some wildcard has. A
+	// dot at 0 starts no suffix: a wildcard stands for at least one byte.
+	dots := dotsLow(host) &^ 1
+	labels := bits.OnesCount64(dots)
+	for m := dots; m != 0; m &= m - 1 {
+		if idx.wildDepths&(1<<labels) != 0 {
+			if b := idx.matchWild(host[bits.TrailingZeros64(m)+1:]); b != nil {
+				return b
 			}
 		}
-	}
-	if i < 8 {
-		for i--; i > 0 && found < deepest; i-- {
-			if host[i] == '.' {
-				found++
-				after[found] = uint8(i + 1)
-			}
-		}
-	}
-	for d := found; d > 0; d-- {
-		if idx.wildDepths&(1<<d) == 0 {
-			continue
-		}
-		if b := idx.matchWild(host[after[d]:]); b != nil {
-			return b
-		}
+		labels--
 	}
 	return nil
+}
+
+// dotsLow is dotsOf(host)[0] for a host of at most 64 bytes.
+func dotsLow(host []byte) uint64 {
+	var dots uint64
+	i := 0
+	for ; i+8 <= len(host); i += 8 {
+		dots |= packHighs(bytesOf(binary.LittleEndian.Uint64(host[i:]), '.')) << i
+	}
+	for ; i < len(host); i++ {
+		if host[i] == '.' {
+			dots |= 1 << i
+		}
+	}
+	return dots
 }
 
 // matchWild answers the wildcard "*." + suffix, if there is one.
 func (idx *index) matchWild(suffix []byte) []string {
 	h := hashLower(wildSeed, suffix)
-	if !idx.wild[wildPageOf(h)].mayHave(h) {
-		return nil
+	if sh := &idx.shards[shardOf(h)]; sh.mayHave(h) {
+		return sh.find(suffix, 2)
 	}
-	return idx.shards[shardOf(h)].find(suffix, 2)
+	return nil
 }
 
-// matchWildAnyDepth is the wildcard walk of Match for tables with a
-// wildcard of 63 labels or more, which index.wildDepths does not tell
-// apart: every dot from the left, nearest first.
-func (idx *index) matchWildAnyDepth(host []byte) []string {
+// matchWildLong is the wildcard walk of Match for hosts of more than 64
+// bytes: every dot from the left, nearest first. A wildcard of 63 labels
+// or more, which index.wildDepths does not tell apart, is tried for every
+// such suffix.
+func (idx *index) matchWildLong(host []byte) []string {
 	dots := dotsOf(host)
 	dots[0] &^= 1 // a dot at 0 starts no suffix and counts no label
-	labels := 1 + bits.OnesCount64(dots[0]) + bits.OnesCount64(dots[1]) + bits.OnesCount64(dots[2]) + bits.OnesCount64(dots[3])
+	labels := bits.OnesCount64(dots[0]) + bits.OnesCount64(dots[1]) + bits.OnesCount64(dots[2]) + bits.OnesCount64(dots[3])
 	for word := range dots {
 		for m := dots[word]; m != 0; m &= m - 1 {
-			labels-- // labels after this dot
-			if idx.wildDepths&(1<<min(labels, 63)) == 0 {
-				continue
+			if idx.wildDepths&(1<<min(labels, 63)) != 0 {
+				if b := idx.matchWild(host[word<<6+bits.TrailingZeros64(m)+1:]); b != nil {
+					return b
+				}
 			}
-			if b := idx.matchWild(host[word<<6+bits.TrailingZeros64(m)+1:]); b != nil {
-				return b
-			}
+			labels-- // labels after the next dot
 		}
 	}
 	return nil
@@ -315,9 +315,9 @@ func wildLabels(host string) int {
 }
 
 // publishLocked publishes a new index in which the shards of the hosts in
-// changed are rebuilt from t.entries and every other shard is shared with
-// the current index: a write costs what its shards hold, not the table.
-// With changed nil every shard is built (Open).
+// changed are rebuilt from t.entries, filters included, and every other
+// shard is shared with the current index: a write costs what its shards
+// hold, not the table. With changed nil every shard is built (Open).
 func (t *Table) publishLocked(changed []string) {
 	next := &index{}
 	old := t.index.Load()
@@ -328,10 +328,7 @@ func (t *Table) publishLocked(changed []string) {
 	if changed == nil {
 		next.count, t.wildCounts = 0, [64]int{}
 		for s := range next.shards {
-			next.shards[s] = emptyShard
-		}
-		for p := range next.wild {
-			next.wild[p], t.wildByPage[p] = wildPage{}, nil
+			next.shards[s] = shard{filter: emptyFilter}
 		}
 		changed = slices.Collect(maps.Keys(t.entries))
 	}
@@ -340,7 +337,6 @@ func (t *Table) publishLocked(changed []string) {
 		s := shardOf(hostHash(h))
 		touched[s] = append(touched[s], h)
 	}
-	var wildTouched [wildPages]bool
 	for s, hosts := range touched {
 		prev := next.shards[s]
 		backends := make(map[string][]string, len(prev.backends)+len(hosts))
@@ -350,23 +346,9 @@ func (t *Table) publishLocked(changed []string) {
 		for _, h := range hosts {
 			e, ok := t.entries[h]
 			live := ok && e.Backend != ""
-			_, had := backends[h]
-			if had {
+			if _, had := backends[h]; had {
 				next.count--
 				t.wildCounts[wildLabels(h)]--
-			}
-			if labels := wildLabels(h); labels > 0 && had != live {
-				hh := hostHash(h)
-				p := wildPageOf(hh)
-				wildTouched[p] = true
-				if live {
-					if t.wildByPage[p] == nil {
-						t.wildByPage[p] = map[string]uint64{}
-					}
-					t.wildByPage[p][h] = hh
-				} else {
-					delete(t.wildByPage[p], h)
-				}
 			}
 			if !live {
 				delete(backends, h)
@@ -380,23 +362,7 @@ func (t *Table) publishLocked(changed []string) {
 			next.count++
 			t.wildCounts[wildLabels(h)]++
 		}
-		sh := &shard{backends: backends}
-		for h := range backends {
-			if wildLabels(h) == 0 { // wildcards are in the wildcard filter
-				fh := hostHash(h)
-				sh.filter[(fh>>6)%shardFilterWords] |= 1 << (fh & 63)
-			}
-		}
-		next.shards[s] = sh
-	}
-	for p, dirty := range wildTouched {
-		if !dirty {
-			continue
-		}
-		next.wild[p] = wildPage{}
-		for _, hh := range t.wildByPage[p] {
-			next.wild[p].add(hh)
-		}
+		next.shards[s] = shard{filter: newFilter(backends), backends: backends}
 	}
 	// wildCounts[0] counts exact hosts, which set no bit.
 	next.wildDepths = 0

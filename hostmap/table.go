@@ -30,9 +30,6 @@ type Table struct {
 	// wildCounts counts the live overrides by wildLabels, for
 	// index.wildDepths.
 	wildCounts [64]int
-	// wildByPage holds the live wildcards of each page of index.wild, by
-	// hash, so that a wildcard write rebuilds one page.
-	wildByPage [wildPages]map[string]uint64
 
 	broadcast atomic.Pointer[func(key string, msg []byte)]
 	onPublish atomic.Pointer[func()]
