@@ -11,11 +11,19 @@ import (
 // index is an immutable view of the live overrides, split into shards by
 // the hash of the host so that a write copies only the shards it touches:
 // O(n/numShards) per changed host instead of O(n), whatever the table's size.
+//
+// Each shard, exact hosts and wildcards alike, has a filter: most lookups
+// are for hosts without an override, and one filter word answers each probe
+// without the map. A shard of up to smallShard entries (every shard of a
+// table of a few thousand) keeps its whole filter in words, so that the
+// lookups of such a table read one word of an 8 KiB array, which stays in
+// the first-level cache; a larger one's words entry is filterInBig and its
+// filter, sized for its entries (near 2 bytes an override), is in big.
 type index struct {
-	// shards are held by value: a lookup reads a shard's filter from this
-	// array and follows no pointer before the filter word.
-	shards [numShards]shard
-	count  int // live overrides
+	words    [numShards]uint64
+	big      [numShards][]uint64            // nil for a small shard
+	backends [numShards]map[string][]string // host -> one-element slice of its backend
+	count    int                            // live overrides
 	// wildDepths has bit d set when some wildcard "*.x" has d labels after
 	// the "*.": suffixes of other depths are never hashed.
 	wildDepths uint64
@@ -23,53 +31,55 @@ type index struct {
 	gen uint64
 }
 
-// shard holds the live overrides whose host hashes to it, exact hosts and
-// wildcards, and a filter of them: most lookups are for hosts without an
-// override, and one filter word answers each probe without the map. The
-// filter is sized for the shard's entries, so that a small table's filters
-// fit in the first-level cache and a large one's stay near 2 bytes an
-// override; it is rebuilt with its shard.
-type shard struct {
-	filter   []uint64            // a power of two words, never empty
-	backends map[string][]string // host -> one-element slice of its backend
-}
-
 const (
 	shardBits = 10
 	numShards = 1 << shardBits
+	// smallShard: 4 entries set at most 12 of a word's 64 bits, and a
+	// probe for a host not in the shard passes under 1% of the time.
+	smallShard = 4
 	// filterEntriesPerWord: with 2 to 4 entries a word and 3 bits an
 	// entry, a probe for a host not in the shard passes (and costs a map
 	// probe) about 1% of the time.
 	filterEntriesPerWord = 4
+	// filterInBig marks a shard whose filter is in index.big: no small
+	// filter has every bit set.
+	filterInBig = ^uint64(0)
 )
 
-// emptyFilter is the filter of every empty shard; it is never written.
-var emptyFilter = []uint64{0}
-
-// Filter bits. A shard is picked by the hash's top bits, the word of its
-// filter by the middle ones and the 3 bits in that word by the low 18: a
+// Filter bits. A shard is picked by the hash's top bits, the word of a big
+// filter by the middle ones and the 3 bits in the word by the low 18: a
 // probe reads one word.
 func shardOf(h uint64) uint64 { return h >> (64 - shardBits) }
 
 func filterBits(h uint64) uint64 { return 1<<(h&63) | 1<<(h>>6&63) | 1<<(h>>12&63) }
 
-func (sh *shard) mayHave(h uint64) bool {
-	f := sh.filter
+func filterWord(f []uint64, h uint64) *uint64 { return &f[h>>24&uint64(len(f)-1)] }
+
+// mayHave is false when shard s has no host of hash h.
+func (idx *index) mayHave(s, h uint64) bool {
 	m := filterBits(h)
-	return f[h>>24&uint64(len(f)-1)]&m == m
+	if w := idx.words[s]; w != filterInBig {
+		return w&m == m
+	}
+	return *filterWord(idx.big[s], h)&m == m
 }
 
-// newFilter returns the filter of the hosts of backends.
-func newFilter(backends map[string][]string) []uint64 {
-	if len(backends) == 0 {
-		return emptyFilter
+// setShard installs backends as shard s, with its filter.
+func (idx *index) setShard(s uint64, backends map[string][]string) {
+	idx.backends[s] = backends
+	idx.words[s], idx.big[s] = 0, nil
+	if len(backends) <= smallShard {
+		for h := range backends {
+			idx.words[s] |= filterBits(hostHash(h))
+		}
+		return
 	}
 	f := make([]uint64, 1<<bits.Len(uint((len(backends)-1)/filterEntriesPerWord)))
 	for h := range backends {
 		fh := hostHash(h)
-		f[fh>>24&uint64(len(f)-1)] |= filterBits(fh)
+		*filterWord(f, fh) |= filterBits(fh)
 	}
-	return f
+	idx.words[s], idx.big[s] = filterInBig, f
 }
 
 // Hash seeds: a wildcard "*.x" is filed under the hash of x with its own
@@ -89,7 +99,10 @@ func hostHash(host string) uint64 {
 }
 
 // hashLower hashes b as if its ASCII letters were lower-case, without
-// copying it. Words are read eight bytes at a time, the last ones
+// copying it: it sets the case bit (0x20) of every byte (foldWord), which
+// makes an upper-case letter its lower-case one and leaves a lower-case one
+// alone. The few other bytes it conflates ('@' and '`', '[' and '{', ...)
+// only cost a map probe. Words are read eight bytes at a time, the last ones
 // overlapping, and multiplied in independent pairs (as wyhash does), so that
 // a host of up to 32 bytes costs three multiplications of which two run
 // side by side. It need only spread hosts over shards and filter bits: every
@@ -98,8 +111,8 @@ func hashLower(seed uint64, b []byte) uint64 {
 	n := len(b)
 	h := seed ^ uint64(n)*0xff51afd7ed558ccd
 	for len(b) > 32 {
-		h = mixWord(lowerWord(binary.LittleEndian.Uint64(b))^h, lowerWord(binary.LittleEndian.Uint64(b[8:]))^0xa0761d6478bd642f) ^
-			mixWord(lowerWord(binary.LittleEndian.Uint64(b[16:]))^0xe7037ed1a0b428db, lowerWord(binary.LittleEndian.Uint64(b[24:]))^h)
+		h = mixWord(foldWord(binary.LittleEndian.Uint64(b))^h, foldWord(binary.LittleEndian.Uint64(b[8:]))^0xa0761d6478bd642f) ^
+			mixWord(foldWord(binary.LittleEndian.Uint64(b[16:]))^0xe7037ed1a0b428db, foldWord(binary.LittleEndian.Uint64(b[24:]))^h)
 		b = b[32:]
 	}
 	var w0, w1, w2, w3 uint64
@@ -114,8 +127,8 @@ func hashLower(seed uint64, b []byte) uint64 {
 	case m > 0:
 		w0 = uint64(b[0]) | uint64(b[m/2])<<8 | uint64(b[m-1])<<16
 	}
-	h = mixWord(lowerWord(w0)^h, lowerWord(w1)^0xa0761d6478bd642f) ^
-		mixWord(lowerWord(w2)^0xe7037ed1a0b428db, lowerWord(w3)^h)
+	h = mixWord(foldWord(w0)^h, foldWord(w1)^0xa0761d6478bd642f) ^
+		mixWord(foldWord(w2)^0xe7037ed1a0b428db, foldWord(w3)^h)
 	return mixWord(h^0x8ebc6af09c88c6e3, uint64(n)^0x589965cc75374cc3)
 }
 
@@ -127,19 +140,13 @@ func mixWord(a, b uint64) uint64 {
 
 // Bytes of a word at a time (SWAR).
 const (
-	ones  = 0x0101010101010101
-	highs = 0x8080808080808080
-	lows  = 0x7f7f7f7f7f7f7f7f
+	ones = 0x0101010101010101
+	lows = 0x7f7f7f7f7f7f7f7f
 )
 
-// lowerWord lower-cases the ASCII letters among the eight bytes of w.
-func lowerWord(w uint64) uint64 {
-	low7 := w & lows
-	atLeastA := low7 + ones*(0x80-'A')
-	pastZ := low7 + ones*(0x80-'Z'-1)
-	upper := (atLeastA &^ pastZ) & highs &^ w
-	return w | upper>>2 // 0x80 >> 2 is 0x20, the case bit
-}
+// foldWord sets the case bit of the eight bytes of w: ASCII letters hash
+// alike whatever their case, at one instruction a word.
+func foldWord(w uint64) uint64 { return w | ones*0x20 }
 
 // bytesOf has the high bit set of each byte of w that is c, and no other.
 func bytesOf(w uint64, c byte) uint64 {
@@ -150,39 +157,53 @@ func bytesOf(w uint64, c byte) uint64 {
 // packHighs gathers the high bits of the eight bytes of m into bits 0-7.
 func packHighs(m uint64) uint64 { return (m >> 7) * 0x0102040810204080 >> 56 }
 
-// hostLen is len(hostOf(key)), found eight bytes at a step, or -1 when the
-// host part is longer than MaxHostLen.
+// hostLen is len(hostOf(key)), or -1 when the host part is longer than
+// MaxHostLen.
 func hostLen(key []byte) int {
+	n, _ := hostScan(key)
+	return n
+}
+
+// hostScan returns hostLen(key) and where the dots of the host's first 64
+// bytes are (bit i: key[i] is '.'), found together eight bytes at a step.
+func hostScan(key []byte) (n int, dots uint64) {
 	if len(key) == 0 || key[0] == '/' {
-		return 0
+		return 0, 0
 	}
-	n := len(key)
+	n = -1
 	i := 0
 	for ; i+8 <= len(key); i += 8 {
 		w := binary.LittleEndian.Uint64(key[i:])
+		dot := bytesOf(w, '.')
 		if end := bytesOf(w, '/') | bytesOf(w, ':'); end != 0 {
+			dots |= packHighs(dot&(end&-end-1)) << i // the dots before the end
 			n = i + bits.TrailingZeros64(end)/8
 			break
 		}
+		dots |= packHighs(dot) << i // 0 from i = 64 on
 		if i > MaxHostLen {
-			return -1 // no end in reach
+			return -1, 0 // no end in reach
 		}
 	}
-	if n == len(key) {
+	if n < 0 {
+		n = len(key)
 		for ; i < len(key); i++ {
 			if c := key[i]; c == '/' || c == ':' {
 				n = i
 				break
+			} else if c == '.' {
+				dots |= 1 << i
 			}
 		}
 	}
 	if n > 0 && key[n-1] == '.' {
 		n-- // an absolute name, "example.com."
+		dots &^= 1 << n
 	}
 	if n > MaxHostLen {
-		return -1
+		return -1, 0
 	}
-	return n
+	return n, dots
 }
 
 // dotsOf returns where the dots of host are (bit i: host[i] is '.'),
@@ -208,14 +229,14 @@ func (t *Table) Match(key []byte) []string {
 	if idx.count == 0 {
 		return nil
 	}
-	n := hostLen(key)
+	n, dots := hostScan(key)
 	if n <= 0 {
 		return nil
 	}
 	host := key[:n]
 	h := hashLower(exactSeed, host)
-	if sh := &idx.shards[shardOf(h)]; sh.mayHave(h) {
-		if b := sh.find(host, 0); b != nil {
+	if s := shardOf(h); idx.mayHave(s, h) {
+		if b := find(idx.backends[s], host, 0); b != nil {
 			return b
 		}
 	}
@@ -229,7 +250,7 @@ func (t *Table) Match(key []byte) []string {
 	// to the end: walk the dots from the left, nearest (deepest) wildcard
 	// first, and hash only the suffixes of a depth some wildcard has. A
 	// dot at 0 starts no suffix: a wildcard stands for at least one byte.
-	dots := dotsLow(host) &^ 1
+	dots &^= 1
 	labels := bits.OnesCount64(dots)
 	for m := dots; m != 0; m &= m - 1 {
 		if idx.wildDepths&(1<<labels) != 0 {
@@ -242,26 +263,11 @@ func (t *Table) Match(key []byte) []string {
 	return nil
 }
 
-// dotsLow is dotsOf(host)[0] for a host of at most 64 bytes.
-func dotsLow(host []byte) uint64 {
-	var dots uint64
-	i := 0
-	for ; i+8 <= len(host); i += 8 {
-		dots |= packHighs(bytesOf(binary.LittleEndian.Uint64(host[i:]), '.')) << i
-	}
-	for ; i < len(host); i++ {
-		if host[i] == '.' {
-			dots |= 1 << i
-		}
-	}
-	return dots
-}
-
 // matchWild answers the wildcard "*." + suffix, if there is one.
 func (idx *index) matchWild(suffix []byte) []string {
 	h := hashLower(wildSeed, suffix)
-	if sh := &idx.shards[shardOf(h)]; sh.mayHave(h) {
-		return sh.find(suffix, 2)
+	if s := shardOf(h); idx.mayHave(s, h) {
+		return find(idx.backends[s], suffix, 2)
 	}
 	return nil
 }
@@ -287,12 +293,12 @@ func (idx *index) matchWildLong(host []byte) []string {
 	return nil
 }
 
-// find probes the map for host lower-cased, after "*." when wild is 2. It
+// find probes backends for host lower-cased, after "*." when wild is 2. It
 // is kept out of Match so that its buffer is set up only for the few
 // lookups that pass the filter.
 //
 //go:noinline
-func (sh *shard) find(host []byte, wild int) []string {
+func find(backends map[string][]string, host []byte, wild int) []string {
 	var buf [MaxHostLen + 2]byte
 	buf[0], buf[1] = '*', '.'
 	for i, c := range host {
@@ -301,7 +307,7 @@ func (sh *shard) find(host []byte, wild int) []string {
 		}
 		buf[2+i] = c
 	}
-	return sh.backends[string(buf[2-wild:2+len(host)])]
+	return backends[string(buf[2-wild:2+len(host)])]
 }
 
 // wildLabels is the number of labels after the "*." of wildcard host (at
@@ -327,9 +333,7 @@ func (t *Table) publishLocked(changed []string) {
 	}
 	if changed == nil {
 		next.count, t.wildCounts = 0, [64]int{}
-		for s := range next.shards {
-			next.shards[s] = shard{filter: emptyFilter}
-		}
+		next.words, next.big, next.backends = [numShards]uint64{}, [numShards][]uint64{}, [numShards]map[string][]string{}
 		changed = slices.Collect(maps.Keys(t.entries))
 	}
 	touched := make(map[uint64][]string, min(len(changed), numShards)) // shard -> its changed hosts
@@ -338,9 +342,9 @@ func (t *Table) publishLocked(changed []string) {
 		touched[s] = append(touched[s], h)
 	}
 	for s, hosts := range touched {
-		prev := next.shards[s]
-		backends := make(map[string][]string, len(prev.backends)+len(hosts))
-		for h, b := range prev.backends {
+		prev := next.backends[s]
+		backends := make(map[string][]string, len(prev)+len(hosts))
+		for h, b := range prev {
 			backends[h] = b
 		}
 		for _, h := range hosts {
@@ -354,7 +358,7 @@ func (t *Table) publishLocked(changed []string) {
 				delete(backends, h)
 				continue
 			}
-			if b, ok := prev.backends[h]; ok && b[0] == e.Backend {
+			if b, ok := prev[h]; ok && b[0] == e.Backend {
 				backends[h] = b // reuse: no allocation per unchanged entry
 			} else {
 				backends[h] = []string{e.Backend}
@@ -362,7 +366,7 @@ func (t *Table) publishLocked(changed []string) {
 			next.count++
 			t.wildCounts[wildLabels(h)]++
 		}
-		next.shards[s] = shard{filter: newFilter(backends), backends: backends}
+		next.setShard(s, backends)
 	}
 	// wildCounts[0] counts exact hosts, which set no bit.
 	next.wildDepths = 0

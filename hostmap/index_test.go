@@ -39,13 +39,13 @@ func TestIndexIncrementalMatchesRebuild(t *testing.T) {
 		if got.count != want.count || got.wildDepths != want.wildDepths || counts != rebuilt {
 			t.Fatalf("step %d: count %d, wildDepths %b; a rebuild has %d, %b", step, got.count, got.wildDepths, want.count, want.wildDepths)
 		}
-		for s := range got.shards {
-			g, w := got.shards[s], want.shards[s]
-			if !slices.Equal(g.filter, w.filter) || len(g.backends) != len(w.backends) {
-				t.Fatalf("step %d: shard %d differs from a rebuild: %v vs %v", step, s, g.backends, w.backends)
+		for s := range got.backends {
+			g, w := got.backends[s], want.backends[s]
+			if got.words[s] != want.words[s] || !slices.Equal(got.big[s], want.big[s]) || len(g) != len(w) {
+				t.Fatalf("step %d: shard %d differs from a rebuild: %v vs %v", step, s, g, w)
 			}
-			for h, b := range w.backends {
-				if gb := g.backends[h]; len(gb) != 1 || gb[0] != b[0] {
+			for h, b := range w {
+				if gb := g[h]; len(gb) != 1 || gb[0] != b[0] {
 					t.Fatalf("step %d: shard %d has %s -> %v, a rebuild %v", step, s, h, gb, b)
 				}
 			}
@@ -62,7 +62,7 @@ func TestIndexIncrementalMatchesRebuild(t *testing.T) {
 	}
 }
 
-// FuzzHostLen checks hostLen and dotsOf, the word-at-a-time scans Match
+// FuzzHostLen checks hostLen, hostScan and dotsOf, the word-at-a-time scans Match
 // uses, against hostOf and a byte-by-byte search for the dots.
 func FuzzHostLen(f *testing.F) {
 	for _, k := range []string{"", "/", "a", "a.", "a.b.c/d", ".x:1/y", "www.shop1.example.org/videos/1.ts",
@@ -91,6 +91,9 @@ func FuzzHostLen(f *testing.F) {
 		}
 		if got := dotsOf(host); got != dots {
 			t.Fatalf("dotsOf(%q) = %x, want %x", host, got, dots)
+		}
+		if _, got := hostScan([]byte(key)); got != dots[0] {
+			t.Fatalf("hostScan(%q) dots = %x, want %x", key, got, dots[0])
 		}
 	})
 }
