@@ -27,6 +27,8 @@ type index struct {
 	// wildDepths has bit d set when some wildcard "*.x" has d labels after
 	// the "*.": suffixes of other depths are never hashed.
 	wildDepths uint64
+	tails      tailFilter // the wildcards' tails, when !wildShort
+	wildShort  bool       // some wildcard's x is shorter than 8 bytes
 	// gen counts the indexes published by this table (see Live).
 	gen uint64
 }
@@ -157,53 +159,54 @@ func bytesOf(w uint64, c byte) uint64 {
 // packHighs gathers the high bits of the eight bytes of m into bits 0-7.
 func packHighs(m uint64) uint64 { return (m >> 7) * 0x0102040810204080 >> 56 }
 
-// hostLen is len(hostOf(key)), or -1 when the host part is longer than
-// MaxHostLen.
+// hostLen is len(hostOf(key)), found eight bytes at a step, or -1 when the
+// host part is longer than MaxHostLen.
 func hostLen(key []byte) int {
-	n, _ := hostScan(key)
-	return n
-}
-
-// hostScan returns hostLen(key) and where the dots of the host's first 64
-// bytes are (bit i: key[i] is '.'), found together eight bytes at a step.
-func hostScan(key []byte) (n int, dots uint64) {
 	if len(key) == 0 || key[0] == '/' {
-		return 0, 0
+		return 0
 	}
-	n = -1
+	n := len(key)
 	i := 0
 	for ; i+8 <= len(key); i += 8 {
 		w := binary.LittleEndian.Uint64(key[i:])
-		dot := bytesOf(w, '.')
 		if end := bytesOf(w, '/') | bytesOf(w, ':'); end != 0 {
-			dots |= packHighs(dot&(end&-end-1)) << i // the dots before the end
 			n = i + bits.TrailingZeros64(end)/8
 			break
 		}
-		dots |= packHighs(dot) << i // 0 from i = 64 on
 		if i > MaxHostLen {
-			return -1, 0 // no end in reach
+			return -1 // no end in reach
 		}
 	}
-	if n < 0 {
-		n = len(key)
+	if n == len(key) {
 		for ; i < len(key); i++ {
 			if c := key[i]; c == '/' || c == ':' {
 				n = i
 				break
-			} else if c == '.' {
-				dots |= 1 << i
 			}
 		}
 	}
 	if n > 0 && key[n-1] == '.' {
 		n-- // an absolute name, "example.com."
-		dots &^= 1 << n
 	}
 	if n > MaxHostLen {
-		return -1, 0
+		return -1
 	}
-	return n, dots
+	return n
+}
+
+// dotsLow is dotsOf(host)[0] for a host of 8 to 64 bytes: the last,
+// partial word is read overlapping the one before it.
+func dotsLow(host []byte) uint64 {
+	var dots uint64
+	i := 0
+	for ; i+8 <= len(host); i += 8 {
+		dots |= packHighs(bytesOf(binary.LittleEndian.Uint64(host[i:]), '.')) << i
+	}
+	if r := len(host) - i; r > 0 {
+		w := binary.LittleEndian.Uint64(host[len(host)-8:]) >> (64 - 8*r) // its last r bytes
+		dots |= packHighs(bytesOf(w, '.')) << i
+	}
+	return dots
 }
 
 // dotsOf returns where the dots of host are (bit i: host[i] is '.'),
@@ -229,7 +232,7 @@ func (t *Table) Match(key []byte) []string {
 	if idx.count == 0 {
 		return nil
 	}
-	n, dots := hostScan(key)
+	n := hostLen(key)
 	if n <= 0 {
 		return nil
 	}
@@ -246,11 +249,20 @@ func (t *Table) Match(key []byte) []string {
 	if n > 64 {
 		return idx.matchWildLong(host)
 	}
+	if !idx.wildShort {
+		// Every wildcard "*.x" has an x of 8 bytes or more, so the host
+		// ends in the last 8 bytes of one of them, after 2 bytes at least.
+		if n < 10 || !idx.tails.mayHave(tailOf(host)) {
+			return nil
+		}
+	} else if n < 8 {
+		return idx.matchWildLong(host)
+	}
 	// The suffix after a dot has as many labels as there are dots from it
 	// to the end: walk the dots from the left, nearest (deepest) wildcard
 	// first, and hash only the suffixes of a depth some wildcard has. A
 	// dot at 0 starts no suffix: a wildcard stands for at least one byte.
-	dots &^= 1
+	dots := dotsLow(host) &^ 1
 	labels := bits.OnesCount64(dots)
 	for m := dots; m != 0; m &= m - 1 {
 		if idx.wildDepths&(1<<labels) != 0 {
@@ -261,6 +273,33 @@ func (t *Table) Match(key []byte) []string {
 		labels--
 	}
 	return nil
+}
+
+// tailOf is the last 8 bytes of host (at least 8), case folded.
+func tailOf(host []byte) uint64 {
+	return foldWord(binary.LittleEndian.Uint64(host[len(host)-8:]))
+}
+
+// tailFilter holds the last 8 bytes (tailOf) of the x of every wildcard
+// "*.x": a host whose last 8 bytes are none of them matches no wildcard,
+// and the common miss costs one word instead of a hash for each suffix
+// depth. It is a filter of 256 words of which a probe reads one.
+type tailFilter [tailWords]uint64
+
+const tailWords = 256
+
+// tailBits are the two bits of tail in the filter (bit>>6 its word, bit&63
+// its place there), both in one word; they may be the same bit.
+func tailBits(tail uint64) (b0, b1 uint64) {
+	h := mixWord(tail^0x9fb21c651e98df25, 0xd6e8feb86659fd93)
+	word := h >> 56 % tailWords
+	return word<<6 | h&63, word<<6 | h>>6&63
+}
+
+func (f *tailFilter) mayHave(tail uint64) bool {
+	b0, b1 := tailBits(tail)
+	m := uint64(1)<<(b0&63) | 1<<(b1&63)
+	return f[b0>>6]&m == m
 }
 
 // matchWild answers the wildcard "*." + suffix, if there is one.
@@ -334,6 +373,7 @@ func (t *Table) publishLocked(changed []string) {
 	if changed == nil {
 		next.count, t.wildCounts = 0, [64]int{}
 		next.words, next.big, next.backends = [numShards]uint64{}, [numShards][]uint64{}, [numShards]map[string][]string{}
+		next.tails, t.tailCounts, t.wildShort = tailFilter{}, nil, 0
 		changed = slices.Collect(maps.Keys(t.entries))
 	}
 	touched := make(map[uint64][]string, min(len(changed), numShards)) // shard -> its changed hosts
@@ -353,6 +393,7 @@ func (t *Table) publishLocked(changed []string) {
 			if _, had := backends[h]; had {
 				next.count--
 				t.wildCounts[wildLabels(h)]--
+				t.countTail(&next.tails, h, -1)
 			}
 			if !live {
 				delete(backends, h)
@@ -365,6 +406,7 @@ func (t *Table) publishLocked(changed []string) {
 			}
 			next.count++
 			t.wildCounts[wildLabels(h)]++
+			t.countTail(&next.tails, h, 1)
 		}
 		next.setShard(s, backends)
 	}
@@ -375,9 +417,40 @@ func (t *Table) publishLocked(changed []string) {
 			next.wildDepths |= 1 << d
 		}
 	}
+	next.wildShort = t.wildShort > 0
 	t.index.Store(next)
 	t.state = nil
 	if fn := t.onPublish.Load(); fn != nil && *fn != nil {
 		(*fn)()
+	}
+}
+
+// countTail counts wildcard host in or out (by) of the tail filter: a bit
+// is set while some live wildcard sets it, so that a write changes two
+// counters and never rebuilds the filter. A wildcard whose x is shorter
+// than 8 bytes has no tail and is counted in t.wildShort.
+func (t *Table) countTail(f *tailFilter, host string, by int32) {
+	rest, ok := strings.CutPrefix(host, "*.")
+	if !ok {
+		return
+	}
+	if len(rest) < 8 {
+		t.wildShort += int(by)
+		return
+	}
+	if t.tailCounts == nil {
+		t.tailCounts = make([]int32, tailWords*64)
+	}
+	b0, b1 := tailBits(tailOf([]byte(rest)))
+	t.tailCounts[b0] += by
+	if b1 != b0 {
+		t.tailCounts[b1] += by
+	}
+	for _, b := range [2]uint64{b0, b1} {
+		if t.tailCounts[b] > 0 {
+			f[b>>6] |= 1 << (b & 63)
+		} else {
+			f[b>>6] &^= 1 << (b & 63)
+		}
 	}
 }

@@ -30,6 +30,11 @@ type Table struct {
 	// wildCounts counts the live overrides by wildLabels, for
 	// index.wildDepths.
 	wildCounts [64]int
+	// tailCounts counts the live wildcards that set each bit of
+	// index.tails (nil until the first); wildShort counts those with no
+	// tail.
+	tailCounts []int32
+	wildShort  int
 
 	broadcast atomic.Pointer[func(key string, msg []byte)]
 	onPublish atomic.Pointer[func()]
