@@ -210,7 +210,23 @@ func FuzzKeyHost(f *testing.F) {
 	for _, e := range tb.List() {
 		entries[e.Host] = e.Backend
 	}
+	// Without the wildcards of fewer than 8 bytes after the "*." ("*.org"),
+	// Match first looks up the host's last 8 bytes among the wildcards'.
+	var longPairs []Pair
+	for _, p := range fuzzOverrides {
+		if rest, ok := strings.CutPrefix(p.Host, "*."); !ok || len(rest) >= 8 {
+			longPairs = append(longPairs, p)
+		}
+	}
+	long := openFuzzTable(f, longPairs)
+	longEntries := map[string]string{}
+	for _, e := range long.List() {
+		longEntries[e.Host] = e.Backend
+	}
 	f.Fuzz(func(t *testing.T, key string) {
+		if m, want := long.Match([]byte(key)), matchOracle(longEntries, key); want == "" && m != nil || want != "" && (len(m) != 1 || m[0] != want) {
+			t.Fatalf("without short wildcards, Match(%q) = %q, want %q", key, m, want)
+		}
 		got := ""
 		if m := tb.Match([]byte(key)); m != nil {
 			if len(m) != 1 {

@@ -11,61 +11,78 @@ import (
 // index is an immutable view of the live overrides, split into shards by
 // the hash of the host so that a write copies only the shards it touches:
 // O(n/numShards) per changed host instead of O(n), whatever the table's size.
+//
+// Each shard, exact hosts and wildcards alike, has a filter: most lookups
+// are for hosts without an override, and one filter word answers each probe
+// without the map. A shard of up to smallShard entries (every shard of a
+// table of a few thousand) keeps its whole filter in words, so that the
+// lookups of such a table read one word of an 8 KiB array, which stays in
+// the first-level cache; a larger one's words entry is filterInBig and its
+// filter, sized for its entries (near 2 bytes an override), is in big.
 type index struct {
-	shards [numShards]*shard // never nil
-	// wild filters the wildcards apart from the exact hosts: there are
-	// usually few, so it stays in the first-level cache and a lookup
-	// whose host has none pays one cached bit test per suffix depth.
-	wild  [wildPages]wildPage
-	count int // live overrides
+	words    [numShards]uint64
+	big      [numShards][]uint64            // nil for a small shard
+	backends [numShards]map[string][]string // host -> one-element slice of its backend
+	count    int                            // live overrides
 	// wildDepths has bit d set when some wildcard "*.x" has d labels after
 	// the "*.": suffixes of other depths are never hashed.
 	wildDepths uint64
+	tails      tailFilter // the wildcards' tails, when !wildShort
+	wildShort  bool       // some wildcard's x is shorter than 8 bytes
 	// gen counts the indexes published by this table (see Live).
 	gen uint64
 }
 
-// shard holds the live overrides whose host hashes to it, and a filter with
-// one bit set for each exact host: most lookups are for hosts without an
-// override, and one bit test answers them without probing the map.
-type shard struct {
-	filter   [shardFilterWords]uint64
-	backends map[string][]string // host -> one-element slice of its backend
-}
-
-// wildPage is one page of the wildcard filter; a wildcard write rebuilds
-// only its page.
-type wildPage [wildPageWords]uint64
-
 const (
 	shardBits = 10
 	numShards = 1 << shardBits
-	// shardFilterWords: 2,048 bits a shard keep false positives (which
-	// cost one map probe) near 5% at 100 hosts a shard, 100,000 in all.
-	shardFilterWords = 32
-	// The wildcard filter: 65,536 bits, 8 KiB, in pages of 4,096.
-	wildPageBits  = 4
-	wildPages     = 1 << wildPageBits
-	wildPageWords = 64
+	// smallShard: 4 entries set at most 12 of a word's 64 bits, and a
+	// probe for a host not in the shard passes under 1% of the time.
+	smallShard = 4
+	// filterEntriesPerWord: with 2 to 4 entries a word and 3 bits an
+	// entry, a probe for a host not in the shard passes (and costs a map
+	// probe) about 1% of the time.
+	filterEntriesPerWord = 4
+	// filterInBig marks a shard whose filter is in index.big: no small
+	// filter has every bit set.
+	filterInBig = ^uint64(0)
 )
 
-var emptyShard = &shard{}
-
-// Filter bits. A shard is picked by the hash's top bits; the bit within
-// its filter and the wildcard filter's page and bit come from the others.
+// Filter bits. A shard is picked by the hash's top bits, the word of a big
+// filter by the middle ones and the 3 bits in the word by the low 18: a
+// probe reads one word.
 func shardOf(h uint64) uint64 { return h >> (64 - shardBits) }
 
-func (sh *shard) mayHave(h uint64) bool {
-	return sh.filter[(h>>6)%shardFilterWords]&(1<<(h&63)) != 0
+func filterBits(h uint64) uint64 { return 1<<(h&63) | 1<<(h>>6&63) | 1<<(h>>12&63) }
+
+func filterWord(f []uint64, h uint64) *uint64 { return &f[h>>24&uint64(len(f)-1)] }
+
+// mayHave is false when shard s has no host of hash h.
+func (idx *index) mayHave(s, h uint64) bool {
+	m := filterBits(h)
+	if w := idx.words[s]; w != filterInBig {
+		return w&m == m
+	}
+	return *filterWord(idx.big[s], h)&m == m
 }
 
-func wildPageOf(h uint64) uint64 { return (h >> 40) % wildPages }
-
-func (p *wildPage) mayHave(h uint64) bool {
-	return p[(h>>6)%wildPageWords]&(1<<(h&63)) != 0
+// setShard installs backends as shard s, with its filter.
+func (idx *index) setShard(s uint64, backends map[string][]string) {
+	idx.backends[s] = backends
+	idx.words[s], idx.big[s] = 0, nil
+	if len(backends) <= smallShard {
+		for h := range backends {
+			idx.words[s] |= filterBits(hostHash(h))
+		}
+		return
+	}
+	f := make([]uint64, 1<<bits.Len(uint((len(backends)-1)/filterEntriesPerWord)))
+	for h := range backends {
+		fh := hostHash(h)
+		*filterWord(f, fh) |= filterBits(fh)
+	}
+	idx.words[s], idx.big[s] = filterInBig, f
 }
-
-func (p *wildPage) add(h uint64) { p[(h>>6)%wildPageWords] |= 1 << (h & 63) }
 
 // Hash seeds: a wildcard "*.x" is filed under the hash of x with its own
 // seed, so that a lookup hashes the suffixes of its host in place, without
@@ -84,7 +101,10 @@ func hostHash(host string) uint64 {
 }
 
 // hashLower hashes b as if its ASCII letters were lower-case, without
-// copying it. Words are read eight bytes at a time, the last ones
+// copying it: it sets the case bit (0x20) of every byte (foldWord), which
+// makes an upper-case letter its lower-case one and leaves a lower-case one
+// alone. The few other bytes it conflates ('@' and '`', '[' and '{', ...)
+// only cost a map probe. Words are read eight bytes at a time, the last ones
 // overlapping, and multiplied in independent pairs (as wyhash does), so that
 // a host of up to 32 bytes costs three multiplications of which two run
 // side by side. It need only spread hosts over shards and filter bits: every
@@ -93,8 +113,8 @@ func hashLower(seed uint64, b []byte) uint64 {
 	n := len(b)
 	h := seed ^ uint64(n)*0xff51afd7ed558ccd
 	for len(b) > 32 {
-		h = mixWord(lowerWord(binary.LittleEndian.Uint64(b))^h, lowerWord(binary.LittleEndian.Uint64(b[8:]))^0xa0761d6478bd642f) ^
-			mixWord(lowerWord(binary.LittleEndian.Uint64(b[16:]))^0xe7037ed1a0b428db, lowerWord(binary.LittleEndian.Uint64(b[24:]))^h)
+		h = mixWord(foldWord(binary.LittleEndian.Uint64(b))^h, foldWord(binary.LittleEndian.Uint64(b[8:]))^0xa0761d6478bd642f) ^
+			mixWord(foldWord(binary.LittleEndian.Uint64(b[16:]))^0xe7037ed1a0b428db, foldWord(binary.LittleEndian.Uint64(b[24:]))^h)
 		b = b[32:]
 	}
 	var w0, w1, w2, w3 uint64
@@ -109,8 +129,8 @@ func hashLower(seed uint64, b []byte) uint64 {
 	case m > 0:
 		w0 = uint64(b[0]) | uint64(b[m/2])<<8 | uint64(b[m-1])<<16
 	}
-	h = mixWord(lowerWord(w0)^h, lowerWord(w1)^0xa0761d6478bd642f) ^
-		mixWord(lowerWord(w2)^0xe7037ed1a0b428db, lowerWord(w3)^h)
+	h = mixWord(foldWord(w0)^h, foldWord(w1)^0xa0761d6478bd642f) ^
+		mixWord(foldWord(w2)^0xe7037ed1a0b428db, foldWord(w3)^h)
 	return mixWord(h^0x8ebc6af09c88c6e3, uint64(n)^0x589965cc75374cc3)
 }
 
@@ -122,19 +142,13 @@ func mixWord(a, b uint64) uint64 {
 
 // Bytes of a word at a time (SWAR).
 const (
-	ones  = 0x0101010101010101
-	highs = 0x8080808080808080
-	lows  = 0x7f7f7f7f7f7f7f7f
+	ones = 0x0101010101010101
+	lows = 0x7f7f7f7f7f7f7f7f
 )
 
-// lowerWord lower-cases the ASCII letters among the eight bytes of w.
-func lowerWord(w uint64) uint64 {
-	low7 := w & lows
-	atLeastA := low7 + ones*(0x80-'A')
-	pastZ := low7 + ones*(0x80-'Z'-1)
-	upper := (atLeastA &^ pastZ) & highs &^ w
-	return w | upper>>2 // 0x80 >> 2 is 0x20, the case bit
-}
+// foldWord sets the case bit of the eight bytes of w: ASCII letters hash
+// alike whatever their case, at one instruction a word.
+func foldWord(w uint64) uint64 { return w | ones*0x20 }
 
 // bytesOf has the high bit set of each byte of w that is c, and no other.
 func bytesOf(w uint64, c byte) uint64 {
@@ -180,6 +194,21 @@ func hostLen(key []byte) int {
 	return n
 }
 
+// dotsLow is dotsOf(host)[0] for a host of 8 to 64 bytes: the last,
+// partial word is read overlapping the one before it.
+func dotsLow(host []byte) uint64 {
+	var dots uint64
+	i := 0
+	for ; i+8 <= len(host); i += 8 {
+		dots |= packHighs(bytesOf(binary.LittleEndian.Uint64(host[i:]), '.')) << i
+	}
+	if r := len(host) - i; r > 0 {
+		w := binary.LittleEndian.Uint64(host[len(host)-8:]) >> (64 - 8*r) // its last r bytes
+		dots |= packHighs(bytesOf(w, '.')) << i
+	}
+	return dots
+}
+
 // dotsOf returns where the dots of host are (bit i: host[i] is '.'),
 // eight bytes at a step.
 func dotsOf(host []byte) (dots [4]uint64) {
@@ -209,90 +238,106 @@ func (t *Table) Match(key []byte) []string {
 	}
 	host := key[:n]
 	h := hashLower(exactSeed, host)
-	if sh := idx.shards[shardOf(h)]; sh.mayHave(h) {
-		if b := sh.find(host, 0); b != nil {
+	if s := shardOf(h); idx.mayHave(s, h) {
+		if b := find(idx.backends[s], host, 0); b != nil {
 			return b
 		}
 	}
 	if idx.wildDepths == 0 {
 		return nil
 	}
-	if idx.wildDepths&(1<<63) != 0 {
-		return idx.matchWildAnyDepth(host)
+	if n > 64 {
+		return idx.matchWildLong(host)
 	}
-	// The suffix of d labels starts after the d-th dot from the right: find
-	// the dots from the right, as far as the deepest wildcard reaches, and
-	// try the deepest (nearest) suffix first. A dot at 0 starts no suffix:
-	// a wildcard stands for at least one byte.
-	deepest := 63 - bits.LeadingZeros64(idx.wildDepths)
-	var after [64]uint8 // after[d]: where the suffix of d labels starts
-	found := 0
-	i := n
-	for ; i >= 8 && found < deepest; i -= 8 {
-		for m := bytesOf(binary.LittleEndian.Uint64(host[i-8:]), '.'); m != 0 && found < deepest; {
-			top := 63 - bits.LeadingZeros64(m)
-			m &^= 1 << top
-			if p := i - 8 + top/8; p > 0 {
-				found++
-				after[found] = uint8(p + 1)
+	if !idx.wildShort {
+		// Every wildcard "*.x" has an x of 8 bytes or more, so the host
+		// ends in the last 8 bytes of one of them, after 2 bytes at least.
+		if n < 10 || !idx.tails.mayHave(tailOf(host)) {
+			return nil
+		}
+	} else if n < 8 {
+		return idx.matchWildLong(host)
+	}
+	// The suffix after a dot has as many labels as there are dots from it
+	// to the end: walk the dots from the left, nearest (deepest) wildcard
+	// first, and hash only the suffixes of a depth some wildcard has. A
+	// dot at 0 starts no suffix: a wildcard stands for at least one byte.
+	dots := dotsLow(host) &^ 1
+	labels := bits.OnesCount64(dots)
+	for m := dots; m != 0; m &= m - 1 {
+		if idx.wildDepths&(1<<labels) != 0 {
+			if b := idx.matchWild(host[bits.TrailingZeros64(m)+1:]); b != nil {
+				return b
 			}
 		}
-	}
-	if i < 8 {
-		for i--; i > 0 && found < deepest; i-- {
-			if host[i] == '.' {
-				found++
-				after[found] = uint8(i + 1)
-			}
-		}
-	}
-	for d := found; d > 0; d-- {
-		if idx.wildDepths&(1<<d) == 0 {
-			continue
-		}
-		if b := idx.matchWild(host[after[d]:]); b != nil {
-			return b
-		}
+		labels--
 	}
 	return nil
+}
+
+// tailOf is the last 8 bytes of host (at least 8), case folded.
+func tailOf(host []byte) uint64 {
+	return foldWord(binary.LittleEndian.Uint64(host[len(host)-8:]))
+}
+
+// tailFilter holds the last 8 bytes (tailOf) of the x of every wildcard
+// "*.x": a host whose last 8 bytes are none of them matches no wildcard,
+// and the common miss costs one word instead of a hash for each suffix
+// depth. It is a filter of 256 words of which a probe reads one.
+type tailFilter [tailWords]uint64
+
+const tailWords = 256
+
+// tailBits are the two bits of tail in the filter (bit>>6 its word, bit&63
+// its place there), both in one word; they may be the same bit.
+func tailBits(tail uint64) (b0, b1 uint64) {
+	h := mixWord(tail^0x9fb21c651e98df25, 0xd6e8feb86659fd93)
+	word := h >> 56 % tailWords
+	return word<<6 | h&63, word<<6 | h>>6&63
+}
+
+func (f *tailFilter) mayHave(tail uint64) bool {
+	b0, b1 := tailBits(tail)
+	m := uint64(1)<<(b0&63) | 1<<(b1&63)
+	return f[b0>>6]&m == m
 }
 
 // matchWild answers the wildcard "*." + suffix, if there is one.
 func (idx *index) matchWild(suffix []byte) []string {
 	h := hashLower(wildSeed, suffix)
-	if !idx.wild[wildPageOf(h)].mayHave(h) {
-		return nil
+	if s := shardOf(h); idx.mayHave(s, h) {
+		return find(idx.backends[s], suffix, 2)
 	}
-	return idx.shards[shardOf(h)].find(suffix, 2)
+	return nil
 }
 
-// matchWildAnyDepth is the wildcard walk of Match for tables with a
-// wildcard of 63 labels or more, which index.wildDepths does not tell
-// apart: every dot from the left, nearest first.
-func (idx *index) matchWildAnyDepth(host []byte) []string {
+// matchWildLong is the wildcard walk of Match for hosts of more than 64
+// bytes: every dot from the left, nearest first. A wildcard of 63 labels
+// or more, which index.wildDepths does not tell apart, is tried for every
+// such suffix.
+func (idx *index) matchWildLong(host []byte) []string {
 	dots := dotsOf(host)
 	dots[0] &^= 1 // a dot at 0 starts no suffix and counts no label
-	labels := 1 + bits.OnesCount64(dots[0]) + bits.OnesCount64(dots[1]) + bits.OnesCount64(dots[2]) + bits.OnesCount64(dots[3])
+	labels := bits.OnesCount64(dots[0]) + bits.OnesCount64(dots[1]) + bits.OnesCount64(dots[2]) + bits.OnesCount64(dots[3])
 	for word := range dots {
 		for m := dots[word]; m != 0; m &= m - 1 {
-			labels-- // labels after this dot
-			if idx.wildDepths&(1<<min(labels, 63)) == 0 {
-				continue
+			if idx.wildDepths&(1<<min(labels, 63)) != 0 {
+				if b := idx.matchWild(host[word<<6+bits.TrailingZeros64(m)+1:]); b != nil {
+					return b
+				}
 			}
-			if b := idx.matchWild(host[word<<6+bits.TrailingZeros64(m)+1:]); b != nil {
-				return b
-			}
+			labels-- // labels after the next dot
 		}
 	}
 	return nil
 }
 
-// find probes the map for host lower-cased, after "*." when wild is 2. It
+// find probes backends for host lower-cased, after "*." when wild is 2. It
 // is kept out of Match so that its buffer is set up only for the few
 // lookups that pass the filter.
 //
 //go:noinline
-func (sh *shard) find(host []byte, wild int) []string {
+func find(backends map[string][]string, host []byte, wild int) []string {
 	var buf [MaxHostLen + 2]byte
 	buf[0], buf[1] = '*', '.'
 	for i, c := range host {
@@ -301,7 +346,7 @@ func (sh *shard) find(host []byte, wild int) []string {
 		}
 		buf[2+i] = c
 	}
-	return sh.backends[string(buf[2-wild:2+len(host)])]
+	return backends[string(buf[2-wild:2+len(host)])]
 }
 
 // wildLabels is the number of labels after the "*." of wildcard host (at
@@ -315,9 +360,9 @@ func wildLabels(host string) int {
 }
 
 // publishLocked publishes a new index in which the shards of the hosts in
-// changed are rebuilt from t.entries and every other shard is shared with
-// the current index: a write costs what its shards hold, not the table.
-// With changed nil every shard is built (Open).
+// changed are rebuilt from t.entries, filters included, and every other
+// shard is shared with the current index: a write costs what its shards
+// hold, not the table. With changed nil every shard is built (Open).
 func (t *Table) publishLocked(changed []string) {
 	next := &index{}
 	old := t.index.Load()
@@ -327,12 +372,8 @@ func (t *Table) publishLocked(changed []string) {
 	}
 	if changed == nil {
 		next.count, t.wildCounts = 0, [64]int{}
-		for s := range next.shards {
-			next.shards[s] = emptyShard
-		}
-		for p := range next.wild {
-			next.wild[p], t.wildByPage[p] = wildPage{}, nil
-		}
+		next.words, next.big, next.backends = [numShards]uint64{}, [numShards][]uint64{}, [numShards]map[string][]string{}
+		next.tails, t.tailCounts, t.wildShort = tailFilter{}, nil, 0
 		changed = slices.Collect(maps.Keys(t.entries))
 	}
 	touched := make(map[uint64][]string, min(len(changed), numShards)) // shard -> its changed hosts
@@ -340,63 +381,34 @@ func (t *Table) publishLocked(changed []string) {
 		s := shardOf(hostHash(h))
 		touched[s] = append(touched[s], h)
 	}
-	var wildTouched [wildPages]bool
 	for s, hosts := range touched {
-		prev := next.shards[s]
-		backends := make(map[string][]string, len(prev.backends)+len(hosts))
-		for h, b := range prev.backends {
+		prev := next.backends[s]
+		backends := make(map[string][]string, len(prev)+len(hosts))
+		for h, b := range prev {
 			backends[h] = b
 		}
 		for _, h := range hosts {
 			e, ok := t.entries[h]
 			live := ok && e.Backend != ""
-			_, had := backends[h]
-			if had {
+			if _, had := backends[h]; had {
 				next.count--
 				t.wildCounts[wildLabels(h)]--
-			}
-			if labels := wildLabels(h); labels > 0 && had != live {
-				hh := hostHash(h)
-				p := wildPageOf(hh)
-				wildTouched[p] = true
-				if live {
-					if t.wildByPage[p] == nil {
-						t.wildByPage[p] = map[string]uint64{}
-					}
-					t.wildByPage[p][h] = hh
-				} else {
-					delete(t.wildByPage[p], h)
-				}
+				t.countTail(&next.tails, h, -1)
 			}
 			if !live {
 				delete(backends, h)
 				continue
 			}
-			if b, ok := prev.backends[h]; ok && b[0] == e.Backend {
+			if b, ok := prev[h]; ok && b[0] == e.Backend {
 				backends[h] = b // reuse: no allocation per unchanged entry
 			} else {
 				backends[h] = []string{e.Backend}
 			}
 			next.count++
 			t.wildCounts[wildLabels(h)]++
+			t.countTail(&next.tails, h, 1)
 		}
-		sh := &shard{backends: backends}
-		for h := range backends {
-			if wildLabels(h) == 0 { // wildcards are in the wildcard filter
-				fh := hostHash(h)
-				sh.filter[(fh>>6)%shardFilterWords] |= 1 << (fh & 63)
-			}
-		}
-		next.shards[s] = sh
-	}
-	for p, dirty := range wildTouched {
-		if !dirty {
-			continue
-		}
-		next.wild[p] = wildPage{}
-		for _, hh := range t.wildByPage[p] {
-			next.wild[p].add(hh)
-		}
+		next.setShard(s, backends)
 	}
 	// wildCounts[0] counts exact hosts, which set no bit.
 	next.wildDepths = 0
@@ -405,9 +417,40 @@ func (t *Table) publishLocked(changed []string) {
 			next.wildDepths |= 1 << d
 		}
 	}
+	next.wildShort = t.wildShort > 0
 	t.index.Store(next)
 	t.state = nil
 	if fn := t.onPublish.Load(); fn != nil && *fn != nil {
 		(*fn)()
+	}
+}
+
+// countTail counts wildcard host in or out (by) of the tail filter: a bit
+// is set while some live wildcard sets it, so that a write changes two
+// counters and never rebuilds the filter. A wildcard whose x is shorter
+// than 8 bytes has no tail and is counted in t.wildShort.
+func (t *Table) countTail(f *tailFilter, host string, by int32) {
+	rest, ok := strings.CutPrefix(host, "*.")
+	if !ok {
+		return
+	}
+	if len(rest) < 8 {
+		t.wildShort += int(by)
+		return
+	}
+	if t.tailCounts == nil {
+		t.tailCounts = make([]int32, tailWords*64)
+	}
+	b0, b1 := tailBits(tailOf([]byte(rest)))
+	t.tailCounts[b0] += by
+	if b1 != b0 {
+		t.tailCounts[b1] += by
+	}
+	for _, b := range [2]uint64{b0, b1} {
+		if t.tailCounts[b] > 0 {
+			f[b>>6] |= 1 << (b & 63)
+		} else {
+			f[b>>6] &^= 1 << (b & 63)
+		}
 	}
 }

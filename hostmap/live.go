@@ -16,8 +16,8 @@ func (t *Table) Live() (uint64, iter.Seq2[string, string]) {
 	return idx.gen, func(yield func(host, backend string) bool) {
 		type pair struct{ host, backend string }
 		all := make([]pair, 0, idx.count)
-		for _, sh := range idx.shards {
-			for h, b := range sh.backends {
+		for _, backends := range idx.backends {
+			for h, b := range backends {
 				all = append(all, pair{h, b[0]})
 			}
 		}

@@ -30,9 +30,11 @@ type Table struct {
 	// wildCounts counts the live overrides by wildLabels, for
 	// index.wildDepths.
 	wildCounts [64]int
-	// wildByPage holds the live wildcards of each page of index.wild, by
-	// hash, so that a wildcard write rebuilds one page.
-	wildByPage [wildPages]map[string]uint64
+	// tailCounts counts the live wildcards that set each bit of
+	// index.tails (nil until the first); wildShort counts those with no
+	// tail.
+	tailCounts []int32
+	wildShort  int
 
 	broadcast atomic.Pointer[func(key string, msg []byte)]
 	onPublish atomic.Pointer[func()]
