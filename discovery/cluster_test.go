@@ -147,6 +147,14 @@ func TestCheckDrain(t *testing.T) {
 	if !b.Draining() {
 		t.Error("Draining() = false while the check fails")
 	}
+	waitFor(t, 5*time.Second, func() (bool, string) {
+		for _, m := range a.Members() {
+			if m.Name == "b" && m.CheckFailing {
+				return true, ""
+			}
+		}
+		return false, "a does not see b's check failing"
+	})
 	// Many failing polls, one log line.
 	p := polls.Load()
 	waitFor(t, 5*time.Second, func() (bool, string) {
@@ -168,6 +176,14 @@ func TestCheckDrain(t *testing.T) {
 	if ok, why := statusIs(all, "b", StatusDraining)(); !ok {
 		t.Errorf("manual drain lost when the check passed: %s", why)
 	}
+	waitFor(t, 5*time.Second, func() (bool, string) {
+		for _, m := range a.Members() {
+			if m.Name == "b" && !m.CheckFailing {
+				return true, ""
+			}
+		}
+		return false, "a still sees b's check failing after it passed"
+	})
 	if err := b.SetDraining(false); err != nil {
 		t.Fatal(err)
 	}

@@ -105,4 +105,7 @@ type Member struct {
 	Services    map[string][]string
 	Version     string
 	Fingerprint string
+	// CheckFailing: the member's health check of its instance fails, and
+	// drains it (gossiped; the member's own CheckState says why).
+	CheckFailing bool
 }

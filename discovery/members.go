@@ -275,12 +275,13 @@ func (t *memberTable) list(now time.Time) []Member {
 	out := make([]Member, 0, len(t.members))
 	for _, m := range t.members {
 		out = append(out, Member{
-			Name:        m.name,
-			Addr:        m.addr,
-			Status:      m.status,
-			Services:    cloneServices(m.meta.Services),
-			Version:     m.meta.Version,
-			Fingerprint: m.meta.Fingerprint,
+			Name:         m.name,
+			Addr:         m.addr,
+			Status:       m.status,
+			Services:     cloneServices(m.meta.Services),
+			Version:      m.meta.Version,
+			Fingerprint:  m.meta.Fingerprint,
+			CheckFailing: m.meta.CheckFailing,
 		})
 	}
 	t.mu.Unlock()
@@ -443,7 +444,7 @@ func (t *memberTable) exchanged(now time.Time) {
 func inCluster(s Status) bool { return s == StatusAlive || s == StatusDraining }
 
 func equalMeta(a, b meta) bool {
-	return a.Draining == b.Draining && a.Leaving == b.Leaving &&
+	return a.Draining == b.Draining && a.Leaving == b.Leaving && a.CheckFailing == b.CheckFailing &&
 		a.Fingerprint == b.Fingerprint && a.Version == b.Version && a.Digest == b.Digest &&
 		equalServices(a.Services, b.Services)
 }

@@ -20,7 +20,8 @@ import (
 // memberlist.MetaMaxSize (512) bytes:
 //
 //	'R' 1                       magic and format version
-//	flags                       byte: 1 draining, 2 leaving, 4 services digest
+//	flags                       byte: 1 draining, 2 leaving, 4 services digest,
+//	                            8 health check failing (a reason of the drain)
 //	str fingerprint, str version
 //	services
 //	[uvarint size, 16-byte hash]  only with flag 4
@@ -41,11 +42,13 @@ import (
 // that pass for another's. A node of an older release ignores flag 4 and
 // the digest: it sees such a node with no services.
 type meta struct {
-	Draining    bool
-	Leaving     bool
-	Fingerprint string
-	Version     string
-	Services    map[string][]string // sorted, deduplicated instances
+	Draining bool
+	// CheckFailing: the node's health check fails (and drains it).
+	CheckFailing bool
+	Leaving      bool
+	Fingerprint  string
+	Version      string
+	Services     map[string][]string // sorted, deduplicated instances
 	// Digest, when set, stands in the metadata for Services, which travel
 	// separately; decodeMeta then leaves Services nil.
 	Digest servicesDigest
@@ -74,6 +77,7 @@ const (
 	flagDraining       = 1 << 0
 	flagLeaving        = 1 << 1
 	flagServicesDigest = 1 << 2
+	flagCheckFailing   = 1 << 3
 
 	// The bounds of what a node advertises, inline or not. Past 512 bytes
 	// the services leave the metadata, and every node fetches and keeps
@@ -101,6 +105,9 @@ func (m meta) encode() []byte {
 	}
 	if m.Leaving {
 		b[2] |= flagLeaving
+	}
+	if m.CheckFailing {
+		b[2] |= flagCheckFailing
 	}
 	b = appendString(b, m.Fingerprint)
 	b = appendString(b, m.Version)
@@ -234,6 +241,7 @@ func decodeMeta(b []byte) (meta, error) {
 	}
 	m.Draining = b[2]&flagDraining != 0
 	m.Leaving = b[2]&flagLeaving != 0
+	m.CheckFailing = b[2]&flagCheckFailing != 0
 	r := &metaReader{b: b[3:]}
 	var err error
 	if m.Fingerprint, err = r.str(); err != nil {

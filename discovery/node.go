@@ -161,6 +161,7 @@ func start(cfg Config, tun tunables) (*Node, error) {
 			n.log.Warn("health check failing at start; draining", "url", cfg.Check.URL, "err", err)
 			n.checkDrain = true
 			n.local.Draining = true
+			n.local.CheckFailing = true
 			n.localBytes = n.local.encode() // same size: flags only
 		}
 		defer func() {
@@ -404,7 +405,7 @@ func (n *Node) setDrain(set func()) error {
 	n.metaMu.Lock()
 	was := n.manualDrain || n.checkDrain
 	set()
-	draining := n.manualDrain || n.checkDrain
+	draining, checkFailing := n.manualDrain || n.checkDrain, n.checkDrain
 	n.metaMu.Unlock()
 	if n.left {
 		return errLeft
@@ -413,6 +414,7 @@ func (n *Node) setDrain(set func()) error {
 	ramp := was && !draining && n.cfg.SlowStart > 0
 	err := n.updateMetaLocked(n.tun.metaTimeout, func(m *meta) {
 		m.Draining = draining
+		m.CheckFailing = checkFailing
 		if ramp {
 			m.Services = withRamp(m.Services, 1)
 		}

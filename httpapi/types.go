@@ -30,6 +30,9 @@ type Member struct {
 	// Check is the node's health check: only on the member that answered
 	// (each node probes its own instance), absent without --check.
 	Check *MemberCheck `json:"check,omitempty"`
+	// CheckFailing: the member's health check fails and drains it, as it
+	// gossips (every member's; Check has the details of the one asked).
+	CheckFailing bool `json:"check_failing,omitempty"`
 }
 
 // MemberCheck is a node's health check of its local instance.

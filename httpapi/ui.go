@@ -170,7 +170,7 @@ func (a *api) memberList() []Member {
 		if services == nil {
 			services = map[string][]string{}
 		}
-		member := Member{Name: m.Name, Addr: m.Addr, Status: string(m.Status), Services: services, Version: m.Version}
+		member := Member{Name: m.Name, Addr: m.Addr, Status: string(m.Status), Services: services, Version: m.Version, CheckFailing: m.CheckFailing}
 		if m.Name == a.Cluster.Name() {
 			member.Check = a.check()
 		}

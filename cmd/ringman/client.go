@@ -94,8 +94,11 @@ func newMembersCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			for _, m := range kept {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s", cell(m.Name), cell(m.Addr), cell(m.Status), formatServices(m.Services))
-				if m.Check != nil {
+				switch {
+				case m.Check != nil:
 					fmt.Fprintf(tw, "\t%s", formatCheck(m.Check))
+				case m.CheckFailing:
+					fmt.Fprint(tw, "\tcheck failing")
 				}
 				fmt.Fprintln(tw)
 			}
